@@ -1,0 +1,1 @@
+//! The library care services embed to receive their deliveries.

@@ -1,0 +1,1 @@
+//! The demo: broker, registry, router and a simulated fleet on one machine.

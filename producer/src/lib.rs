@@ -1,0 +1,1 @@
+//! Publishing library, ingest gateway and device-fleet simulator.

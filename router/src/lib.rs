@@ -1,0 +1,1 @@
+//! The consent-first routing service.

@@ -1,0 +1,24 @@
+//! The DHO data contract: the Avro schemas (source of truth, in `schemas/avro/`), the Rust
+//! types that mirror them, the Confluent wire format, codecs, validation of identifiers,
+//! codes and units, Java-compatible partitioning and the topic layout.
+//!
+//! No I/O lives here: everything is a pure function of its input, tested in place.
+
+pub mod avro;
+pub mod codec;
+pub mod codes;
+mod error;
+pub mod fixtures;
+pub mod ids;
+pub mod model;
+pub mod partition;
+pub mod topics;
+pub mod validate;
+pub mod wire;
+
+pub use avro::SchemaKind;
+pub use codec::AvroRecord;
+pub use error::{Error, Result};
+pub use model::*;
+pub use topics::TopicNames;
+pub use validate::{Policy, Reason, ValidationError};

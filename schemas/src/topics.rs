@@ -1,0 +1,97 @@
+//! Topic names and keys: part of the contract between publishers, the router and subscribers.
+
+use crate::model::PatientIdentifier;
+
+/// The hub's topic names under a configurable prefix (default `dho`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicNames {
+    prefix: String,
+}
+
+impl Default for TopicNames {
+    fn default() -> Self {
+        Self::new("dho")
+    }
+}
+
+impl TopicNames {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn measurements(&self) -> String {
+        format!("{}.measurements", self.prefix)
+    }
+    pub fn selfreports(&self) -> String {
+        format!("{}.selfreports", self.prefix)
+    }
+    pub fn consents(&self) -> String {
+        format!("{}.consents", self.prefix)
+    }
+    pub fn subscriptions(&self) -> String {
+        format!("{}.subscriptions", self.prefix)
+    }
+    pub fn careplans(&self) -> String {
+        format!("{}.careplans", self.prefix)
+    }
+    pub fn audit(&self) -> String {
+        format!("{}.audit", self.prefix)
+    }
+    pub fn deadletter(&self) -> String {
+        format!("{}.deadletter", self.prefix)
+    }
+    /// One topic per subscriber; `subscriber_id` is validated to a topic-safe alphabet.
+    pub fn deliver(&self, subscriber_id: &str) -> String {
+        format!("{}.deliver.{subscriber_id}", self.prefix)
+    }
+}
+
+/// The Confluent subject of a topic's values (TopicNameStrategy).
+pub fn value_subject(topic: &str) -> String {
+    format!("{topic}-value")
+}
+
+/// Key of a state record (consent, subscription, care plan): patient and record id, so the
+/// compacted topic keeps every record of a patient. Partitioned by the patient part alone.
+pub fn state_key(patient: &PatientIdentifier, record_id: &str) -> String {
+    format!("{}|{record_id}", patient.key())
+}
+
+/// The patient part of a state key (or the whole key, for event topics).
+pub fn patient_key(key: &str) -> &str {
+    key.split_once('|').map_or(key, |(patient, _)| patient)
+}
+
+/// Dead-letter header names.
+pub mod headers {
+    /// Bounded reason code, e.g. `undecodable`, `invalid_identifier`.
+    pub const REASON: &str = "dho.deadletter.reason";
+    /// Human-readable detail (never contains identifiers).
+    pub const DETAIL: &str = "dho.deadletter.detail";
+    pub const SOURCE_TOPIC: &str = "dho.source.topic";
+    pub const SOURCE_PARTITION: &str = "dho.source.partition";
+    pub const SOURCE_OFFSET: &str = "dho.source.offset";
+    /// The component that dead-lettered it (router, ingest).
+    pub const COMPONENT: &str = "dho.deadletter.component";
+    /// Milliseconds since the epoch when the ingest acknowledged the source record.
+    pub const INGESTED_AT: &str = "dho.ingested_at";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_keys_split_back_to_the_patient() {
+        let p = PatientIdentifier::fnr("01010101006");
+        assert_eq!(patient_key(&state_key(&p, "c-1")), "01010101006");
+        assert_eq!(patient_key("01010101006"), "01010101006");
+        assert_eq!(TopicNames::new("x").deliver("gp-1"), "x.deliver.gp-1");
+    }
+}
