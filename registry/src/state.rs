@@ -255,10 +255,11 @@ impl RegistryState {
             .subjects
             .values()
             .any(|s| s.versions.values().any(|e| e.id == id));
-        if !used && let Some(stored) = self.schemas.remove(&id) {
-            if self.by_identity.get(&stored.identity) == Some(&id) {
-                self.by_identity.remove(&stored.identity);
-            }
+        if !used
+            && let Some(stored) = self.schemas.remove(&id)
+            && self.by_identity.get(&stored.identity) == Some(&id)
+        {
+            self.by_identity.remove(&stored.identity);
         }
     }
 

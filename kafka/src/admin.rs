@@ -1,0 +1,136 @@
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::{Error, KafkaSettings, Result};
+
+/// One topic the hub needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    /// Compacted (latest value per key) rather than deleted after retention.
+    pub compact: bool,
+    /// Retention, for delete topics; `None` keeps the broker default.
+    pub retention_ms: Option<i64>,
+    /// Part of the co-partitioned input set: an existing topic with another partition
+    /// count is an error, not something to live with.
+    pub co_partitioned: bool,
+}
+
+impl TopicSpec {
+    pub fn events(name: String, partitions: i32) -> Self {
+        Self {
+            name,
+            partitions,
+            compact: false,
+            retention_ms: None,
+            co_partitioned: true,
+        }
+    }
+
+    pub fn state(name: String, partitions: i32) -> Self {
+        Self {
+            compact: true,
+            ..Self::events(name, partitions)
+        }
+    }
+
+    pub fn output(name: String, partitions: i32, retention_ms: Option<i64>) -> Self {
+        Self {
+            retention_ms,
+            co_partitioned: false,
+            ..Self::events(name, partitions)
+        }
+    }
+}
+
+/// Audit records are kept long: Norwegian health law requires the disclosure log to be
+/// available to the patient for years (ten years here).
+const AUDIT_RETENTION_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
+
+/// Every topic the hub itself owns (per-subscriber delivery topics are created on demand).
+pub fn hub_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
+    let t = settings.topics();
+    let n = settings.partitions;
+    vec![
+        TopicSpec::events(t.measurements(), n),
+        TopicSpec::events(t.selfreports(), n),
+        TopicSpec::state(t.consents(), n),
+        TopicSpec::state(t.subscriptions(), n),
+        TopicSpec::state(t.careplans(), n),
+        TopicSpec::output(t.audit(), n, Some(AUDIT_RETENTION_MS)),
+        TopicSpec::output(t.deadletter(), n, None),
+    ]
+}
+
+/// Creates the topics that do not exist yet and checks co-partitioning of those that do.
+pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = settings.client_config(&[])?.create()?;
+    let retention: Vec<String> = specs
+        .iter()
+        .map(|s| s.retention_ms.map(|r| r.to_string()).unwrap_or_default())
+        .collect();
+    let new_topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .zip(&retention)
+        .map(|(spec, retention)| {
+            let mut topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(-1))
+                .set("cleanup.policy", if spec.compact { "compact" } else { "delete" });
+            if !retention.is_empty() {
+                topic = topic.set("retention.ms", retention);
+            }
+            topic
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&new_topics, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(Error::Topic {
+                    topic,
+                    detail: code.to_string(),
+                });
+            }
+        }
+    }
+    for spec in specs.iter().filter(|s| s.co_partitioned) {
+        let actual = partition_count(settings, &spec.name).await?;
+        if actual != spec.partitions {
+            return Err(Error::PartitionMismatch {
+                topic: spec.name.clone(),
+                expected: spec.partitions,
+                actual,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The partition count of an existing topic.
+pub async fn partition_count(settings: &KafkaSettings, topic: &str) -> Result<i32> {
+    let consumer: BaseConsumer = settings.client_config(&[])?.create()?;
+    let topic = topic.to_string();
+    // Metadata calls block; keep them off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let found = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty());
+        match found {
+            Some(t) => Ok(t.partitions().len() as i32),
+            None => Err(Error::Topic {
+                topic,
+                detail: "does not exist".into(),
+            }),
+        }
+    })
+    .await
+    .map_err(|e| Error::Config(format!("metadata task failed: {e}")))?
+}

@@ -1,0 +1,139 @@
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// Where the hub's Kafka cluster and schema registry are, shared by every service's config.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Comma-separated `host:port` list of Kafka brokers.
+    pub bootstrap_servers: String,
+    /// Base URL of the Confluent-compatible schema registry, e.g. `http://localhost:8081`.
+    pub schema_registry_url: String,
+    /// Prefix of every topic name (`<prefix>.measurements`, ...).
+    #[serde(default = "default_prefix")]
+    pub topic_prefix: String,
+    /// Partition count of every ingest and state topic; they must all be equal, because the
+    /// router joins them per partition.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Extra librdkafka properties (security.protocol, sasl.*, ssl.*, client.id, ...), passed
+    /// through. Keys the hub sets itself for its guarantees are refused.
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+fn default_prefix() -> String {
+    "dho".into()
+}
+
+fn default_partitions() -> i32 {
+    6
+}
+
+impl KafkaSettings {
+    pub fn new(bootstrap_servers: impl Into<String>, schema_registry_url: impl Into<String>) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            schema_registry_url: schema_registry_url.into(),
+            topic_prefix: default_prefix(),
+            partitions: default_partitions(),
+            librdkafka: BTreeMap::new(),
+        }
+    }
+
+    pub fn topics(&self) -> dho_schemas::TopicNames {
+        dho_schemas::TopicNames::new(&self.topic_prefix)
+    }
+
+    /// A librdkafka config: bootstrap servers, the service's own settings (`own`, which carry
+    /// its guarantees), then the pass-through, which may not override any of `own`.
+    pub fn client_config(&self, own: &[(&str, &str)]) -> Result<ClientConfig> {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        // librdkafka logs go through the `log` facade at warning level and above only.
+        config.set("log_level", "4");
+        for (key, value) in own {
+            config.set(*key, *value);
+        }
+        for (key, value) in &self.librdkafka {
+            if key == "bootstrap.servers" || own.iter().any(|(k, _)| k == key) {
+                return Err(Error::ConflictingOption { key: key.clone() });
+            }
+            config.set(key, value);
+        }
+        Ok(config)
+    }
+
+    /// Checks what can be checked without a network.
+    pub fn validate(&self) -> Result<()> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(Error::Config("bootstrap_servers is empty".into()));
+        }
+        if !(self.schema_registry_url.starts_with("http://")
+            || self.schema_registry_url.starts_with("https://"))
+        {
+            return Err(Error::Config(format!(
+                "schema_registry_url must be an http(s) URL, got '{}'",
+                self.schema_registry_url
+            )));
+        }
+        if self.partitions < 1 {
+            return Err(Error::Config("partitions must be at least 1".into()));
+        }
+        if self.topic_prefix.is_empty()
+            || !self
+                .topic_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Err(Error::Config(format!(
+                "topic_prefix '{}' must be letters, digits, '.', '_' or '-'",
+                self.topic_prefix
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_through_may_not_override_the_hubs_own_settings() {
+        let mut s = KafkaSettings::new("localhost:9092", "http://localhost:8081");
+        s.librdkafka.insert("security.protocol".into(), "SASL_SSL".into());
+        let cfg = s.client_config(&[("enable.idempotence", "true")]).unwrap();
+        assert_eq!(cfg.get("security.protocol"), Some("SASL_SSL"));
+
+        s.librdkafka.insert("enable.idempotence".into(), "false".into());
+        let err = s.client_config(&[("enable.idempotence", "true")]).unwrap_err();
+        assert!(err.to_string().contains("enable.idempotence"), "{err}");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let mut s = KafkaSettings::new("", "http://x");
+        assert!(s.validate().unwrap_err().to_string().contains("bootstrap_servers"));
+        s.bootstrap_servers = "b:1".into();
+        s.schema_registry_url = "x".into();
+        assert!(s.validate().unwrap_err().to_string().contains("schema_registry_url"));
+        s.schema_registry_url = "http://x".into();
+        s.topic_prefix = "a b".into();
+        assert!(s.validate().unwrap_err().to_string().contains("topic_prefix"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = toml_like(r#"{"bootstrap_servers":"b","schema_registry_url":"http://r","partitons":3}"#);
+        assert!(err.contains("partitons"), "{err}");
+    }
+
+    fn toml_like(json: &str) -> String {
+        serde_json::from_str::<KafkaSettings>(json).unwrap_err().to_string()
+    }
+}

@@ -1,0 +1,181 @@
+use std::time::Duration;
+
+use dho_kafka::{AvroSerde, Encoder, KafkaSettings};
+use dho_schemas::codec::AvroRecord;
+use dho_schemas::partition::partition_for;
+use dho_schemas::topics::state_key;
+use dho_schemas::{
+    CarePlan, Consent, Measurement, PatientIdentifier, Policy, SelfReport, Subscription,
+    TopicNames, ValidationError, model::now_millis,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+/// Errors publishing, by what the caller should do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The record is wrong: fix it, do not retry.
+    #[error("invalid record: {0}")]
+    Invalid(#[from] ValidationError),
+    /// The producer's bounded queue stayed full: slow down and retry.
+    #[error("the producer queue is full; retry later")]
+    Backpressure,
+    /// The broker did not acknowledge the record: retry (the producer is idempotent).
+    #[error("the broker did not acknowledge the record: {0}")]
+    NotAcknowledged(KafkaError),
+    #[error(transparent)]
+    Setup(#[from] dho_kafka::Error),
+    #[error(transparent)]
+    Contract(#[from] dho_schemas::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where an acknowledged record landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// How long `send` waits for room in a full queue before answering [`Error::Backpressure`].
+const QUEUE_WAIT: Duration = Duration::from_secs(2);
+
+/// Publishes events and state records, keyed and partitioned by patient, idempotently,
+/// and returns only after the broker acknowledged them (acks=all).
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+    topics: TopicNames,
+    partitions: i32,
+    policy: Policy,
+    measurements: Encoder<Measurement>,
+    selfreports: Encoder<SelfReport>,
+    consents: Encoder<Consent>,
+    subscriptions: Encoder<Subscription>,
+    careplans: Encoder<CarePlan>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").field("topics", &self.topics).finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Creates missing topics, registers the schemas and connects the producer.
+    pub async fn connect(settings: &KafkaSettings, policy: Policy) -> Result<Self> {
+        settings.validate()?;
+        dho_kafka::ensure_topics(settings, &dho_kafka::hub_topics(settings)).await?;
+        let serde = AvroSerde::new(&settings.schema_registry_url);
+        let topics = settings.topics();
+        let producer: FutureProducer = settings
+            .client_config(&[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                // Same partition for a key as Java clients: matters only for keys we do not
+                // partition explicitly, but keeps every writer consistent.
+                ("partitioner", "murmur2_random"),
+                ("linger.ms", "5"),
+                // Bounded: a full queue is backpressure to the caller, never unbounded memory.
+                ("queue.buffering.max.messages", "100000"),
+                ("queue.buffering.max.kbytes", "65536"),
+            ])?
+            .create()
+            .map_err(dho_kafka::Error::from)?;
+        Ok(Self {
+            measurements: serde.register(&topics.measurements()).await?,
+            selfreports: serde.register(&topics.selfreports()).await?,
+            consents: serde.register(&topics.consents()).await?,
+            subscriptions: serde.register(&topics.subscriptions()).await?,
+            careplans: serde.register(&topics.careplans()).await?,
+            producer,
+            topics,
+            partitions: settings.partitions,
+            policy,
+        })
+    }
+
+    pub async fn publish_measurement(&self, m: &Measurement) -> Result<Receipt> {
+        m.validate(self.policy, now_millis())?;
+        self.send(&self.topics.measurements(), &m.patient, m.patient.key(), &self.measurements, Some(m))
+            .await
+    }
+
+    pub async fn publish_self_report(&self, r: &SelfReport) -> Result<Receipt> {
+        r.validate(self.policy, now_millis())?;
+        self.send(&self.topics.selfreports(), &r.patient, r.patient.key(), &self.selfreports, Some(r))
+            .await
+    }
+
+    /// Records (or replaces) a consent directive.
+    pub async fn put_consent(&self, c: &Consent) -> Result<Receipt> {
+        c.validate(self.policy)?;
+        let key = state_key(&c.patient, &c.consent_id);
+        self.send(&self.topics.consents(), &c.patient, &key, &self.consents, Some(c)).await
+    }
+
+    /// Deletes a consent directive (a tombstone): from then on it permits nothing.
+    pub async fn delete_consent(&self, patient: &PatientIdentifier, consent_id: &str) -> Result<Receipt> {
+        let key = state_key(patient, consent_id);
+        self.send::<Consent>(&self.topics.consents(), patient, &key, &self.consents, None).await
+    }
+
+    pub async fn put_subscription(&self, s: &Subscription) -> Result<Receipt> {
+        s.validate(self.policy)?;
+        let key = state_key(&s.patient, &s.subscription_id);
+        self.send(&self.topics.subscriptions(), &s.patient, &key, &self.subscriptions, Some(s))
+            .await
+    }
+
+    pub async fn delete_subscription(&self, patient: &PatientIdentifier, subscription_id: &str) -> Result<Receipt> {
+        let key = state_key(patient, subscription_id);
+        self.send::<Subscription>(&self.topics.subscriptions(), patient, &key, &self.subscriptions, None)
+            .await
+    }
+
+    pub async fn put_care_plan(&self, p: &CarePlan) -> Result<Receipt> {
+        p.validate(self.policy)?;
+        let key = state_key(&p.patient, &p.plan_id);
+        self.send(&self.topics.careplans(), &p.patient, &key, &self.careplans, Some(p)).await
+    }
+
+    /// Waits until everything queued is acknowledged (call before shutdown).
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        self.producer
+            .flush(Timeout::After(timeout))
+            .map_err(Error::NotAcknowledged)
+    }
+
+    async fn send<T: AvroRecord>(
+        &self,
+        topic: &str,
+        patient: &PatientIdentifier,
+        key: &str,
+        encoder: &Encoder<T>,
+        value: Option<&T>,
+    ) -> Result<Receipt> {
+        let payload = value.map(|v| encoder.encode(v)).transpose()?;
+        // Explicit partition by the patient alone, so state keys (patient|id) co-partition
+        // with the events of the same patient.
+        let partition = partition_for(patient.key().as_bytes(), self.partitions);
+        let mut record = FutureRecord::to(topic).key(key).partition(partition);
+        if let Some(payload) = &payload {
+            record = record.payload(payload);
+        }
+        match self.producer.send(record, Timeout::After(QUEUE_WAIT)).await {
+            Ok(delivery) => Ok(Receipt {
+                topic: topic.to_string(),
+                partition: delivery.partition,
+                offset: delivery.offset,
+            }),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(Error::Backpressure)
+            }
+            Err((e, _)) => Err(Error::NotAcknowledged(e)),
+        }
+    }
+}
