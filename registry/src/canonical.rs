@@ -190,7 +190,10 @@ mod tests {
     #[test]
     fn invalid_schemas_are_errors_not_panics() {
         for text in ["", "{", r#"{"type":"record"}"#, "\u{0}", "nonsense"] {
-            assert!(analyse(SchemaType::Avro, text, &[], &[]).is_err(), "{text:?}");
+            assert!(
+                analyse(SchemaType::Avro, text, &[], &[]).is_err(),
+                "{text:?}"
+            );
         }
         assert!(analyse(SchemaType::Json, "[1]", &[], &[]).is_err());
         assert!(analyse(SchemaType::Protobuf, "message {", &[], &[]).is_err());

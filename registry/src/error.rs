@@ -44,7 +44,9 @@ pub enum Error {
          BACKWARD_TRANSITIVE, FORWARD_TRANSITIVE and FULL_TRANSITIVE"
     )]
     InvalidCompatibilityLevel(String),
-    #[error("Invalid mode '{0}'. Valid values are READWRITE, READONLY, READONLY_OVERRIDE and IMPORT")]
+    #[error(
+        "Invalid mode '{0}'. Valid values are READWRITE, READONLY, READONLY_OVERRIDE and IMPORT"
+    )]
     InvalidMode(String),
     #[error("{0}")]
     OperationNotPermitted(String),

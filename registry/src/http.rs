@@ -68,6 +68,7 @@ pub(crate) fn router(shared: AppState) -> Router {
         .route("/", get(root))
         .route("/healthz", get(root))
         .route("/contexts", get(contexts))
+        .route("/schemas", get(list_schemas))
         .route("/schemas/types", get(schema_types))
         .route("/schemas/ids/{id}", get(schema_by_id))
         .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
@@ -75,7 +76,10 @@ pub(crate) fn router(shared: AppState) -> Router {
         .route("/schemas/ids/{id}/subjects", get(id_subjects))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
-        .route("/subjects/{subject}/versions", get(list_versions).post(register))
+        .route(
+            "/subjects/{subject}/versions",
+            get(list_versions).post(register),
+        )
         .route(
             "/subjects/{subject}/versions/{version}",
             get(get_version).delete(delete_version),
@@ -338,6 +342,19 @@ async fn schema_types() -> Response {
     ok(&types)
 }
 
+async fn list_schemas(State(app): State<AppState>, query: Q) -> Reply {
+    let params = Params::from(query);
+    let prefix = params
+        .get("subjectPrefix")
+        .filter(|p| *p != ":*:")
+        .unwrap_or("");
+    let all = app
+        .read()
+        .all_versions(params.filter(), prefix, params.flag(&["latestOnly"]));
+    let bodies: Vec<SchemaBody> = all.into_iter().map(|i| version_body(i, &params)).collect();
+    Ok(ok(&params.page(bodies)))
+}
+
 async fn schema_by_id(
     State(app): State<AppState>,
     id: Result<Path<String>, PathRejection>,
@@ -367,7 +384,11 @@ async fn raw_schema_by_id(
     let params = Params::from(query);
     let state = app.read();
     let stored = state.schema_by_id(id)?;
-    Ok(raw(schema_text(stored.schema_type, &stored.schema, &params)))
+    Ok(raw(schema_text(
+        stored.schema_type,
+        &stored.schema,
+        &params,
+    )))
 }
 
 fn raw(text: String) -> Response {
@@ -486,7 +507,18 @@ async fn register(
         .write(|state| state.plan_register(&subject, &request))
         .await?;
     tracing::info!(%subject, id = registered.id, version = registered.version, "schema registered");
-    Ok(ok(&json!({ "id": registered.id })))
+    // `{id}` is what every client reads; 8.x registries add the version and schema, which
+    // Python's full-response call reports.
+    let info = app
+        .read()
+        .version(&subject, VersionSpec::Number(registered.version), true);
+    match info {
+        Ok(info) => Ok(ok(&SchemaBody {
+            subject: None,
+            ..version_body(info, &Params::default())
+        })),
+        Err(_) => Ok(ok(&json!({ "id": registered.id }))),
+    }
 }
 
 async fn lookup(
@@ -610,9 +642,7 @@ async fn put_global_config(State(app): State<AppState>, bytes: Bytes) -> Reply {
 }
 
 async fn delete_global_config(State(app): State<AppState>) -> Reply {
-    let previous = app
-        .write(|state| state.plan_delete_config(None))
-        .await?;
+    let previous = app.write(|state| state.plan_delete_config(None)).await?;
     Ok(level_reply(previous))
 }
 
@@ -723,14 +753,20 @@ mod tests {
     use super::*;
 
     fn normalized(uri: &str) -> String {
-        let request = Request::builder().uri(uri).body(axum::body::Body::empty()).unwrap();
+        let request = Request::builder()
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
         normalize_path(request).uri().to_string()
     }
 
     #[test]
     fn paths_are_normalised_before_routing() {
         assert_eq!(normalized("/subjects/"), "/subjects");
-        assert_eq!(normalized("//subjects//a%2Fb/versions/?x=1"), "/subjects/a%2Fb/versions?x=1");
+        assert_eq!(
+            normalized("//subjects//a%2Fb/versions/?x=1"),
+            "/subjects/a%2Fb/versions?x=1"
+        );
         assert_eq!(normalized("/"), "/");
         assert_eq!(normalized("//"), "/");
         assert_eq!(normalized("/config"), "/config");

@@ -236,9 +236,9 @@ impl LogRecord {
                         let wire: WireConfigValue = serde_json::from_slice(bytes)
                             .map_err(|e| format!("malformed CONFIG value: {e}"))?;
                         match wire.compatibility_level {
-                            Some(level) => Some(
-                                CompatibilityLevel::parse(&level).map_err(|e| e.to_string())?,
-                            ),
+                            Some(level) => {
+                                Some(CompatibilityLevel::parse(&level).map_err(|e| e.to_string())?)
+                            }
                             None => None,
                         }
                     }

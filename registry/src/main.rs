@@ -28,7 +28,11 @@ struct Args {
     #[arg(long, env = "DHO_REGISTRY_KAFKA_TIMEOUT_SECS", default_value_t = 30)]
     kafka_timeout_secs: u64,
     /// Extra librdkafka option as key=value (repeatable; comma-separated in the env var).
-    #[arg(long = "kafka-option", env = "DHO_REGISTRY_KAFKA_OPTIONS", value_delimiter = ',')]
+    #[arg(
+        long = "kafka-option",
+        env = "DHO_REGISTRY_KAFKA_OPTIONS",
+        value_delimiter = ','
+    )]
     kafka_options: Vec<String>,
 }
 
@@ -36,8 +40,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
@@ -65,7 +68,10 @@ async fn main() -> anyhow::Result<()> {
 
     shutdown_signal().await;
     tracing::info!("shutting down");
-    registry.shutdown().await.context("stopping the schema registry")?;
+    registry
+        .shutdown()
+        .await
+        .context("stopping the schema registry")?;
     Ok(())
 }
 

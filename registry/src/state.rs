@@ -450,6 +450,38 @@ impl RegistryState {
         })
     }
 
+    /// Every (subject, version) admitted by `filter`, by subject then version; with
+    /// `latest_only`, only each subject's latest admitted version.
+    pub fn all_versions(
+        &self,
+        filter: Filter,
+        prefix: &str,
+        latest_only: bool,
+    ) -> Vec<VersionInfo> {
+        let mut found = Vec::new();
+        for (name, s) in self.subjects.range(prefix.to_string()..) {
+            if !name.starts_with(prefix) {
+                break;
+            }
+            let admitted: Vec<(&u32, &VersionEntry)> = s
+                .versions
+                .iter()
+                .filter(|(_, e)| filter.admits(e.deleted))
+                .collect();
+            let chosen = if latest_only {
+                &admitted[admitted.len().saturating_sub(1)..]
+            } else {
+                &admitted[..]
+            };
+            for (version, entry) in chosen {
+                if let Ok(info) = self.version_info(name, **version, entry.id) {
+                    found.push(info);
+                }
+            }
+        }
+        found
+    }
+
     /// A schema by id; soft-deleted versions keep their schema readable.
     pub fn schema_by_id(&self, id: u32) -> Result<&StoredSchema> {
         self.schemas
@@ -544,15 +576,14 @@ impl RegistryState {
                 // Nothing to be incompatible with.
                 None => return Ok(Vec::new()),
             },
-            Some(VersionSpec::Number(n)) => Some(
-                live.iter()
-                    .find(|(v, _)| *v == n)
-                    .copied()
-                    .ok_or_else(|| Error::VersionNotFound {
+            Some(VersionSpec::Number(n)) => {
+                Some(live.iter().find(|(v, _)| *v == n).copied().ok_or_else(|| {
+                    Error::VersionNotFound {
                         subject: subject.to_string(),
                         version: n.to_string(),
-                    })?,
-            ),
+                    }
+                })?)
+            }
         };
         let candidate = self.prepare(request)?;
         let new = candidate.checked();
@@ -587,7 +618,11 @@ impl RegistryState {
     }
 
     /// Plans POST /subjects/{s}/versions.
-    pub fn plan_register(&self, subject: &str, request: &SchemaRequest) -> Result<Plan<Registered>> {
+    pub fn plan_register(
+        &self,
+        subject: &str,
+        request: &SchemaRequest,
+    ) -> Result<Plan<Registered>> {
         let mode = self.ensure_writable(subject)?;
         let candidate = self.prepare(request)?;
         let identity = &candidate.analysed.identity;
@@ -687,7 +722,13 @@ impl RegistryState {
         })
     }
 
-    fn rewrite(&self, subject: &str, version: u32, entry: VersionEntry, deleted: bool) -> LogRecord {
+    fn rewrite(
+        &self,
+        subject: &str,
+        version: u32,
+        entry: VersionEntry,
+        deleted: bool,
+    ) -> LogRecord {
         let value = self.schemas.get(&entry.id).map(|stored| SchemaValue {
             subject: subject.to_string(),
             version,

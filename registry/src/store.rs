@@ -101,7 +101,10 @@ impl KafkaStore {
             .await
         {
             Ok(delivery) => {
-                tracing::debug!(offset = delivery.offset, "schemas topic record acknowledged");
+                tracing::debug!(
+                    offset = delivery.offset,
+                    "schemas topic record acknowledged"
+                );
                 Ok(())
             }
             Err((error, _)) => {
@@ -137,8 +140,12 @@ fn base_config(config: &RegistryConfig) -> ClientConfig {
 
 async fn ensure_topic(config: &RegistryConfig) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = base_config(config).create()?;
-    let topic = NewTopic::new(&config.topic, 1, TopicReplication::Fixed(config.replication_factor))
-        .set("cleanup.policy", "compact");
+    let topic = NewTopic::new(
+        &config.topic,
+        1,
+        TopicReplication::Fixed(config.replication_factor),
+    )
+    .set("cleanup.policy", "compact");
     let options = AdminOptions::new().operation_timeout(Some(Timeout::After(config.kafka_timeout)));
     let results = admin.create_topics([&topic], &options).await?;
     for result in results {
@@ -204,14 +211,22 @@ fn replay(config: &RegistryConfig) -> Result<RegistryState> {
             )));
         }
         let message = match consumer.poll(Duration::from_millis(200)) {
-            None => continue,
-            Some(Err(KafkaError::PartitionEOF(_))) => continue,
+            // Offsets can end in gaps (compaction, control records): trust the position.
+            None | Some(Err(KafkaError::PartitionEOF(_))) => {
+                if let Some(position) = position(&consumer, &config.topic) {
+                    next = next.max(position);
+                }
+                continue;
+            }
             Some(Err(error)) => return Err(error.into()),
             Some(Ok(message)) => message,
         };
         next = message.offset() + 1;
         let Some(key) = message.key() else {
-            tracing::warn!(offset = message.offset(), "schemas topic record without key skipped");
+            tracing::warn!(
+                offset = message.offset(),
+                "schemas topic record without key skipped"
+            );
             continue;
         };
         match LogRecord::decode(key, message.payload()) {
@@ -231,4 +246,12 @@ fn replay(config: &RegistryConfig) -> Result<RegistryState> {
         "replayed the schemas topic"
     );
     Ok(state)
+}
+
+fn position(consumer: &BaseConsumer, topic: &str) -> Option<i64> {
+    let positions = consumer.position().ok()?;
+    match positions.find_partition(topic, 0)?.offset() {
+        Offset::Offset(offset) => Some(offset),
+        _ => None,
+    }
 }

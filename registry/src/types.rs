@@ -249,7 +249,11 @@ mod tests {
         assert_eq!(VersionSpec::parse("-1").unwrap(), VersionSpec::Latest);
         assert_eq!(VersionSpec::parse("3").unwrap(), VersionSpec::Number(3));
         for bad in ["0", "-2", "abc", "", "2147483648", "1.5"] {
-            assert_eq!(VersionSpec::parse(bad).unwrap_err().error_code(), 42202, "{bad}");
+            assert_eq!(
+                VersionSpec::parse(bad).unwrap_err().error_code(),
+                42202,
+                "{bad}"
+            );
         }
     }
 
@@ -259,11 +263,20 @@ mod tests {
             CompatibilityLevel::parse("full_transitive").unwrap(),
             CompatibilityLevel::FullTransitive
         );
-        assert_eq!(CompatibilityLevel::parse("BOGUS").unwrap_err().error_code(), 42203);
+        assert_eq!(
+            CompatibilityLevel::parse("BOGUS").unwrap_err().error_code(),
+            42203
+        );
         assert_eq!(Mode::parse("readonly").unwrap(), Mode::ReadOnly);
         assert_eq!(Mode::parse("x").unwrap_err().error_code(), 42204);
         assert_eq!(SchemaType::parse(None).unwrap(), SchemaType::Avro);
-        assert_eq!(SchemaType::parse(Some("protobuf")).unwrap(), SchemaType::Protobuf);
-        assert_eq!(SchemaType::parse(Some("XML")).unwrap_err().error_code(), 42201);
+        assert_eq!(
+            SchemaType::parse(Some("protobuf")).unwrap(),
+            SchemaType::Protobuf
+        );
+        assert_eq!(
+            SchemaType::parse(Some("XML")).unwrap_err().error_code(),
+            42201
+        );
     }
 }

@@ -1,1 +1,12 @@
-//! The consent-first routing service.
+//! The consent-first router: reads events and the patients' consent and subscription state,
+//! decides (a pure function, [`decision`]) and delivers to one topic per subscriber with an
+//! audit record per delivery. See `pipeline` for the guarantees and how they are kept.
+
+mod config;
+pub mod decision;
+pub mod metrics;
+mod pipeline;
+pub mod state;
+
+pub use config::RouterConfig;
+pub use pipeline::{Error, Result, Router, delivery_id};

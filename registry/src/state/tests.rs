@@ -18,12 +18,16 @@ impl Harness {
     }
 
     fn register(&mut self, subject: &str, schema: &str) -> Result<Registered> {
-        let plan = self.state.plan_register(subject, &SchemaRequest::avro(schema));
+        let plan = self
+            .state
+            .plan_register(subject, &SchemaRequest::avro(schema));
         self.commit(plan)
     }
 
     fn register_typed(&mut self, subject: &str, t: SchemaType, schema: &str) -> Result<Registered> {
-        let plan = self.state.plan_register(subject, &SchemaRequest::typed(t, schema));
+        let plan = self
+            .state
+            .plan_register(subject, &SchemaRequest::typed(t, schema));
         self.commit(plan)
     }
 
@@ -74,7 +78,9 @@ fn ids_start_at_one_and_are_shared_across_subjects() {
     assert_eq!(first, Registered { id: 1, version: 1 });
     let other = h.register("b-value", &record(A_INT)).unwrap();
     assert_eq!(other, Registered { id: 1, version: 1 });
-    let second = h.register("b-value", &record(&format!("{A_INT},{B_STRING_DEFAULT}"))).unwrap();
+    let second = h
+        .register("b-value", &record(&format!("{A_INT},{B_STRING_DEFAULT}")))
+        .unwrap();
     assert_eq!(second, Registered { id: 2, version: 2 });
     assert_eq!(h.state.max_id(), 2);
 }
@@ -84,7 +90,10 @@ fn re_registering_returns_the_existing_id_and_writes_nothing() {
     let mut h = Harness::default();
     h.register("s", &record(A_INT)).unwrap();
     let reordered = r#"{ "fields": [{"type":"int","name":"a"}], "namespace":"dho", "name":"Reading", "type":"record" }"#;
-    let plan = h.state.plan_register("s", &SchemaRequest::avro(reordered)).unwrap();
+    let plan = h
+        .state
+        .plan_register("s", &SchemaRequest::avro(reordered))
+        .unwrap();
     assert!(plan.records.is_empty());
     assert_eq!(plan.outcome, Registered { id: 1, version: 1 });
 }
@@ -93,7 +102,11 @@ fn re_registering_returns_the_existing_id_and_writes_nothing() {
 fn invalid_schemas_and_types_are_42201() {
     let h = Harness::default();
     for bad in ["", "{", r#"{"type":"record","name":"R"}"#, "42"] {
-        assert_eq!(code(h.state.plan_register("s", &SchemaRequest::avro(bad))), 42201, "{bad}");
+        assert_eq!(
+            code(h.state.plan_register("s", &SchemaRequest::avro(bad))),
+            42201,
+            "{bad}"
+        );
     }
     let request = SchemaRequest {
         schema: Some("\"string\"".into()),
@@ -101,7 +114,10 @@ fn invalid_schemas_and_types_are_42201() {
         ..SchemaRequest::default()
     };
     assert_eq!(code(h.state.plan_register("s", &request)), 42201);
-    assert_eq!(code(h.state.plan_register("s", &SchemaRequest::default())), 42201);
+    assert_eq!(
+        code(h.state.plan_register("s", &SchemaRequest::default())),
+        42201
+    );
 }
 
 #[test]
@@ -110,22 +126,68 @@ fn versions_count_soft_deleted_ones_and_soft_deleted_stay_readable_by_id() {
     h.set_level(None, CompatibilityLevel::None);
     h.register("s", &record(A_INT)).unwrap();
     let v2 = h.register("s", &record(B_STRING)).unwrap();
-    assert_eq!(h.delete_version("s", VersionSpec::Number(2), false).unwrap(), 2);
+    assert_eq!(
+        h.delete_version("s", VersionSpec::Number(2), false)
+            .unwrap(),
+        2
+    );
     // Hidden from latest, lists and lookup...
-    assert_eq!(h.state.version("s", VersionSpec::Latest, false).unwrap().version, 1);
+    assert_eq!(
+        h.state
+            .version("s", VersionSpec::Latest, false)
+            .unwrap()
+            .version,
+        1
+    );
     assert_eq!(h.state.versions("s", Filter::Live).unwrap(), vec![1]);
     assert_eq!(h.state.versions("s", Filter::All).unwrap(), vec![1, 2]);
     assert_eq!(h.state.versions("s", Filter::DeletedOnly).unwrap(), vec![2]);
-    assert_eq!(code(h.state.version("s", VersionSpec::Number(2), false)), 40402);
-    assert_eq!(h.state.version("s", VersionSpec::Number(2), true).unwrap().id, v2.id);
-    assert_eq!(h.state.version("s", VersionSpec::Latest, true).unwrap().version, 2);
-    assert_eq!(code(h.state.lookup("s", &SchemaRequest::avro(record(B_STRING)), false)), 40403);
-    assert_eq!(h.state.lookup("s", &SchemaRequest::avro(record(B_STRING)), true).unwrap().version, 2);
+    assert_eq!(
+        code(h.state.version("s", VersionSpec::Number(2), false)),
+        40402
+    );
+    assert_eq!(
+        h.state
+            .version("s", VersionSpec::Number(2), true)
+            .unwrap()
+            .id,
+        v2.id
+    );
+    assert_eq!(
+        h.state
+            .version("s", VersionSpec::Latest, true)
+            .unwrap()
+            .version,
+        2
+    );
+    assert_eq!(
+        code(
+            h.state
+                .lookup("s", &SchemaRequest::avro(record(B_STRING)), false)
+        ),
+        40403
+    );
+    assert_eq!(
+        h.state
+            .lookup("s", &SchemaRequest::avro(record(B_STRING)), true)
+            .unwrap()
+            .version,
+        2
+    );
     // ...but readable by id.
-    assert_eq!(h.state.schema_by_id(v2.id).unwrap().schema, record(B_STRING));
+    assert_eq!(
+        h.state.schema_by_id(v2.id).unwrap().schema,
+        record(B_STRING)
+    );
     // The next version is max(all) + 1; re-registering the soft-deleted schema reuses its id.
     let again = h.register("s", &record(B_STRING)).unwrap();
-    assert_eq!(again, Registered { id: v2.id, version: 3 });
+    assert_eq!(
+        again,
+        Registered {
+            id: v2.id,
+            version: 3
+        }
+    );
     let new = h.register("s", &record(C_LONG_DEFAULT)).unwrap();
     assert_eq!(new, Registered { id: 3, version: 4 });
 }
@@ -134,21 +196,45 @@ fn versions_count_soft_deleted_ones_and_soft_deleted_stay_readable_by_id() {
 fn delete_error_codes() {
     let mut h = Harness::default();
     assert_eq!(code(h.delete_subject("nope", false)), 40401);
-    assert_eq!(code(h.delete_version("nope", VersionSpec::Number(1), false)), 40401);
+    assert_eq!(
+        code(h.delete_version("nope", VersionSpec::Number(1), false)),
+        40401
+    );
     h.register("s", &record(A_INT)).unwrap();
-    assert_eq!(code(h.delete_version("s", VersionSpec::Number(9), false)), 40402);
-    assert_eq!(code(h.delete_version("s", VersionSpec::Number(1), true)), 40407);
+    assert_eq!(
+        code(h.delete_version("s", VersionSpec::Number(9), false)),
+        40402
+    );
+    assert_eq!(
+        code(h.delete_version("s", VersionSpec::Number(1), true)),
+        40407
+    );
     assert_eq!(code(h.delete_subject("s", true)), 40405);
-    assert_eq!(h.delete_version("s", VersionSpec::Latest, false).unwrap(), 1);
-    assert_eq!(code(h.delete_version("s", VersionSpec::Number(1), false)), 40406);
+    assert_eq!(
+        h.delete_version("s", VersionSpec::Latest, false).unwrap(),
+        1
+    );
+    assert_eq!(
+        code(h.delete_version("s", VersionSpec::Number(1), false)),
+        40406
+    );
     assert_eq!(code(h.delete_subject("s", false)), 40404);
     // All versions soft-deleted: the subject is gone for ordinary reads.
     assert_eq!(code(h.state.versions("s", Filter::Live)), 40401);
-    assert_eq!(code(h.state.version("s", VersionSpec::Latest, false)), 40401);
+    assert_eq!(
+        code(h.state.version("s", VersionSpec::Latest, false)),
+        40401
+    );
     assert!(h.state.subjects(Filter::Live, "").is_empty());
     assert_eq!(h.state.subjects(Filter::All, ""), vec!["s".to_string()]);
-    assert_eq!(h.delete_version("s", VersionSpec::Number(1), true).unwrap(), 1);
-    assert_eq!(code(h.state.version("s", VersionSpec::Number(1), true)), 40401);
+    assert_eq!(
+        h.delete_version("s", VersionSpec::Number(1), true).unwrap(),
+        1
+    );
+    assert_eq!(
+        code(h.state.version("s", VersionSpec::Number(1), true)),
+        40401
+    );
     // Permanently deleted: not readable by id any more, and ids are not reused.
     assert_eq!(code(h.state.schema_by_id(1)), 40403);
     assert_eq!(h.register("t", &record(B_STRING)).unwrap().id, 2);
@@ -166,7 +252,10 @@ fn soft_and_permanent_subject_delete() {
     assert_eq!(h.state.subject_config("s"), Some(CompatibilityLevel::None));
     assert_eq!(h.state.schema_by_id(2).unwrap().id, 2);
     // Registering again continues the version sequence.
-    assert_eq!(h.register("s", &record(A_INT)).unwrap(), Registered { id: 1, version: 3 });
+    assert_eq!(
+        h.register("s", &record(A_INT)).unwrap(),
+        Registered { id: 1, version: 3 }
+    );
     h.delete_subject("s", false).unwrap();
     assert_eq!(h.delete_subject("s", true).unwrap(), vec![1, 2, 3]);
     assert_eq!(h.state.subject_config("s"), None);
@@ -185,10 +274,12 @@ fn replay_rebuilds_ids_versions_configs_and_deletes() {
     h.set_level(None, CompatibilityLevel::Full);
     h.set_level(Some("b"), CompatibilityLevel::None);
     h.register("a", &record(A_INT)).unwrap();
-    h.register("a", &record(&format!("{A_INT},{B_STRING_DEFAULT}"))).unwrap();
+    h.register("a", &record(&format!("{A_INT},{B_STRING_DEFAULT}")))
+        .unwrap();
     h.register("b", &record(B_STRING)).unwrap();
     h.register("b", &record(A_INT)).unwrap();
-    h.delete_version("a", VersionSpec::Number(1), false).unwrap();
+    h.delete_version("a", VersionSpec::Number(1), false)
+        .unwrap();
     h.delete_subject("b", false).unwrap();
     let mode = h.state.plan_set_mode(Some("a"), Mode::Import);
     h.commit(Ok(mode)).unwrap();
@@ -201,13 +292,25 @@ fn replay_rebuilds_ids_versions_configs_and_deletes() {
     assert_eq!(replayed.versions("a", Filter::All).unwrap(), vec![1, 2]);
     assert_eq!(replayed.versions("a", Filter::Live).unwrap(), vec![2]);
     assert_eq!(code(replayed.versions("b", Filter::Live)), 40401);
-    assert_eq!(replayed.versions("b", Filter::DeletedOnly).unwrap(), vec![1, 2]);
+    assert_eq!(
+        replayed.versions("b", Filter::DeletedOnly).unwrap(),
+        vec![1, 2]
+    );
     for id in 1..=3 {
-        assert_eq!(replayed.schema_by_id(id).unwrap().schema, h.state.schema_by_id(id).unwrap().schema);
+        assert_eq!(
+            replayed.schema_by_id(id).unwrap().schema,
+            h.state.schema_by_id(id).unwrap().schema
+        );
     }
     // A new schema after the replay gets max + 1.
-    let mut again = Harness { state: replayed, log: h.log.clone() };
-    assert_eq!(again.register("c", &record(C_LONG_DEFAULT)).unwrap(), Registered { id: 4, version: 1 });
+    let mut again = Harness {
+        state: replayed,
+        log: h.log.clone(),
+    };
+    assert_eq!(
+        again.register("c", &record(C_LONG_DEFAULT)).unwrap(),
+        Registered { id: 4, version: 1 }
+    );
 }
 
 #[test]
@@ -224,29 +327,76 @@ fn delete_subject_record_applies_in_log_order() {
         })
     };
     let mut state = RegistryState::new();
-    state.apply(&LogRecord::Schema { subject: "s".into(), version: 1, value: value(1, 5) });
-    state.apply(&LogRecord::Schema { subject: "s".into(), version: 2, value: value(2, 5) });
-    state.apply(&LogRecord::DeleteSubject { subject: "s".into(), version: Some(2) });
-    state.apply(&LogRecord::Schema { subject: "s".into(), version: 3, value: value(3, 5) });
+    state.apply(&LogRecord::Schema {
+        subject: "s".into(),
+        version: 1,
+        value: value(1, 5),
+    });
+    state.apply(&LogRecord::Schema {
+        subject: "s".into(),
+        version: 2,
+        value: value(2, 5),
+    });
+    state.apply(&LogRecord::DeleteSubject {
+        subject: "s".into(),
+        version: Some(2),
+    });
+    state.apply(&LogRecord::Schema {
+        subject: "s".into(),
+        version: 3,
+        value: value(3, 5),
+    });
     assert_eq!(state.versions("s", Filter::Live).unwrap(), vec![3]);
-    assert_eq!(state.versions("s", Filter::DeletedOnly).unwrap(), vec![1, 2]);
+    assert_eq!(
+        state.versions("s", Filter::DeletedOnly).unwrap(),
+        vec![1, 2]
+    );
     assert_eq!(state.max_id(), 5);
-    assert_eq!(state.plan_register("t", &SchemaRequest::avro("\"long\"")).unwrap().outcome.id, 6);
+    assert_eq!(
+        state
+            .plan_register("t", &SchemaRequest::avro("\"long\""))
+            .unwrap()
+            .outcome
+            .id,
+        6
+    );
 }
 
 #[test]
 fn lookup_finds_the_version_or_says_why_not() {
     let mut h = Harness::default();
-    assert_eq!(code(h.state.lookup("s", &SchemaRequest::avro(record(A_INT)), false)), 40401);
+    assert_eq!(
+        code(
+            h.state
+                .lookup("s", &SchemaRequest::avro(record(A_INT)), false)
+        ),
+        40401
+    );
     h.register("s", &record(A_INT)).unwrap();
-    let found = h.state.lookup("s", &SchemaRequest::avro(record(A_INT)), false).unwrap();
-    assert_eq!((found.id, found.version, found.subject.as_str()), (1, 1, "s"));
-    assert_eq!(code(h.state.lookup("s", &SchemaRequest::avro(record(B_STRING)), false)), 40403);
-    assert_eq!(code(h.state.lookup("s", &SchemaRequest::avro("{"), false)), 42201);
+    let found = h
+        .state
+        .lookup("s", &SchemaRequest::avro(record(A_INT)), false)
+        .unwrap();
+    assert_eq!(
+        (found.id, found.version, found.subject.as_str()),
+        (1, 1, "s")
+    );
+    assert_eq!(
+        code(
+            h.state
+                .lookup("s", &SchemaRequest::avro(record(B_STRING)), false)
+        ),
+        40403
+    );
+    assert_eq!(
+        code(h.state.lookup("s", &SchemaRequest::avro("{"), false)),
+        42201
+    );
 }
 
 fn accepts(h: &mut Harness, subject: &str, fields: &str) {
-    h.register(subject, &record(fields)).unwrap_or_else(|e| panic!("refused {fields}: {e}"));
+    h.register(subject, &record(fields))
+        .unwrap_or_else(|e| panic!("refused {fields}: {e}"));
 }
 
 fn refuses(h: &mut Harness, subject: &str, fields: &str) -> String {
@@ -272,7 +422,10 @@ fn backward_default_level() {
 #[test]
 fn backward_transitive_checks_every_version() {
     // v3 reads v2 (a missing, has default) but not v1 (a was an int).
-    for (level, ok) in [(CompatibilityLevel::Backward, true), (CompatibilityLevel::BackwardTransitive, false)] {
+    for (level, ok) in [
+        (CompatibilityLevel::Backward, true),
+        (CompatibilityLevel::BackwardTransitive, false),
+    ] {
         let mut h = Harness::default();
         h.set_level(Some("s"), level);
         accepts(&mut h, "s", A_INT);
@@ -296,7 +449,10 @@ fn forward_and_forward_transitive() {
     // Adding a field without default is fine forward.
     accepts(&mut h, "s", &format!("{A_INT},{B_STRING}"));
 
-    for (level, ok) in [(CompatibilityLevel::Forward, true), (CompatibilityLevel::ForwardTransitive, false)] {
+    for (level, ok) in [
+        (CompatibilityLevel::Forward, true),
+        (CompatibilityLevel::ForwardTransitive, false),
+    ] {
         let mut h = Harness::default();
         h.set_level(Some("s"), level);
         accepts(&mut h, "s", A_INT);
@@ -319,7 +475,10 @@ fn full_and_full_transitive() {
     refuses(&mut h, "s", B_STRING_DEFAULT); // forward fails
     accepts(&mut h, "s", &format!("{A_INT},{B_STRING_DEFAULT}"));
 
-    for (level, ok) in [(CompatibilityLevel::Full, true), (CompatibilityLevel::FullTransitive, false)] {
+    for (level, ok) in [
+        (CompatibilityLevel::Full, true),
+        (CompatibilityLevel::FullTransitive, false),
+    ] {
         let mut h = Harness::default();
         h.set_level(Some("s"), level);
         accepts(&mut h, "s", A_INT);
@@ -336,9 +495,17 @@ fn full_and_full_transitive() {
     h.set_level(Some("m"), CompatibilityLevel::FullTransitive);
     accepts(&mut h, "m", A_INT);
     accepts(&mut h, "m", &format!("{A_INT},{B_STRING_DEFAULT}"));
-    accepts(&mut h, "m", &format!("{A_INT},{B_STRING_DEFAULT},{C_LONG_DEFAULT}"));
+    accepts(
+        &mut h,
+        "m",
+        &format!("{A_INT},{B_STRING_DEFAULT},{C_LONG_DEFAULT}"),
+    );
     refuses(&mut h, "m", &format!("{B_STRING_DEFAULT},{C_LONG_DEFAULT}"));
-    refuses(&mut h, "m", &format!(r#"{{"name":"a","type":"string"}},{B_STRING_DEFAULT},{C_LONG_DEFAULT}"#));
+    refuses(
+        &mut h,
+        "m",
+        &format!(r#"{{"name":"a","type":"string"}},{B_STRING_DEFAULT},{C_LONG_DEFAULT}"#),
+    );
 }
 
 #[test]
@@ -347,7 +514,8 @@ fn none_accepts_anything_of_any_type() {
     h.set_level(Some("s"), CompatibilityLevel::None);
     accepts(&mut h, "s", A_INT);
     accepts(&mut h, "s", B_STRING);
-    h.register_typed("s", SchemaType::Json, r#"{"type":"object"}"#).unwrap();
+    h.register_typed("s", SchemaType::Json, r#"{"type":"object"}"#)
+        .unwrap();
 }
 
 #[test]
@@ -362,17 +530,34 @@ fn enum_symbol_removal_is_incompatible_not_partial() {
 #[test]
 fn type_change_is_incompatible_other_types_otherwise_compatible() {
     let mut h = Harness::default();
-    h.register_typed("p", SchemaType::Protobuf, "syntax = \"proto3\"; message M { string a = 1; }").unwrap();
-    let changed = h.register_typed("p", SchemaType::Protobuf, "syntax = \"proto3\"; message M { int64 a = 1; }");
+    h.register_typed(
+        "p",
+        SchemaType::Protobuf,
+        "syntax = \"proto3\"; message M { string a = 1; }",
+    )
+    .unwrap();
+    let changed = h.register_typed(
+        "p",
+        SchemaType::Protobuf,
+        "syntax = \"proto3\"; message M { int64 a = 1; }",
+    );
     assert_eq!(changed.unwrap().version, 2);
-    let err = h.register_typed("p", SchemaType::Avro, "\"string\"").unwrap_err();
+    let err = h
+        .register_typed("p", SchemaType::Avro, "\"string\"")
+        .unwrap_err();
     assert_eq!(err.error_code(), 409);
     assert!(err.to_string().contains("PROTOBUF"), "{err}");
-    h.register_typed("j", SchemaType::Json, r#"{"type":"object"}"#).unwrap();
-    h.register_typed("j", SchemaType::Json, r#"{"type":"string"}"#).unwrap();
+    h.register_typed("j", SchemaType::Json, r#"{"type":"object"}"#)
+        .unwrap();
+    h.register_typed("j", SchemaType::Json, r#"{"type":"string"}"#)
+        .unwrap();
     // The same text under another type is another schema.
-    let a = h.register_typed("x", SchemaType::Json, r#"{"type":"string"}"#).unwrap();
-    let b = h.register_typed("y", SchemaType::Avro, r#"{"type":"string"}"#).unwrap();
+    let a = h
+        .register_typed("x", SchemaType::Json, r#"{"type":"string"}"#)
+        .unwrap();
+    let b = h
+        .register_typed("y", SchemaType::Avro, r#"{"type":"string"}"#)
+        .unwrap();
     assert_ne!(a.id, b.id);
 }
 
@@ -381,21 +566,81 @@ fn compatibility_endpoint_semantics() {
     let mut h = Harness::default();
     let new = SchemaRequest::avro(record(&format!("{A_INT},{B_STRING}")));
     // Missing subject: `latest` and no version are compatible, a number is 40402.
-    assert!(h.state.check_compatibility("s", Some(VersionSpec::Latest), &new).unwrap().is_empty());
-    assert!(h.state.check_compatibility("s", None, &new).unwrap().is_empty());
-    assert_eq!(code(h.state.check_compatibility("s", Some(VersionSpec::Number(1)), &new)), 40402);
+    assert!(
+        h.state
+            .check_compatibility("s", Some(VersionSpec::Latest), &new)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        h.state
+            .check_compatibility("s", None, &new)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        code(
+            h.state
+                .check_compatibility("s", Some(VersionSpec::Number(1)), &new)
+        ),
+        40402
+    );
     h.register("s", &record(A_INT)).unwrap();
-    assert!(!h.state.check_compatibility("s", Some(VersionSpec::Latest), &new).unwrap().is_empty());
-    assert!(!h.state.check_compatibility("s", None, &new).unwrap().is_empty());
-    assert!(!h.state.check_compatibility("s", Some(VersionSpec::Number(1)), &new).unwrap().is_empty());
-    assert_eq!(code(h.state.check_compatibility("s", Some(VersionSpec::Number(2)), &new)), 40402);
-    assert_eq!(code(h.state.check_compatibility("s", None, &SchemaRequest::avro("{"))), 42201);
+    assert!(
+        !h.state
+            .check_compatibility("s", Some(VersionSpec::Latest), &new)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !h.state
+            .check_compatibility("s", None, &new)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !h.state
+            .check_compatibility("s", Some(VersionSpec::Number(1)), &new)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        code(
+            h.state
+                .check_compatibility("s", Some(VersionSpec::Number(2)), &new)
+        ),
+        40402
+    );
+    assert_eq!(
+        code(
+            h.state
+                .check_compatibility("s", None, &SchemaRequest::avro("{"))
+        ),
+        42201
+    );
     let ok = SchemaRequest::avro(record(&format!("{A_INT},{B_STRING_DEFAULT}")));
-    assert!(h.state.check_compatibility("s", None, &ok).unwrap().is_empty());
+    assert!(
+        h.state
+            .check_compatibility("s", None, &ok)
+            .unwrap()
+            .is_empty()
+    );
     // Only live versions count.
-    h.delete_version("s", VersionSpec::Number(1), false).unwrap();
-    assert!(h.state.check_compatibility("s", None, &new).unwrap().is_empty());
-    assert_eq!(code(h.state.check_compatibility("s", Some(VersionSpec::Number(1)), &new)), 40402);
+    h.delete_version("s", VersionSpec::Number(1), false)
+        .unwrap();
+    assert!(
+        h.state
+            .check_compatibility("s", None, &new)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        code(
+            h.state
+                .check_compatibility("s", Some(VersionSpec::Number(1)), &new)
+        ),
+        40402
+    );
 }
 
 #[test]
@@ -406,9 +651,15 @@ fn config_precedence_and_deletes() {
     h.set_level(None, CompatibilityLevel::Forward);
     assert_eq!(h.state.effective_level("s"), CompatibilityLevel::Forward);
     h.set_level(Some("s"), CompatibilityLevel::FullTransitive);
-    assert_eq!(h.state.effective_level("s"), CompatibilityLevel::FullTransitive);
+    assert_eq!(
+        h.state.effective_level("s"),
+        CompatibilityLevel::FullTransitive
+    );
     let previous = h.state.plan_delete_config(Some("s"));
-    assert_eq!(h.commit(previous).unwrap(), CompatibilityLevel::FullTransitive);
+    assert_eq!(
+        h.commit(previous).unwrap(),
+        CompatibilityLevel::FullTransitive
+    );
     assert_eq!(h.state.effective_level("s"), CompatibilityLevel::Forward);
     let previous = h.state.plan_delete_config(None);
     assert_eq!(h.commit(previous).unwrap(), CompatibilityLevel::Forward);
@@ -429,11 +680,24 @@ fn read_only_mode_blocks_writes_and_import_takes_ids() {
     assert_eq!(code(h.state.plan_delete_mode(Some("s"))), 40409);
     let plan = h.state.plan_set_mode(Some("s"), Mode::Import);
     h.commit(Ok(plan)).unwrap();
-    let request = SchemaRequest { id: Some(100), version: Some(7), ..SchemaRequest::avro(record(B_STRING)) };
+    let request = SchemaRequest {
+        id: Some(100),
+        version: Some(7),
+        ..SchemaRequest::avro(record(B_STRING))
+    };
     let plan = h.state.plan_register("s", &request);
-    assert_eq!(h.commit(plan).unwrap(), Registered { id: 100, version: 7 });
+    assert_eq!(
+        h.commit(plan).unwrap(),
+        Registered {
+            id: 100,
+            version: 7
+        }
+    );
     // Another schema cannot take an id that is in use.
-    let request = SchemaRequest { id: Some(100), ..SchemaRequest::avro(record(C_LONG_DEFAULT)) };
+    let request = SchemaRequest {
+        id: Some(100),
+        ..SchemaRequest::avro(record(C_LONG_DEFAULT))
+    };
     assert_eq!(code(h.state.plan_register("s", &request)), 42205);
     assert_eq!(h.state.max_id(), 100);
 }
@@ -444,19 +708,36 @@ fn avro_references_resolve_and_protect_the_referenced_version() {
     let unit = r#"{"type":"enum","name":"Unit","namespace":"dho","symbols":["MMHG","BPM"]}"#;
     h.register("dho.Unit", unit).unwrap();
     let with_ref = r#"{"type":"record","name":"M","namespace":"dho","fields":[{"name":"u","type":"dho.Unit"}]}"#;
-    let reference = Reference { name: "dho.Unit".into(), subject: "dho.Unit".into(), version: 1 };
-    let request = SchemaRequest { references: Some(vec![reference.clone()]), ..SchemaRequest::avro(with_ref) };
+    let reference = Reference {
+        name: "dho.Unit".into(),
+        subject: "dho.Unit".into(),
+        version: 1,
+    };
+    let request = SchemaRequest {
+        references: Some(vec![reference.clone()]),
+        ..SchemaRequest::avro(with_ref)
+    };
     let plan = h.state.plan_register("m-value", &request);
     let registered = h.commit(plan).unwrap();
     assert_eq!(registered, Registered { id: 2, version: 1 });
     assert_eq!(h.state.schema_by_id(2).unwrap().references, vec![reference]);
     assert_eq!(h.state.referenced_by("dho.Unit", 1), vec![2]);
-    assert_eq!(code(h.delete_version("dho.Unit", VersionSpec::Number(1), false)), 42206);
+    assert_eq!(
+        code(h.delete_version("dho.Unit", VersionSpec::Number(1), false)),
+        42206
+    );
     assert_eq!(code(h.delete_subject("dho.Unit", false)), 42206);
     // Without the reference it does not parse; a dangling reference is 42201.
-    assert_eq!(code(h.state.plan_register("x", &SchemaRequest::avro(with_ref))), 42201);
+    assert_eq!(
+        code(h.state.plan_register("x", &SchemaRequest::avro(with_ref))),
+        42201
+    );
     let dangling = SchemaRequest {
-        references: Some(vec![Reference { name: "dho.Unit".into(), subject: "nope".into(), version: 1 }]),
+        references: Some(vec![Reference {
+            name: "dho.Unit".into(),
+            subject: "nope".into(),
+            version: 1,
+        }]),
         ..SchemaRequest::avro(with_ref)
     };
     assert_eq!(code(h.state.plan_register("x", &dangling)), 42201);
@@ -471,8 +752,35 @@ fn id_versions_lists_every_use() {
     let mut h = Harness::default();
     h.register("a", &record(A_INT)).unwrap();
     h.register("b", &record(A_INT)).unwrap();
-    h.delete_version("b", VersionSpec::Number(1), false).unwrap();
-    assert_eq!(h.state.id_versions(1, Filter::Live).unwrap(), vec![("a".to_string(), 1)]);
+    h.delete_version("b", VersionSpec::Number(1), false)
+        .unwrap();
+    assert_eq!(
+        h.state.id_versions(1, Filter::Live).unwrap(),
+        vec![("a".to_string(), 1)]
+    );
     assert_eq!(h.state.id_versions(1, Filter::All).unwrap().len(), 2);
     assert_eq!(code(h.state.id_versions(9, Filter::All)), 40403);
+}
+
+#[test]
+fn all_versions_filters_and_picks_the_latest() {
+    let mut h = Harness::default();
+    h.set_level(None, CompatibilityLevel::None);
+    h.register("a", &record(A_INT)).unwrap();
+    h.register("a", &record(B_STRING)).unwrap();
+    h.register("b", &record(A_INT)).unwrap();
+    h.delete_version("a", VersionSpec::Number(2), false)
+        .unwrap();
+    let pairs = |infos: Vec<VersionInfo>| -> Vec<(String, u32)> {
+        infos.into_iter().map(|i| (i.subject, i.version)).collect()
+    };
+    assert_eq!(
+        pairs(h.state.all_versions(Filter::Live, "", false)),
+        vec![("a".into(), 1), ("b".into(), 1)]
+    );
+    assert_eq!(
+        pairs(h.state.all_versions(Filter::All, "a", true)),
+        vec![("a".into(), 2)]
+    );
+    assert!(h.state.all_versions(Filter::Live, "c", false).is_empty());
 }

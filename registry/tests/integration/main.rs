@@ -1,0 +1,7 @@
+//! Integration tests against a real broker (the development stack's nisshi) and a running
+//! registry. One test binary, so the heavy dependencies are linked once.
+
+mod common;
+mod converter;
+mod http_api;
+mod restart;

@@ -1,0 +1,69 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dho_kafka::KafkaSettings;
+use serde::Deserialize;
+
+/// The router's configuration (TOML file, then `DHO_*` environment, then flags).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Kafka cluster, schema registry, topic prefix, partitions, librdkafka pass-through.
+    pub kafka: KafkaSettings,
+    /// Consumer group of all router instances; instances share partitions.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Most events routed in one batch (one commit per batch).
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// How long a batch may wait to catch up state before the router gives up.
+    #[serde(default = "default_state_sync_timeout", with = "humantime_secs")]
+    pub state_sync_timeout: Duration,
+    /// Accept identifiers from synthetic test populations (false in production).
+    #[serde(default = "default_true")]
+    pub allow_synthetic_identifiers: bool,
+    /// Where `/metrics` is served; none if unset.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+fn default_group() -> String {
+    "dho-router".into()
+}
+fn default_max_batch() -> usize {
+    500
+}
+fn default_state_sync_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Durations in config files as seconds (`state_sync_timeout = 30`).
+mod humantime_secs {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        if secs.is_finite() && secs > 0.0 {
+            Ok(Duration::from_secs_f64(secs))
+        } else {
+            Err(serde::de::Error::custom("a duration in seconds must be positive"))
+        }
+    }
+}
+
+impl RouterConfig {
+    pub fn new(kafka: KafkaSettings) -> Self {
+        Self {
+            kafka,
+            group_id: default_group(),
+            max_batch: default_max_batch(),
+            state_sync_timeout: default_state_sync_timeout(),
+            allow_synthetic_identifiers: true,
+            metrics_listen: None,
+        }
+    }
+}

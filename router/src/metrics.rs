@@ -1,0 +1,12 @@
+//! The router's metric names, in one place. Labels are bounded: reasons, categories and
+//! topic kinds only, never patient or subscriber identifiers.
+
+pub const EVENTS_IN: &str = "dho_router_events_in_total";
+pub const DELIVERIES: &str = "dho_router_deliveries_total";
+pub const WITHHELD: &str = "dho_router_withheld_total";
+pub const DEADLETTERS: &str = "dho_router_deadletters_total";
+pub const STATE_RECORDS: &str = "dho_router_state_records_total";
+pub const BATCHES: &str = "dho_router_batches_total";
+pub const ROUTING_LATENCY: &str = "dho_router_routing_latency_seconds";
+pub const STATE_PATIENTS: &str = "dho_router_state_patients";
+pub const OWNED_PARTITIONS: &str = "dho_router_owned_partitions";
