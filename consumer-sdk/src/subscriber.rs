@@ -89,7 +89,9 @@ pub struct Subscriber {
 
 impl std::fmt::Debug for Subscriber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscriber").field("topic", &self.topic).finish_non_exhaustive()
+        f.debug_struct("Subscriber")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
     }
 }
 
@@ -103,7 +105,11 @@ impl Subscriber {
         // subscriber start first.
         dho_kafka::ensure_topics(
             &config.kafka,
-            &[TopicSpec::output(topic.clone(), config.kafka.partitions, None)],
+            &[TopicSpec::output(
+                topic.clone(),
+                config.kafka.partitions,
+                None,
+            )],
         )
         .await?;
         let consumer: StreamConsumer = config
@@ -133,11 +139,15 @@ impl Subscriber {
             let message = self.consumer.recv().await?;
             let (partition, offset) = (message.partition(), message.offset());
             let bytes = message.payload().unwrap_or_default();
-            let delivery: Delivery = self.serde.decode(bytes).await.map_err(|e| Error::Undecodable {
-                partition,
-                offset,
-                detail: e.to_string(),
-            })?;
+            let delivery: Delivery =
+                self.serde
+                    .decode(bytes)
+                    .await
+                    .map_err(|e| Error::Undecodable {
+                        partition,
+                        offset,
+                        detail: e.to_string(),
+                    })?;
             if self.seen.contains(&delivery.delivery_id) {
                 self.commit_position(partition, offset)?;
                 continue;
@@ -166,7 +176,11 @@ impl Subscriber {
     /// Hands every new delivery to `handler`, committing after it succeeded. A failing
     /// handler is retried with backoff; after the last attempt `run` returns the error with
     /// the delivery uncommitted, so it comes again on restart. Returns Ok on `shutdown`.
-    pub async fn run<H, F, E>(mut self, mut handler: H, shutdown: impl std::future::Future<Output = ()>) -> Result<()>
+    pub async fn run<H, F, E>(
+        mut self,
+        mut handler: H,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<()>
     where
         H: FnMut(Received) -> F,
         F: std::future::Future<Output = Result<(), E>>,

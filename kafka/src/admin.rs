@@ -79,7 +79,10 @@ pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Res
         .zip(&retention)
         .map(|(spec, retention)| {
             let mut topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(-1))
-                .set("cleanup.policy", if spec.compact { "compact" } else { "delete" });
+                .set(
+                    "cleanup.policy",
+                    if spec.compact { "compact" } else { "delete" },
+                );
             if !retention.is_empty() {
                 topic = topic.set("retention.ms", retention);
             }

@@ -175,7 +175,9 @@ impl AvroSerde {
     async fn fetch(&self, id: u32) -> Result<Known> {
         let registered = get_schema_by_id(id, &self.inner.sr).await.map_err(|e| {
             if e.retriable {
-                Error::RegistryUnavailable { detail: e.to_string() }
+                Error::RegistryUnavailable {
+                    detail: e.to_string(),
+                }
             } else {
                 Error::UnknownSchema { id }
             }
@@ -187,7 +189,8 @@ impl AvroSerde {
                 found: format!("{:?}", registered.schema_type),
             });
         }
-        let schema = Schema::parse_str(&registered.schema).map_err(|_| Error::UnknownSchema { id })?;
+        let schema =
+            Schema::parse_str(&registered.schema).map_err(|_| Error::UnknownSchema { id })?;
         let known = SchemaKind::ALL
             .into_iter()
             .find(|kind| kind.schema().canonical_form() == schema.canonical_form())
@@ -207,7 +210,10 @@ fn decode_known<T: AvroRecord>(id: u32, known: &Known, body: &[u8]) -> Result<T>
             found: kind.type_name().to_string(),
         }),
         Known::Foreign(schema) => {
-            let name = schema.name().map(|n| n.name().to_string()).unwrap_or_default();
+            let name = schema
+                .name()
+                .map(|n| n.name().to_string())
+                .unwrap_or_default();
             if name != T::KIND.type_name() {
                 return Err(Error::WrongSchema {
                     id,
@@ -226,7 +232,9 @@ fn encode_subject(subject: &str) -> String {
 
 fn registry_error(subject: &str, e: SRCError) -> Error {
     if e.retriable {
-        Error::RegistryUnavailable { detail: e.to_string() }
+        Error::RegistryUnavailable {
+            detail: e.to_string(),
+        }
     } else {
         Error::Registry {
             subject: subject.to_string(),

@@ -35,7 +35,10 @@ fn default_partitions() -> i32 {
 }
 
 impl KafkaSettings {
-    pub fn new(bootstrap_servers: impl Into<String>, schema_registry_url: impl Into<String>) -> Self {
+    pub fn new(
+        bootstrap_servers: impl Into<String>,
+        schema_registry_url: impl Into<String>,
+    ) -> Self {
         Self {
             bootstrap_servers: bootstrap_servers.into(),
             schema_registry_url: schema_registry_url.into(),
@@ -106,34 +109,57 @@ mod tests {
     #[test]
     fn pass_through_may_not_override_the_hubs_own_settings() {
         let mut s = KafkaSettings::new("localhost:9092", "http://localhost:8081");
-        s.librdkafka.insert("security.protocol".into(), "SASL_SSL".into());
+        s.librdkafka
+            .insert("security.protocol".into(), "SASL_SSL".into());
         let cfg = s.client_config(&[("enable.idempotence", "true")]).unwrap();
         assert_eq!(cfg.get("security.protocol"), Some("SASL_SSL"));
 
-        s.librdkafka.insert("enable.idempotence".into(), "false".into());
-        let err = s.client_config(&[("enable.idempotence", "true")]).unwrap_err();
+        s.librdkafka
+            .insert("enable.idempotence".into(), "false".into());
+        let err = s
+            .client_config(&[("enable.idempotence", "true")])
+            .unwrap_err();
         assert!(err.to_string().contains("enable.idempotence"), "{err}");
     }
 
     #[test]
     fn bad_settings_are_named() {
         let mut s = KafkaSettings::new("", "http://x");
-        assert!(s.validate().unwrap_err().to_string().contains("bootstrap_servers"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("bootstrap_servers")
+        );
         s.bootstrap_servers = "b:1".into();
         s.schema_registry_url = "x".into();
-        assert!(s.validate().unwrap_err().to_string().contains("schema_registry_url"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("schema_registry_url")
+        );
         s.schema_registry_url = "http://x".into();
         s.topic_prefix = "a b".into();
-        assert!(s.validate().unwrap_err().to_string().contains("topic_prefix"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("topic_prefix")
+        );
     }
 
     #[test]
     fn unknown_fields_are_refused() {
-        let err = toml_like(r#"{"bootstrap_servers":"b","schema_registry_url":"http://r","partitons":3}"#);
+        let err = toml_like(
+            r#"{"bootstrap_servers":"b","schema_registry_url":"http://r","partitons":3}"#,
+        );
         assert!(err.contains("partitons"), "{err}");
     }
 
     fn toml_like(json: &str) -> String {
-        serde_json::from_str::<KafkaSettings>(json).unwrap_err().to_string()
+        serde_json::from_str::<KafkaSettings>(json)
+            .unwrap_err()
+            .to_string()
     }
 }

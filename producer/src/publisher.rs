@@ -61,7 +61,9 @@ pub struct Publisher {
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Publisher").field("topics", &self.topics).finish_non_exhaustive()
+        f.debug_struct("Publisher")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
     }
 }
 
@@ -101,46 +103,93 @@ impl Publisher {
 
     pub async fn publish_measurement(&self, m: &Measurement) -> Result<Receipt> {
         m.validate(self.policy, now_millis())?;
-        self.send(&self.topics.measurements(), &m.patient, m.patient.key(), &self.measurements, Some(m))
-            .await
+        self.send(
+            &self.topics.measurements(),
+            &m.patient,
+            m.patient.key(),
+            &self.measurements,
+            Some(m),
+        )
+        .await
     }
 
     pub async fn publish_self_report(&self, r: &SelfReport) -> Result<Receipt> {
         r.validate(self.policy, now_millis())?;
-        self.send(&self.topics.selfreports(), &r.patient, r.patient.key(), &self.selfreports, Some(r))
-            .await
+        self.send(
+            &self.topics.selfreports(),
+            &r.patient,
+            r.patient.key(),
+            &self.selfreports,
+            Some(r),
+        )
+        .await
     }
 
     /// Records (or replaces) a consent directive.
     pub async fn put_consent(&self, c: &Consent) -> Result<Receipt> {
         c.validate(self.policy)?;
         let key = state_key(&c.patient, &c.consent_id);
-        self.send(&self.topics.consents(), &c.patient, &key, &self.consents, Some(c)).await
+        self.send(
+            &self.topics.consents(),
+            &c.patient,
+            &key,
+            &self.consents,
+            Some(c),
+        )
+        .await
     }
 
     /// Deletes a consent directive (a tombstone): from then on it permits nothing.
-    pub async fn delete_consent(&self, patient: &PatientIdentifier, consent_id: &str) -> Result<Receipt> {
+    pub async fn delete_consent(
+        &self,
+        patient: &PatientIdentifier,
+        consent_id: &str,
+    ) -> Result<Receipt> {
         let key = state_key(patient, consent_id);
-        self.send::<Consent>(&self.topics.consents(), patient, &key, &self.consents, None).await
+        self.send::<Consent>(&self.topics.consents(), patient, &key, &self.consents, None)
+            .await
     }
 
     pub async fn put_subscription(&self, s: &Subscription) -> Result<Receipt> {
         s.validate(self.policy)?;
         let key = state_key(&s.patient, &s.subscription_id);
-        self.send(&self.topics.subscriptions(), &s.patient, &key, &self.subscriptions, Some(s))
-            .await
+        self.send(
+            &self.topics.subscriptions(),
+            &s.patient,
+            &key,
+            &self.subscriptions,
+            Some(s),
+        )
+        .await
     }
 
-    pub async fn delete_subscription(&self, patient: &PatientIdentifier, subscription_id: &str) -> Result<Receipt> {
+    pub async fn delete_subscription(
+        &self,
+        patient: &PatientIdentifier,
+        subscription_id: &str,
+    ) -> Result<Receipt> {
         let key = state_key(patient, subscription_id);
-        self.send::<Subscription>(&self.topics.subscriptions(), patient, &key, &self.subscriptions, None)
-            .await
+        self.send::<Subscription>(
+            &self.topics.subscriptions(),
+            patient,
+            &key,
+            &self.subscriptions,
+            None,
+        )
+        .await
     }
 
     pub async fn put_care_plan(&self, p: &CarePlan) -> Result<Receipt> {
         p.validate(self.policy)?;
         let key = state_key(&p.patient, &p.plan_id);
-        self.send(&self.topics.careplans(), &p.patient, &key, &self.careplans, Some(p)).await
+        self.send(
+            &self.topics.careplans(),
+            &p.patient,
+            &key,
+            &self.careplans,
+            Some(p),
+        )
+        .await
     }
 
     /// Waits until everything queued is acknowledged (call before shutdown).

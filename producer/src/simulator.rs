@@ -76,37 +76,109 @@ impl Fleet {
         match p.diagnosis {
             Diagnosis::Copd => match rng.random_range(0..3) {
                 0 => {
-                    let base = if worse { rng.random_range(84.0..91.0) } else { rng.random_range(92.0..98.0) };
-                    SimEvent::Measurement(fixtures::spo2(&p.id, round1(base - if night { 1.0 } else { 0.0 }), at))
+                    let base = if worse {
+                        rng.random_range(84.0..91.0)
+                    } else {
+                        rng.random_range(92.0..98.0)
+                    };
+                    SimEvent::Measurement(fixtures::spo2(
+                        &p.id,
+                        round1(base - if night { 1.0 } else { 0.0 }),
+                        at,
+                    ))
                 }
-                1 => SimEvent::Measurement(single(&p.id, codes::HEART_RATE, "364075005", "/min",
-                    round0(if worse { rng.random_range(95.0..125.0) } else { rng.random_range(60.0..90.0) }), at)),
+                1 => SimEvent::Measurement(single(
+                    &p.id,
+                    codes::HEART_RATE,
+                    "364075005",
+                    "/min",
+                    round0(if worse {
+                        rng.random_range(95.0..125.0)
+                    } else {
+                        rng.random_range(60.0..90.0)
+                    }),
+                    at,
+                )),
                 _ => {
                     let mut r = fixtures::self_report(&p.id, at);
-                    r.score = Some(round0(if worse { rng.random_range(20.0..35.0) } else { rng.random_range(5.0..15.0) }));
+                    r.score = Some(round0(if worse {
+                        rng.random_range(20.0..35.0)
+                    } else {
+                        rng.random_range(5.0..15.0)
+                    }));
                     SimEvent::SelfReport(r)
                 }
             },
             Diagnosis::HeartFailure => match rng.random_range(0..3) {
-                0 => SimEvent::Measurement(single(&p.id, codes::BODY_WEIGHT, "27113001", "kg",
-                    round1(p.baseline_weight + if worse { rng.random_range(1.5..4.0) } else { rng.random_range(-0.5..0.5) }), at)),
-                1 => SimEvent::Measurement(fixtures::blood_pressure(&p.id,
-                    round0(if worse { rng.random_range(150.0..185.0) } else { rng.random_range(110.0..140.0) }),
-                    round0(if worse { rng.random_range(90.0..110.0) } else { rng.random_range(65.0..88.0) }), at)),
-                _ => SimEvent::Measurement(single(&p.id, codes::HEART_RATE, "364075005", "/min",
-                    round0(rng.random_range(55.0..100.0)), at)),
+                0 => SimEvent::Measurement(single(
+                    &p.id,
+                    codes::BODY_WEIGHT,
+                    "27113001",
+                    "kg",
+                    round1(
+                        p.baseline_weight
+                            + if worse {
+                                rng.random_range(1.5..4.0)
+                            } else {
+                                rng.random_range(-0.5..0.5)
+                            },
+                    ),
+                    at,
+                )),
+                1 => SimEvent::Measurement(fixtures::blood_pressure(
+                    &p.id,
+                    round0(if worse {
+                        rng.random_range(150.0..185.0)
+                    } else {
+                        rng.random_range(110.0..140.0)
+                    }),
+                    round0(if worse {
+                        rng.random_range(90.0..110.0)
+                    } else {
+                        rng.random_range(65.0..88.0)
+                    }),
+                    at,
+                )),
+                _ => SimEvent::Measurement(single(
+                    &p.id,
+                    codes::HEART_RATE,
+                    "364075005",
+                    "/min",
+                    round0(rng.random_range(55.0..100.0)),
+                    at,
+                )),
             },
-            Diagnosis::Diabetes => SimEvent::Measurement(single(&p.id, codes::BLOOD_GLUCOSE, "434912009", "mmol/L",
-                round1(if worse { rng.random_range(14.0..22.0) } else { rng.random_range(4.5..9.0) }), at)),
+            Diagnosis::Diabetes => SimEvent::Measurement(single(
+                &p.id,
+                codes::BLOOD_GLUCOSE,
+                "434912009",
+                "mmol/L",
+                round1(if worse {
+                    rng.random_range(14.0..22.0)
+                } else {
+                    rng.random_range(4.5..9.0)
+                }),
+                at,
+            )),
         }
     }
 }
 
-fn single(patient: &PatientIdentifier, code: &str, snomed: &str, unit: &str, value: f64, at: Millis) -> Measurement {
+fn single(
+    patient: &PatientIdentifier,
+    code: &str,
+    snomed: &str,
+    unit: &str,
+    value: f64,
+    at: Millis,
+) -> Measurement {
     let mut m = fixtures::spo2(patient, value, at);
     m.code = code.into();
     m.snomed_code = Some(snomed.into());
-    m.value = Some(Quantity { value, unit: unit.into() });
+    m.value = Some(Quantity {
+        value,
+        unit: unit.into(),
+    });
     m.source.device_type = Some(
         match code {
             codes::HEART_RATE => "pulse oximeter",
@@ -147,8 +219,14 @@ mod tests {
     fn the_fleet_is_deterministic_and_its_patients_distinct() {
         let a = Fleet::new(9, 50);
         let b = Fleet::new(9, 50);
-        let ids: std::collections::BTreeSet<_> = a.patients().iter().map(|p| p.id.value.clone()).collect();
+        let ids: std::collections::BTreeSet<_> =
+            a.patients().iter().map(|p| p.id.value.clone()).collect();
         assert_eq!(ids.len(), 50);
-        assert!(a.patients().iter().zip(b.patients()).all(|(x, y)| x.id == y.id));
+        assert!(
+            a.patients()
+                .iter()
+                .zip(b.patients())
+                .all(|(x, y)| x.id == y.id)
+        );
     }
 }

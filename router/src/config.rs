@@ -50,7 +50,9 @@ mod humantime_secs {
         if secs.is_finite() && secs > 0.0 {
             Ok(Duration::from_secs_f64(secs))
         } else {
-            Err(serde::de::Error::custom("a duration in seconds must be positive"))
+            Err(serde::de::Error::custom(
+                "a duration in seconds must be positive",
+            ))
         }
     }
 }

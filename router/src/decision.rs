@@ -67,7 +67,11 @@ pub struct Decision<'a> {
 }
 
 /// Decides who receives `event` about the patient whose state is `state`, at time `now`.
-pub fn decide<'a>(state: Option<&'a PatientState>, event: EventView<'_>, now: Millis) -> Decision<'a> {
+pub fn decide<'a>(
+    state: Option<&'a PatientState>,
+    event: EventView<'_>,
+    now: Millis,
+) -> Decision<'a> {
     let Some(state) = state.filter(|s| !s.subscriptions.is_empty()) else {
         return Decision {
             grants: vec![],
@@ -82,7 +86,8 @@ pub fn decide<'a>(state: Option<&'a PatientState>, event: EventView<'_>, now: Mi
             let better = match entry {
                 None => true,
                 Some(current) => {
-                    current.content_level == ContentLevel::Minimal && sub.content_level == ContentLevel::Full
+                    current.content_level == ContentLevel::Minimal
+                        && sub.content_level == ContentLevel::Full
                 }
             };
             if better {
@@ -114,7 +119,12 @@ pub fn permitting_consent<'a>(
     category: DataCategory,
     now: Millis,
 ) -> Result<&'a Consent, Withheld> {
-    let active = || state.consents.values().filter(|c| c.status == ConsentStatus::Active);
+    let active = || {
+        state
+            .consents
+            .values()
+            .filter(|c| c.status == ConsentStatus::Active)
+    };
     let covered = |c: &Consent, kind: ProvisionKind| {
         c.provisions
             .iter()

@@ -14,7 +14,9 @@ use dho_schemas::model::*;
 use dho_schemas::partition::partition_for;
 use dho_schemas::topics::headers;
 use dho_schemas::{Policy, TopicNames};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -43,11 +45,15 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The namespace of delivery ids (UUID v5 of source position and subscriber).
-const DELIVERY_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6a1f_4c2e_9d3b_4e8a_a5c7_1b2d_3e4f_5a6b);
+const DELIVERY_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6a1f_4c2e_9d3b_4e8a_a5c7_1b2d_3e4f_5a6b);
 
 /// The deterministic id of the delivery of a source record to a subscriber.
 pub fn delivery_id(source: &SourcePosition, subscriber_id: &str) -> String {
-    let name = format!("{}/{}/{}/{}", source.topic, source.partition, source.offset, subscriber_id);
+    let name = format!(
+        "{}/{}/{}/{}",
+        source.topic, source.partition, source.offset, subscriber_id
+    );
     uuid::Uuid::new_v5(&DELIVERY_ID_NAMESPACE, name.as_bytes()).to_string()
 }
 
@@ -146,7 +152,9 @@ pub struct Router {
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Router").field("group", &self.config.group_id).finish_non_exhaustive()
+        f.debug_struct("Router")
+            .field("group", &self.config.group_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -160,10 +168,14 @@ impl Router {
         let serde = AvroSerde::new(&settings.schema_registry_url);
         // Registering the input schemas too makes records written with them decode on the
         // fast path without a registry round trip.
-        serde.register::<Measurement>(&topics.measurements()).await?;
+        serde
+            .register::<Measurement>(&topics.measurements())
+            .await?;
         serde.register::<SelfReport>(&topics.selfreports()).await?;
         serde.register::<Consent>(&topics.consents()).await?;
-        serde.register::<Subscription>(&topics.subscriptions()).await?;
+        serde
+            .register::<Subscription>(&topics.subscriptions())
+            .await?;
         let audit = serde.register::<DisclosureRecord>(&topics.audit()).await?;
 
         let revoked = Arc::new(Mutex::new(Vec::new()));
@@ -261,7 +273,10 @@ impl Router {
         let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for message in &batch {
             self.route_one(message, &mut pending).await?;
-            next_offsets.insert((message.topic().to_string(), message.partition()), message.offset() + 1);
+            next_offsets.insert(
+                (message.topic().to_string(), message.partition()),
+                message.offset() + 1,
+            );
         }
         for result in futures::future::join_all(pending).await {
             match result {
@@ -285,7 +300,8 @@ impl Router {
     }
 
     fn drop_revoked(&mut self) {
-        let revoked: Vec<i32> = std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()));
+        let revoked: Vec<i32> =
+            std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()));
         if revoked.is_empty() {
             return;
         }
@@ -299,7 +315,10 @@ impl Router {
             }
         }
         if list.count() > 0 {
-            debug!(partitions = list.count(), "dropping state of revoked partitions");
+            debug!(
+                partitions = list.count(),
+                "dropping state of revoked partitions"
+            );
             if let Err(e) = self.state_consumer.incremental_unassign(&list) {
                 warn!(error = %e, "could not unassign state partitions");
             }
@@ -323,7 +342,11 @@ impl Router {
                 slot.insert(PartitionState::default());
                 for topic in state_topics {
                     self.positions.insert((topic, partition), 0);
-                    assign.add_partition_offset(&self.state_topic_name(topic), partition, Offset::Beginning)?;
+                    assign.add_partition_offset(
+                        &self.state_topic_name(topic),
+                        partition,
+                        Offset::Beginning,
+                    )?;
                 }
             }
         }
@@ -343,7 +366,9 @@ impl Router {
         }
         let deadline = Instant::now() + self.config.state_sync_timeout;
         loop {
-            let behind = targets.iter().find(|(key, high)| self.positions.get(key).copied().unwrap_or(0) < *high);
+            let behind = targets
+                .iter()
+                .find(|(key, high)| self.positions.get(key).copied().unwrap_or(0) < *high);
             let Some(((_, partition), _)) = behind else {
                 return Ok(());
             };
@@ -373,14 +398,21 @@ impl Router {
             StateTopic::Subscriptions
         };
         let partition = message.partition();
-        self.positions.insert((topic, partition), message.offset() + 1);
+        self.positions
+            .insert((topic, partition), message.offset() + 1);
         metrics::counter!(m::STATE_RECORDS, "topic" => match topic {
             StateTopic::Consents => "consents",
             StateTopic::Subscriptions => "subscriptions",
         })
         .increment(1);
         let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-            return self.dead_letter(message, "bad_key", "state record without a UTF-8 key".into()).await;
+            return self
+                .dead_letter(
+                    message,
+                    "bad_key",
+                    "state record without a UTF-8 key".into(),
+                )
+                .await;
         };
         let key = key.to_string();
         if !self.owned.contains_key(&partition) {
@@ -389,21 +421,33 @@ impl Router {
         }
         match (topic, message.payload()) {
             (StateTopic::Consents, None) => self.state_mut(partition).apply_consent(&key, None),
-            (StateTopic::Subscriptions, None) => self.state_mut(partition).apply_subscription(&key, None),
+            (StateTopic::Subscriptions, None) => {
+                self.state_mut(partition).apply_subscription(&key, None)
+            }
             (StateTopic::Consents, Some(bytes)) => match self.decode::<Consent>(bytes).await {
                 Ok(c) => match c.validate(self.policy) {
                     Ok(()) => self.state_mut(partition).apply_consent(&key, Some(c)),
-                    Err(e) => return self.dead_letter(message, e.reason.as_str(), e.to_string()).await,
+                    Err(e) => {
+                        return self
+                            .dead_letter(message, e.reason.as_str(), e.to_string())
+                            .await;
+                    }
                 },
                 Err(dl) => return self.dead_letter(message, dl.reason, dl.detail).await,
             },
-            (StateTopic::Subscriptions, Some(bytes)) => match self.decode::<Subscription>(bytes).await {
-                Ok(s) => match s.validate(self.policy) {
-                    Ok(()) => self.state_mut(partition).apply_subscription(&key, Some(s)),
-                    Err(e) => return self.dead_letter(message, e.reason.as_str(), e.to_string()).await,
-                },
-                Err(dl) => return self.dead_letter(message, dl.reason, dl.detail).await,
-            },
+            (StateTopic::Subscriptions, Some(bytes)) => {
+                match self.decode::<Subscription>(bytes).await {
+                    Ok(s) => match s.validate(self.policy) {
+                        Ok(()) => self.state_mut(partition).apply_subscription(&key, Some(s)),
+                        Err(e) => {
+                            return self
+                                .dead_letter(message, e.reason.as_str(), e.to_string())
+                                .await;
+                        }
+                    },
+                    Err(dl) => return self.dead_letter(message, dl.reason, dl.detail).await,
+                }
+            }
         }
         Ok(())
     }
@@ -454,8 +498,16 @@ impl Router {
         Ok(event)
     }
 
-    async fn route_one(&mut self, message: &OwnedMessage, pending: &mut Vec<DeliveryFuture>) -> Result<()> {
-        let kind = if message.topic() == self.topics.measurements() { "measurements" } else { "selfreports" };
+    async fn route_one(
+        &mut self,
+        message: &OwnedMessage,
+        pending: &mut Vec<DeliveryFuture>,
+    ) -> Result<()> {
+        let kind = if message.topic() == self.topics.measurements() {
+            "measurements"
+        } else {
+            "selfreports"
+        };
         metrics::counter!(m::EVENTS_IN, "topic" => kind).increment(1);
         let event = match self.decode_event(message).await {
             Ok(event) => event,
@@ -470,13 +522,21 @@ impl Router {
         let patient_key = event.patient().key().to_string();
         // Collect owned grants first, so the state borrow ends before producing.
         let (grants, withheld): (Vec<(Subscription, Consent)>, Vec<Withheld>) = {
-            let state = self.owned.get(&message.partition()).and_then(|s| s.patient(&patient_key));
+            let state = self
+                .owned
+                .get(&message.partition())
+                .and_then(|s| s.patient(&patient_key));
             let decision = decide(state, event.view(), now);
             (
                 decision
                     .grants
                     .iter()
-                    .map(|Grant { subscription, consent }| ((*subscription).clone(), (*consent).clone()))
+                    .map(
+                        |Grant {
+                             subscription,
+                             consent,
+                         }| ((*subscription).clone(), (*consent).clone()),
+                    )
                     .collect(),
                 decision.withheld,
             )
@@ -506,9 +566,16 @@ impl Router {
             let delivery_bytes = encoder.encode(&delivery).map_err(dho_kafka::Error::from)?;
             let audit_bytes = self.audit.encode(&record).map_err(dho_kafka::Error::from)?;
             let topic = self.topics.deliver(&subscription.subscriber_id);
-            pending.push(self.send(&topic, &patient_key, &delivery_bytes, None).await?);
-            pending.push(self.send(&self.topics.audit(), &patient_key, &audit_bytes, None).await?);
-            metrics::counter!(m::DELIVERIES, "category" => event.view().category.as_str()).increment(1);
+            pending.push(
+                self.send(&topic, &patient_key, &delivery_bytes, None)
+                    .await?,
+            );
+            pending.push(
+                self.send(&self.topics.audit(), &patient_key, &audit_bytes, None)
+                    .await?,
+            );
+            metrics::counter!(m::DELIVERIES, "category" => event.view().category.as_str())
+                .increment(1);
         }
         Ok(())
     }
@@ -550,9 +617,14 @@ impl Router {
         }
         let topic = self.topics.deliver(subscriber_id);
         let settings = &self.config.kafka;
-        dho_kafka::ensure_topics(settings, &[TopicSpec::output(topic.clone(), settings.partitions, None)]).await?;
+        dho_kafka::ensure_topics(
+            settings,
+            &[TopicSpec::output(topic.clone(), settings.partitions, None)],
+        )
+        .await?;
         let encoder = self.serde.register::<Delivery>(&topic).await?;
-        self.deliver.insert(subscriber_id.to_string(), encoder.clone());
+        self.deliver
+            .insert(subscriber_id.to_string(), encoder.clone());
         Ok(encoder)
     }
 
@@ -565,7 +637,10 @@ impl Router {
         headers: Option<OwnedHeaders>,
     ) -> Result<DeliveryFuture> {
         let partition = partition_for(patient_key.as_bytes(), self.config.kafka.partitions);
-        let mut record = FutureRecord::to(topic).key(patient_key).payload(payload).partition(partition);
+        let mut record = FutureRecord::to(topic)
+            .key(patient_key)
+            .payload(payload)
+            .partition(partition);
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
@@ -583,18 +658,47 @@ impl Router {
 
     /// Parks a record in the dead-letter topic with its original key and bytes, and waits
     /// for the acknowledgement (dead letters are rare; simplicity wins over batching).
-    async fn dead_letter(&self, message: &OwnedMessage, reason: &'static str, detail: String) -> Result<()> {
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        reason: &'static str,
+        detail: String,
+    ) -> Result<()> {
         metrics::counter!(m::DEADLETTERS, "reason" => reason).increment(1);
-        warn!(reason, topic = message.topic(), partition = message.partition(), offset = message.offset(), "dead-lettered a record");
+        warn!(
+            reason,
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            "dead-lettered a record"
+        );
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: headers::REASON, value: Some(reason) })
-            .insert(Header { key: headers::DETAIL, value: Some(detail.as_str()) })
-            .insert(Header { key: headers::SOURCE_TOPIC, value: Some(message.topic()) })
-            .insert(Header { key: headers::SOURCE_PARTITION, value: Some(partition.as_str()) })
-            .insert(Header { key: headers::SOURCE_OFFSET, value: Some(offset.as_str()) })
-            .insert(Header { key: headers::COMPONENT, value: Some("router") });
+            .insert(Header {
+                key: headers::REASON,
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: headers::DETAIL,
+                value: Some(detail.as_str()),
+            })
+            .insert(Header {
+                key: headers::SOURCE_TOPIC,
+                value: Some(message.topic()),
+            })
+            .insert(Header {
+                key: headers::SOURCE_PARTITION,
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: headers::SOURCE_OFFSET,
+                value: Some(offset.as_str()),
+            })
+            .insert(Header {
+                key: headers::COMPONENT,
+                value: Some("router"),
+            });
         let topic = self.topics.deadletter();
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
         if let Some(key) = message.key() {

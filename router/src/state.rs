@@ -85,10 +85,16 @@ mod tests {
         let mut s = PartitionState::default();
         let key = state_key(&p, "c1");
         s.apply_consent(&key, Some(fixtures::consent(&p, "c1", &[fixtures::gp()])));
-        s.apply_consent(&key, Some(fixtures::consent(&p, "c1", &[fixtures::home_care()])));
+        s.apply_consent(
+            &key,
+            Some(fixtures::consent(&p, "c1", &[fixtures::home_care()])),
+        );
         let state = s.patient(p.key()).unwrap();
         assert_eq!(state.consents.len(), 1);
-        assert_eq!(state.consents["c1"].provisions[0].actor, fixtures::home_care());
+        assert_eq!(
+            state.consents["c1"].provisions[0].actor,
+            fixtures::home_care()
+        );
         s.apply_consent(&key, None);
         assert!(s.patient(p.key()).is_none());
         assert_eq!(s.patients(), 0);
@@ -98,9 +104,18 @@ mod tests {
     fn records_of_one_patient_accumulate() {
         let p = fixtures::patient(1);
         let mut s = PartitionState::default();
-        s.apply_consent(&state_key(&p, "c1"), Some(fixtures::consent(&p, "c1", &[fixtures::gp()])));
-        s.apply_subscription(&state_key(&p, "s1"), Some(fixtures::subscription(&p, "gp", &fixtures::gp())));
-        s.apply_subscription(&state_key(&p, "s2"), Some(fixtures::subscription(&p, "home", &fixtures::home_care())));
+        s.apply_consent(
+            &state_key(&p, "c1"),
+            Some(fixtures::consent(&p, "c1", &[fixtures::gp()])),
+        );
+        s.apply_subscription(
+            &state_key(&p, "s1"),
+            Some(fixtures::subscription(&p, "gp", &fixtures::gp())),
+        );
+        s.apply_subscription(
+            &state_key(&p, "s2"),
+            Some(fixtures::subscription(&p, "home", &fixtures::home_care())),
+        );
         let state = s.patient(p.key()).unwrap();
         assert_eq!((state.consents.len(), state.subscriptions.len()), (1, 2));
     }

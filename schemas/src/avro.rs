@@ -10,15 +10,24 @@ use serde_json::Value as Json;
 
 /// Every schema file, by the name of the type it defines.
 const FILES: &[(&str, &str)] = &[
-    ("PatientIdentifier", include_str!("../avro/PatientIdentifier.avsc")),
-    ("OrganisationIdentifier", include_str!("../avro/OrganisationIdentifier.avsc")),
+    (
+        "PatientIdentifier",
+        include_str!("../avro/PatientIdentifier.avsc"),
+    ),
+    (
+        "OrganisationIdentifier",
+        include_str!("../avro/OrganisationIdentifier.avsc"),
+    ),
     ("Source", include_str!("../avro/Source.avsc")),
     ("Quantity", include_str!("../avro/Quantity.avsc")),
     ("Coding", include_str!("../avro/Coding.avsc")),
     ("VkpSeverity", include_str!("../avro/VkpSeverity.avsc")),
     ("DataCategory", include_str!("../avro/DataCategory.avsc")),
     ("ContentLevel", include_str!("../avro/ContentLevel.avsc")),
-    ("SourcePosition", include_str!("../avro/SourcePosition.avsc")),
+    (
+        "SourcePosition",
+        include_str!("../avro/SourcePosition.avsc"),
+    ),
     ("Measurement", include_str!("../avro/Measurement.avsc")),
     ("SelfReport", include_str!("../avro/SelfReport.avsc")),
     ("Consent", include_str!("../avro/Consent.avsc")),
@@ -26,7 +35,10 @@ const FILES: &[(&str, &str)] = &[
     ("CarePlan", include_str!("../avro/CarePlan.avsc")),
     ("Alert", include_str!("../avro/Alert.avsc")),
     ("Delivery", include_str!("../avro/Delivery.avsc")),
-    ("DisclosureRecord", include_str!("../avro/DisclosureRecord.avsc")),
+    (
+        "DisclosureRecord",
+        include_str!("../avro/DisclosureRecord.avsc"),
+    ),
 ];
 
 /// The records that travel on topics on their own: each is registered as a subject.

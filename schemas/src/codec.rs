@@ -28,7 +28,15 @@ macro_rules! avro_record {
         }
     )*};
 }
-avro_record!(Measurement, SelfReport, Consent, Subscription, CarePlan, Delivery, DisclosureRecord);
+avro_record!(
+    Measurement,
+    SelfReport,
+    Consent,
+    Subscription,
+    CarePlan,
+    Delivery,
+    DisclosureRecord
+);
 
 /// A malformed length prefix must not make the decoder allocate gigabytes.
 const MAX_ALLOCATION_BYTES: usize = 16 * 1024 * 1024;
@@ -46,8 +54,12 @@ static CODECS: LazyLock<BTreeMap<SchemaKind, Codec>> = LazyLock::new(|| {
             let schema = kind.schema();
             // Built from schemas the tests parse; failure is a build defect.
             let codec = Codec {
-                writer: GenericDatumWriter::builder(schema).build().expect("writer builds"),
-                reader: GenericDatumReader::builder(schema).build().expect("reader builds"),
+                writer: GenericDatumWriter::builder(schema)
+                    .build()
+                    .expect("writer builds"),
+                reader: GenericDatumReader::builder(schema)
+                    .build()
+                    .expect("reader builds"),
             };
             (kind, codec)
         })
@@ -140,10 +152,26 @@ mod tests {
     fn every_type_round_trips() {
         let m = fixtures::spo2(&fixtures::patient(1), 93.0, 1_700_000_000_000);
         round_trip(m.clone());
-        round_trip(fixtures::blood_pressure(&fixtures::patient(2), 150.0, 95.0, 1_700_000_000_000));
-        round_trip(fixtures::self_report(&fixtures::patient(3), 1_700_000_000_000));
-        round_trip(fixtures::consent(&fixtures::patient(1), "c-1", &[fixtures::gp()]));
-        round_trip(fixtures::subscription(&fixtures::patient(1), "gp-1", &fixtures::gp()));
+        round_trip(fixtures::blood_pressure(
+            &fixtures::patient(2),
+            150.0,
+            95.0,
+            1_700_000_000_000,
+        ));
+        round_trip(fixtures::self_report(
+            &fixtures::patient(3),
+            1_700_000_000_000,
+        ));
+        round_trip(fixtures::consent(
+            &fixtures::patient(1),
+            "c-1",
+            &[fixtures::gp()],
+        ));
+        round_trip(fixtures::subscription(
+            &fixtures::patient(1),
+            "gp-1",
+            &fixtures::gp(),
+        ));
         round_trip(fixtures::care_plan(&fixtures::patient(1)));
         let delivery = fixtures::delivery_of(&m);
         round_trip(delivery.clone());
@@ -156,32 +184,59 @@ mod tests {
         assert!(decode::<Measurement>(&[0xff; 40]).is_err());
         let mut bytes = encode(&fixtures::spo2(&fixtures::patient(1), 93.0, 1)).unwrap();
         bytes.push(0);
-        assert!(matches!(decode::<Measurement>(&bytes), Err(Error::TrailingBytes { .. })));
+        assert!(matches!(
+            decode::<Measurement>(&bytes),
+            Err(Error::TrailingBytes { .. })
+        ));
     }
 
     #[test]
     fn a_v1_record_reads_as_v2_with_a_new_optional_field_and_back() {
         let v1 = Schema::parse_str(SchemaKind::Measurement.schema_text()).unwrap();
-        let mut json: serde_json::Value = serde_json::from_str(SchemaKind::Measurement.schema_text()).unwrap();
-        json["fields"].as_array_mut().unwrap().push(serde_json::json!(
-            {"name": "note", "type": ["null", "string"], "default": null}
-        ));
+        let mut json: serde_json::Value =
+            serde_json::from_str(SchemaKind::Measurement.schema_text()).unwrap();
+        json["fields"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!(
+                {"name": "note", "type": ["null", "string"], "default": null}
+            ));
         let v2 = Schema::parse_str(&json.to_string()).unwrap();
         let m = fixtures::spo2(&fixtures::patient(1), 93.0, 1_700_000_000_000);
 
         // v2 writer (a newer platform) -> this crate's v1 reader.
         let mut value = apache_avro::to_value(&m).unwrap();
         if let apache_avro::types::Value::Record(fields) = &mut value {
-            fields.push(("note".into(), apache_avro::types::Value::Union(1, Box::new("x".into()))));
+            fields.push((
+                "note".into(),
+                apache_avro::types::Value::Union(1, Box::new("x".into())),
+            ));
         }
-        let bytes = GenericDatumWriter::builder(&v2).build().unwrap().write_value_to_vec(value.resolve(&v2).unwrap()).unwrap();
+        let bytes = GenericDatumWriter::builder(&v2)
+            .build()
+            .unwrap()
+            .write_value_to_vec(value.resolve(&v2).unwrap())
+            .unwrap();
         assert_eq!(decode_with_writer::<Measurement>(&v2, &bytes).unwrap(), m);
 
         // v1 writer (this crate) -> a v2 reader fills the default.
         let bytes = encode(&m).unwrap();
-        let read = GenericDatumReader::builder(&v1).reader_schema(&v2).build().unwrap().read_value(&mut &bytes[..]).unwrap();
-        let apache_avro::types::Value::Record(fields) = read else { panic!() };
-        assert_eq!(fields.last().unwrap(), &("note".to_string(), apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null))));
+        let read = GenericDatumReader::builder(&v1)
+            .reader_schema(&v2)
+            .build()
+            .unwrap()
+            .read_value(&mut &bytes[..])
+            .unwrap();
+        let apache_avro::types::Value::Record(fields) = read else {
+            panic!()
+        };
+        assert_eq!(
+            fields.last().unwrap(),
+            &(
+                "note".to_string(),
+                apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null))
+            )
+        );
     }
 
     proptest! {

@@ -64,23 +64,87 @@ pub const CGM_GLUCOSE: &str = "105272-9";
 pub const QUESTIONNAIRE_SCORE: &str = "74465-6";
 
 pub const CODES: &[CodeSpec] = &[
-    CodeSpec { loinc: HEART_RATE, snomed: Some("364075005"), display: "Heart rate", units: PER_MIN_HEART, components: &[] },
-    CodeSpec { loinc: RESPIRATORY_RATE, snomed: Some("86290005"), display: "Respiratory rate", units: PER_MIN_RESP, components: &[] },
-    CodeSpec { loinc: SPO2, snomed: Some("431314004"), display: "Oxygen saturation", units: PERCENT, components: &[] },
-    CodeSpec { loinc: SPO2_PULSE_OXIMETRY, snomed: Some("431314004"), display: "Oxygen saturation by pulse oximetry", units: PERCENT, components: &[] },
-    CodeSpec { loinc: BODY_TEMPERATURE, snomed: Some("276885007"), display: "Body temperature", units: TEMPERATURE, components: &[] },
-    CodeSpec { loinc: BODY_WEIGHT, snomed: Some("27113001"), display: "Body weight", units: WEIGHT, components: &[] },
-    CodeSpec { loinc: BLOOD_GLUCOSE, snomed: Some("434912009"), display: "Glucose", units: GLUCOSE, components: &[] },
-    CodeSpec { loinc: CAPILLARY_GLUCOSE, snomed: Some("434912009"), display: "Glucose in capillary blood", units: GLUCOSE, components: &[] },
-    CodeSpec { loinc: CGM_GLUCOSE, snomed: Some("434912009"), display: "Glucose in interstitial fluid (CGM)", units: GLUCOSE, components: &[] },
+    CodeSpec {
+        loinc: HEART_RATE,
+        snomed: Some("364075005"),
+        display: "Heart rate",
+        units: PER_MIN_HEART,
+        components: &[],
+    },
+    CodeSpec {
+        loinc: RESPIRATORY_RATE,
+        snomed: Some("86290005"),
+        display: "Respiratory rate",
+        units: PER_MIN_RESP,
+        components: &[],
+    },
+    CodeSpec {
+        loinc: SPO2,
+        snomed: Some("431314004"),
+        display: "Oxygen saturation",
+        units: PERCENT,
+        components: &[],
+    },
+    CodeSpec {
+        loinc: SPO2_PULSE_OXIMETRY,
+        snomed: Some("431314004"),
+        display: "Oxygen saturation by pulse oximetry",
+        units: PERCENT,
+        components: &[],
+    },
+    CodeSpec {
+        loinc: BODY_TEMPERATURE,
+        snomed: Some("276885007"),
+        display: "Body temperature",
+        units: TEMPERATURE,
+        components: &[],
+    },
+    CodeSpec {
+        loinc: BODY_WEIGHT,
+        snomed: Some("27113001"),
+        display: "Body weight",
+        units: WEIGHT,
+        components: &[],
+    },
+    CodeSpec {
+        loinc: BLOOD_GLUCOSE,
+        snomed: Some("434912009"),
+        display: "Glucose",
+        units: GLUCOSE,
+        components: &[],
+    },
+    CodeSpec {
+        loinc: CAPILLARY_GLUCOSE,
+        snomed: Some("434912009"),
+        display: "Glucose in capillary blood",
+        units: GLUCOSE,
+        components: &[],
+    },
+    CodeSpec {
+        loinc: CGM_GLUCOSE,
+        snomed: Some("434912009"),
+        display: "Glucose in interstitial fluid (CGM)",
+        units: GLUCOSE,
+        components: &[],
+    },
     CodeSpec {
         loinc: BLOOD_PRESSURE,
         snomed: Some("75367002"),
         display: "Blood pressure panel",
         units: &[],
         components: &[
-            ComponentSpec { loinc: SYSTOLIC_BP, snomed: "271649006", display: "Systolic blood pressure", units: SYSTOLIC },
-            ComponentSpec { loinc: DIASTOLIC_BP, snomed: "271650006", display: "Diastolic blood pressure", units: DIASTOLIC },
+            ComponentSpec {
+                loinc: SYSTOLIC_BP,
+                snomed: "271649006",
+                display: "Systolic blood pressure",
+                units: SYSTOLIC,
+            },
+            ComponentSpec {
+                loinc: DIASTOLIC_BP,
+                snomed: "271650006",
+                display: "Diastolic blood pressure",
+                units: DIASTOLIC,
+            },
         ],
     },
 ];
@@ -119,8 +183,16 @@ mod tests {
     fn every_range_is_sane_and_codes_are_unique() {
         for (i, spec) in CODES.iter().enumerate() {
             assert!(CODES[i + 1..].iter().all(|o| o.loinc != spec.loinc));
-            assert!(spec.units.is_empty() != spec.components.is_empty(), "{}", spec.loinc);
-            for u in spec.units.iter().chain(spec.components.iter().flat_map(|c| c.units)) {
+            assert!(
+                spec.units.is_empty() != spec.components.is_empty(),
+                "{}",
+                spec.loinc
+            );
+            for u in spec
+                .units
+                .iter()
+                .chain(spec.components.iter().flat_map(|c| c.units))
+            {
                 assert!(u.min < u.max);
             }
         }

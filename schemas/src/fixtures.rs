@@ -15,7 +15,9 @@ pub fn patient(seed: u64) -> PatientIdentifier {
 
 /// A valid organisation number derived from `seed`.
 pub fn orgnr(seed: u32) -> String {
-    (seed..).find_map(ids::orgnr_from).expect("some organisation number is valid")
+    (seed..)
+        .find_map(ids::orgnr_from)
+        .expect("some organisation number is valid")
 }
 
 pub fn home_care() -> OrganisationIdentifier {
@@ -67,7 +69,12 @@ pub fn spo2(patient: &PatientIdentifier, value: f64, at: Millis) -> Measurement 
     }
 }
 
-pub fn blood_pressure(patient: &PatientIdentifier, systolic: f64, diastolic: f64, at: Millis) -> Measurement {
+pub fn blood_pressure(
+    patient: &PatientIdentifier,
+    systolic: f64,
+    diastolic: f64,
+    at: Millis,
+) -> Measurement {
     let component = |code: &str, snomed: &str, value: f64| Component {
         code: code.into(),
         snomed_code: Some(snomed.into()),
@@ -132,7 +139,11 @@ pub fn self_report(patient: &PatientIdentifier, at: Millis) -> SelfReport {
 }
 
 /// A consent permitting each of `recipients` all categories, open-ended.
-pub fn consent(patient: &PatientIdentifier, consent_id: &str, recipients: &[OrganisationIdentifier]) -> Consent {
+pub fn consent(
+    patient: &PatientIdentifier,
+    consent_id: &str,
+    recipients: &[OrganisationIdentifier],
+) -> Consent {
     Consent {
         consent_id: consent_id.into(),
         patient: patient.clone(),
@@ -142,7 +153,11 @@ pub fn consent(patient: &PatientIdentifier, consent_id: &str, recipients: &[Orga
             .map(|actor| ConsentProvision {
                 kind: ProvisionKind::Permit,
                 actor: actor.clone(),
-                categories: vec![DataCategory::Measurement, DataCategory::SelfReport, DataCategory::Alert],
+                categories: vec![
+                    DataCategory::Measurement,
+                    DataCategory::SelfReport,
+                    DataCategory::Alert,
+                ],
                 period_start: None,
                 period_end: None,
             })
@@ -154,13 +169,21 @@ pub fn consent(patient: &PatientIdentifier, consent_id: &str, recipients: &[Orga
 }
 
 /// An active, full-content subscription to every category, from the epoch on.
-pub fn subscription(patient: &PatientIdentifier, subscriber_id: &str, org: &OrganisationIdentifier) -> Subscription {
+pub fn subscription(
+    patient: &PatientIdentifier,
+    subscriber_id: &str,
+    org: &OrganisationIdentifier,
+) -> Subscription {
     Subscription {
         subscription_id: format!("{subscriber_id}-{}", patient.log_tag()),
         subscriber_id: subscriber_id.into(),
         subscriber_org: org.clone(),
         patient: patient.clone(),
-        categories: vec![DataCategory::Measurement, DataCategory::SelfReport, DataCategory::Alert],
+        categories: vec![
+            DataCategory::Measurement,
+            DataCategory::SelfReport,
+            DataCategory::Alert,
+        ],
         code_filter: vec![],
         content_level: ContentLevel::Full,
         status: SubscriptionStatus::Active,

@@ -185,10 +185,11 @@ pub fn orgnr_from(first8: u32) -> Option<String> {
 
 /// A key for log pseudonyms: `DHO_LOG_PSEUDONYM_KEY` (so several services agree), otherwise
 /// random per process. A plain hash would not do: 11-digit numbers are easy to enumerate.
-static PSEUDONYM_KEY: LazyLock<Vec<u8>> = LazyLock::new(|| match std::env::var("DHO_LOG_PSEUDONYM_KEY") {
-    Ok(key) if !key.is_empty() => key.into_bytes(),
-    _ => rand::rng().random::<[u8; 32]>().to_vec(),
-});
+static PSEUDONYM_KEY: LazyLock<Vec<u8>> =
+    LazyLock::new(|| match std::env::var("DHO_LOG_PSEUDONYM_KEY") {
+        Ok(key) if !key.is_empty() => key.into_bytes(),
+        _ => rand::rng().random::<[u8; 32]>().to_vec(),
+    });
 
 /// A short keyed pseudonym of an identifier, for logs and traces.
 pub fn pseudonym(value: &str) -> String {
@@ -196,7 +197,10 @@ pub fn pseudonym(value: &str) -> String {
     hasher.update(&*PSEUDONYM_KEY);
     hasher.update(value.as_bytes());
     let digest = hasher.finalize();
-    format!("p-{:02x}{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3], digest[4])
+    format!(
+        "p-{:02x}{:02x}{:02x}{:02x}{:02x}",
+        digest[0], digest[1], digest[2], digest[3], digest[4]
+    )
 }
 
 #[cfg(test)]
@@ -208,11 +212,26 @@ mod tests {
     #[test]
     fn known_numbers() {
         // Published example numbers used widely in Norwegian test suites.
-        assert_eq!(validate_birth_number("01010101006", false), Ok(Population::Real));
-        assert_eq!(validate_birth_number("01010101007", false), Err(IdError::BadK2));
-        assert_eq!(validate_birth_number("0101010100", false), Err(IdError::NotElevenDigits));
-        assert_eq!(validate_birth_number("0101010100a", false), Err(IdError::NotElevenDigits));
-        assert_eq!(validate_birth_number("32010101006", false), Err(IdError::BadDate));
+        assert_eq!(
+            validate_birth_number("01010101006", false),
+            Ok(Population::Real)
+        );
+        assert_eq!(
+            validate_birth_number("01010101007", false),
+            Err(IdError::BadK2)
+        );
+        assert_eq!(
+            validate_birth_number("0101010100", false),
+            Err(IdError::NotElevenDigits)
+        );
+        assert_eq!(
+            validate_birth_number("0101010100a", false),
+            Err(IdError::NotElevenDigits)
+        );
+        assert_eq!(
+            validate_birth_number("32010101006", false),
+            Err(IdError::BadDate)
+        );
         assert_eq!(validate_orgnr("974760673"), Ok(())); // Brønnøysundregistrene
         assert_eq!(validate_orgnr("974760672"), Err(IdError::BadCheckDigit));
         assert_eq!(validate_orgnr("97476067"), Err(IdError::NotNineDigits));
@@ -226,14 +245,20 @@ mod tests {
             .unwrap();
         assert_eq!(validate_birth_number(&d, true), Ok(Population::Real));
         assert_eq!(validate_birth_number(&d, false), Err(IdError::BadDate));
-        assert_eq!(validate_birth_number("01010101006", true), Err(IdError::BadDate));
+        assert_eq!(
+            validate_birth_number("01010101006", true),
+            Err(IdError::BadDate)
+        );
     }
 
     #[test]
     fn the_2032_rule_accepts_the_four_k1_values_and_nothing_else() {
         let first9 = [1, 5, 0, 8, 3, 2, 0, 1, 2];
         let s = weighted(&first9, &K1_WEIGHTS) % 11;
-        let allowed: Vec<u32> = (11..=14).map(|b| (b - s) % 11).filter(|k| *k < 10).collect();
+        let allowed: Vec<u32> = (11..=14)
+            .map(|b| (b - s) % 11)
+            .filter(|k| *k < 10)
+            .collect();
         for k1 in 0..10u32 {
             let mut first10 = [0u32; 10];
             first10[..9].copy_from_slice(&first9);
@@ -256,7 +281,11 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for _ in 0..1000 {
             let n = synthetic_fnr(&mut rng);
-            assert_eq!(validate_birth_number(&n, false), Ok(Population::SyntheticTenor), "{n}");
+            assert_eq!(
+                validate_birth_number(&n, false),
+                Ok(Population::SyntheticTenor),
+                "{n}"
+            );
         }
     }
 

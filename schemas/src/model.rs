@@ -267,7 +267,12 @@ pub struct ConsentProvision {
 
 impl ConsentProvision {
     /// Whether this rule speaks about `actor` receiving `category` at time `at`.
-    pub fn covers(&self, actor: &OrganisationIdentifier, category: DataCategory, at: Millis) -> bool {
+    pub fn covers(
+        &self,
+        actor: &OrganisationIdentifier,
+        category: DataCategory,
+        at: Millis,
+    ) -> bool {
         self.actor.same_entity(actor)
             && self.categories.contains(&category)
             && self.period_start.is_none_or(|start| start <= at)

@@ -91,7 +91,10 @@ pub fn patient(field: &str, id: &PatientIdentifier, policy: Policy) -> Result {
     }
     .map_err(|e| id_error(&format!("{field}.value"), e))?;
     if population != Population::Real && !policy.allow_synthetic {
-        return Err(id_error(&format!("{field}.value"), IdError::SyntheticRefused));
+        return Err(id_error(
+            &format!("{field}.value"),
+            IdError::SyntheticRefused,
+        ));
     }
     Ok(())
 }
@@ -120,7 +123,11 @@ pub fn organisation(field: &str, org: &OrganisationIdentifier) -> Result {
 
 fn not_empty(field: &str, value: &str) -> Result {
     if value.trim().is_empty() {
-        Err(ValidationError::new(field, Reason::Missing, "must not be empty"))
+        Err(ValidationError::new(
+            field,
+            Reason::Missing,
+            "must not be empty",
+        ))
     } else {
         Ok(())
     }
@@ -134,7 +141,11 @@ fn not_in_future(field: &str, at: Millis, now: Millis) -> Result {
             "lies in the future beyond the allowed clock skew",
         ))
     } else if at <= 0 {
-        Err(ValidationError::new(field, Reason::Missing, "must be a time after 1970"))
+        Err(ValidationError::new(
+            field,
+            Reason::Missing,
+            "must be a time after 1970",
+        ))
     } else {
         Ok(())
     }
@@ -146,7 +157,10 @@ fn quantity(field: &str, q: &Quantity, allowed: &[UnitRange], code: &str) -> Res
         return Err(ValidationError::new(
             format!("{field}.unit"),
             Reason::WrongUnit,
-            format!("'{}' is not a unit for {code}; expected one of {units:?}", q.unit),
+            format!(
+                "'{}' is not a unit for {code}; expected one of {units:?}",
+                q.unit
+            ),
         ));
     };
     if !q.value.is_finite() || q.value < range.min || q.value > range.max {
@@ -191,12 +205,19 @@ impl Measurement {
             return Err(ValidationError::new(
                 "snomed_code",
                 Reason::CodeMismatch,
-                format!("SNOMED CT '{snomed}' does not pair with LOINC {}", spec.loinc),
+                format!(
+                    "SNOMED CT '{snomed}' does not pair with LOINC {}",
+                    spec.loinc
+                ),
             ));
         }
         if spec.components.is_empty() {
             let value = self.value.as_ref().ok_or_else(|| {
-                ValidationError::new("value", Reason::Missing, format!("{} needs a value", spec.loinc))
+                ValidationError::new(
+                    "value",
+                    Reason::Missing,
+                    format!("{} needs a value", spec.loinc),
+                )
             })?;
             quantity("value", value, spec.units, spec.loinc)?;
             if !self.components.is_empty() {
@@ -227,7 +248,12 @@ impl Measurement {
                             format!("{} needs component {} ({})", spec.loinc, c.loinc, c.display),
                         )
                     })?;
-                quantity(&format!("components[{i}].value"), &found.value, c.units, c.loinc)?;
+                quantity(
+                    &format!("components[{i}].value"),
+                    &found.value,
+                    c.units,
+                    c.loinc,
+                )?;
             }
             if let Some((i, extra)) = self
                 .components
@@ -282,7 +308,11 @@ impl SelfReport {
             }
         }
         if self.score.is_some_and(|s| !s.is_finite()) {
-            return Err(ValidationError::new("score", Reason::Implausible, "must be a finite number"));
+            return Err(ValidationError::new(
+                "score",
+                Reason::Implausible,
+                "must be a finite number",
+            ));
         }
         Ok(())
     }
@@ -335,7 +365,11 @@ impl Subscription {
         organisation("subscriber_org", &self.subscriber_org)?;
         patient("patient", &self.patient, policy)?;
         if self.categories.is_empty() {
-            return Err(ValidationError::new("categories", Reason::Missing, "name at least one category"));
+            return Err(ValidationError::new(
+                "categories",
+                Reason::Missing,
+                "name at least one category",
+            ));
         }
         for (i, code) in self.code_filter.iter().enumerate() {
             if codes::lookup(code).is_none() {
@@ -365,8 +399,13 @@ impl CarePlan {
         patient("patient", &self.patient, policy)?;
         organisation("updated_by", &self.updated_by)?;
         for (i, t) in self.targets.iter().enumerate() {
-            let green_in_yellow = self.targets[i].yellow.low.is_none_or(|yl| t.green.low.is_some_and(|gl| yl <= gl))
-                && t.yellow.high.is_none_or(|yh| t.green.high.is_some_and(|gh| gh <= yh));
+            let green_in_yellow = self.targets[i]
+                .yellow
+                .low
+                .is_none_or(|yl| t.green.low.is_some_and(|gl| yl <= gl))
+                && t.yellow
+                    .high
+                    .is_none_or(|yh| t.green.high.is_some_and(|gh| gh <= yh));
             if !green_in_yellow {
                 return Err(ValidationError::new(
                     format!("targets[{i}].yellow"),

@@ -39,8 +39,14 @@ mod tests {
     #[test]
     fn short_and_foreign_records_are_refused() {
         assert!(matches!(unframe(&[]), Err(Error::TooShort { len: 0 })));
-        assert!(matches!(unframe(&[0, 0, 0, 1]), Err(Error::TooShort { len: 4 })));
-        assert!(matches!(unframe(b"{\"json\":1}"), Err(Error::BadMagic(b'{'))));
+        assert!(matches!(
+            unframe(&[0, 0, 0, 1]),
+            Err(Error::TooShort { len: 4 })
+        ));
+        assert!(matches!(
+            unframe(b"{\"json\":1}"),
+            Err(Error::BadMagic(b'{'))
+        ));
     }
 
     proptest! {

@@ -65,7 +65,9 @@ impl Stack {
 
     /// Starts a router instance in this process; stop it with [`RunningRouter::stop`].
     pub async fn spawn_router(&self, group: &str) -> RunningRouter {
-        let router = Router::connect(self.router_config(group)).await.expect("router connects");
+        let router = Router::connect(self.router_config(group))
+            .await
+            .expect("router connects");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(router.run(async {
             let _ = stopped.await;
@@ -84,7 +86,10 @@ impl RunningRouter {
     /// Graceful stop: the batch in hand is finished and committed.
     pub async fn stop(self) {
         let _ = self.stop.send(());
-        self.task.await.expect("router task").expect("router ran without error");
+        self.task
+            .await
+            .expect("router task")
+            .expect("router ran without error");
     }
 }
 
@@ -101,11 +106,16 @@ pub struct Record {
 /// Every record now on `topic` (all partitions, up to each high watermark).
 pub fn read_topic(settings: &KafkaSettings, topic: &str) -> Vec<Record> {
     let consumer: BaseConsumer = settings
-        .client_config(&[("group.id", "dho-tests-reader"), ("enable.auto.commit", "false")])
+        .client_config(&[
+            ("group.id", "dho-tests-reader"),
+            ("enable.auto.commit", "false"),
+        ])
         .unwrap()
         .create()
         .unwrap();
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
     let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
         return vec![];
     };
@@ -117,7 +127,8 @@ pub fn read_topic(settings: &KafkaSettings, topic: &str) -> Vec<Record> {
             .unwrap();
         if high > low {
             remaining.insert(p.id(), high);
-            list.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+            list.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
         }
     }
     if remaining.is_empty() {
@@ -151,7 +162,9 @@ pub fn read_topic(settings: &KafkaSettings, topic: &str) -> Vec<Record> {
         records.push(Record {
             partition: message.partition(),
             offset: message.offset(),
-            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
             value: message.payload().map(<[u8]>::to_vec),
             headers,
         });
@@ -164,13 +177,22 @@ pub async fn read_decoded<T: AvroRecord>(settings: &KafkaSettings, topic: &str) 
     let serde = dho_kafka::AvroSerde::new(&settings.schema_registry_url);
     let mut out = vec![];
     for record in read_topic(settings, topic) {
-        out.push(serde.decode::<T>(&record.value.expect("a value")).await.expect("decodes"));
+        out.push(
+            serde
+                .decode::<T>(&record.value.expect("a value"))
+                .await
+                .expect("decodes"),
+        );
     }
     out
 }
 
 /// Waits until `topic` holds at least `count` records, and returns them decoded.
-pub async fn wait_for<T: AvroRecord>(settings: &KafkaSettings, topic: &str, count: usize) -> Vec<T> {
+pub async fn wait_for<T: AvroRecord>(
+    settings: &KafkaSettings,
+    topic: &str,
+    count: usize,
+) -> Vec<T> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let records = read_decoded::<T>(settings, topic).await;
@@ -188,7 +210,13 @@ pub async fn wait_for<T: AvroRecord>(settings: &KafkaSettings, topic: &str, coun
 
 /// Waits until the router group has committed past `offset` on `topic`/`partition`: every
 /// output of that record is acknowledged by then.
-pub async fn wait_routed(settings: &KafkaSettings, group: &str, topic: &str, partition: i32, offset: i64) {
+pub async fn wait_routed(
+    settings: &KafkaSettings,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) {
     let consumer: BaseConsumer = settings
         .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
         .unwrap()
@@ -198,13 +226,20 @@ pub async fn wait_routed(settings: &KafkaSettings, group: &str, topic: &str, par
     list.add_partition(topic, partition);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let committed = consumer.committed_offsets(list.clone(), Duration::from_secs(10)).unwrap();
-        if let Some(Offset::Offset(next)) = committed.find_partition(topic, partition).map(|e| e.offset())
+        let committed = consumer
+            .committed_offsets(list.clone(), Duration::from_secs(10))
+            .unwrap();
+        if let Some(Offset::Offset(next)) = committed
+            .find_partition(topic, partition)
+            .map(|e| e.offset())
             && next > offset
         {
             return;
         }
-        assert!(Instant::now() < deadline, "router never committed past {topic}/{partition}@{offset}");
+        assert!(
+            Instant::now() < deadline,
+            "router never committed past {topic}/{partition}@{offset}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

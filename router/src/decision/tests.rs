@@ -6,8 +6,14 @@ const NOW: Millis = 1_800_000_000_000;
 
 fn state(consents: Vec<Consent>, subs: Vec<Subscription>) -> PatientState {
     PatientState {
-        consents: consents.into_iter().map(|c| (c.consent_id.clone(), c)).collect(),
-        subscriptions: subs.into_iter().map(|s| (s.subscription_id.clone(), s)).collect(),
+        consents: consents
+            .into_iter()
+            .map(|c| (c.consent_id.clone(), c))
+            .collect(),
+        subscriptions: subs
+            .into_iter()
+            .map(|s| (s.subscription_id.clone(), s))
+            .collect(),
     }
 }
 
@@ -19,14 +25,23 @@ fn spo2() -> EventView<'static> {
 }
 
 fn granted(d: &Decision<'_>) -> Vec<String> {
-    d.grants.iter().map(|g| g.subscription.subscriber_id.clone()).collect()
+    d.grants
+        .iter()
+        .map(|g| g.subscription.subscriber_id.clone())
+        .collect()
 }
 
 #[test]
 fn default_is_deny() {
     let p = fixtures::patient(1);
-    assert_eq!(decide(None, spo2(), NOW).withheld, vec![Withheld::NoSubscription]);
-    let s = state(vec![], vec![fixtures::subscription(&p, "gp", &fixtures::gp())]);
+    assert_eq!(
+        decide(None, spo2(), NOW).withheld,
+        vec![Withheld::NoSubscription]
+    );
+    let s = state(
+        vec![],
+        vec![fixtures::subscription(&p, "gp", &fixtures::gp())],
+    );
     let d = decide(Some(&s), spo2(), NOW);
     assert!(d.grants.is_empty());
     assert_eq!(d.withheld, vec![Withheld::NoConsent]);
@@ -57,7 +72,10 @@ fn a_deny_provision_wins_over_any_permit() {
         vec![fixtures::consent(&p, "c1", &[fixtures::gp()]), deny],
         vec![fixtures::subscription(&p, "gp", &fixtures::gp())],
     );
-    assert_eq!(decide(Some(&s), spo2(), NOW).withheld, vec![Withheld::ConsentDenied]);
+    assert_eq!(
+        decide(Some(&s), spo2(), NOW).withheld,
+        vec![Withheld::ConsentDenied]
+    );
 }
 
 #[test]
@@ -67,12 +85,18 @@ fn inactive_consent_and_expired_provision_permit_nothing() {
     let mut inactive = fixtures::consent(&p, "c1", &[fixtures::gp()]);
     inactive.status = ConsentStatus::Inactive;
     let s = state(vec![inactive], vec![sub.clone()]);
-    assert_eq!(decide(Some(&s), spo2(), NOW).withheld, vec![Withheld::NoConsent]);
+    assert_eq!(
+        decide(Some(&s), spo2(), NOW).withheld,
+        vec![Withheld::NoConsent]
+    );
 
     let mut expired = fixtures::consent(&p, "c1", &[fixtures::gp()]);
     expired.provisions[0].period_end = Some(NOW);
     let s = state(vec![expired], vec![sub]);
-    assert_eq!(decide(Some(&s), spo2(), NOW).withheld, vec![Withheld::NoConsent]);
+    assert_eq!(
+        decide(Some(&s), spo2(), NOW).withheld,
+        vec![Withheld::NoConsent]
+    );
 }
 
 #[test]
@@ -80,8 +104,14 @@ fn consent_for_another_category_does_not_cover() {
     let p = fixtures::patient(1);
     let mut c = fixtures::consent(&p, "c1", &[fixtures::gp()]);
     c.provisions[0].categories = vec![DataCategory::Alert];
-    let s = state(vec![c], vec![fixtures::subscription(&p, "gp", &fixtures::gp())]);
-    assert_eq!(decide(Some(&s), spo2(), NOW).withheld, vec![Withheld::NoConsent]);
+    let s = state(
+        vec![c],
+        vec![fixtures::subscription(&p, "gp", &fixtures::gp())],
+    );
+    assert_eq!(
+        decide(Some(&s), spo2(), NOW).withheld,
+        vec![Withheld::NoConsent]
+    );
 }
 
 #[test]
@@ -91,19 +121,28 @@ fn subscription_filters_and_periods_apply() {
     let mut filtered = fixtures::subscription(&p, "gp", &fixtures::gp());
     filtered.code_filter = vec![dho_schemas::codes::BLOOD_PRESSURE.into()];
     let s = state(vec![consent.clone()], vec![filtered.clone()]);
-    assert_eq!(decide(Some(&s), spo2(), NOW).withheld, vec![Withheld::NotRequested]);
+    assert_eq!(
+        decide(Some(&s), spo2(), NOW).withheld,
+        vec![Withheld::NotRequested]
+    );
 
     let mut ended = filtered.clone();
     ended.code_filter.clear();
     ended.status = SubscriptionStatus::Ended;
     let s = state(vec![consent.clone()], vec![ended]);
-    assert_eq!(decide(Some(&s), spo2(), NOW).withheld, vec![Withheld::NotRequested]);
+    assert_eq!(
+        decide(Some(&s), spo2(), NOW).withheld,
+        vec![Withheld::NotRequested]
+    );
 
     let mut future = filtered;
     future.code_filter.clear();
     future.active_from = NOW + 1;
     let s = state(vec![consent], vec![future]);
-    assert_eq!(decide(Some(&s), spo2(), NOW).withheld, vec![Withheld::NotRequested]);
+    assert_eq!(
+        decide(Some(&s), spo2(), NOW).withheld,
+        vec![Withheld::NotRequested]
+    );
 }
 
 #[test]
@@ -114,7 +153,10 @@ fn one_delivery_per_subscriber_preferring_full_content() {
     minimal.content_level = ContentLevel::Minimal;
     let mut full = fixtures::subscription(&p, "gp", &fixtures::gp());
     full.subscription_id = "b-full".into();
-    let s = state(vec![fixtures::consent(&p, "c1", &[fixtures::gp()])], vec![minimal, full]);
+    let s = state(
+        vec![fixtures::consent(&p, "c1", &[fixtures::gp()])],
+        vec![minimal, full],
+    );
     let d = decide(Some(&s), spo2(), NOW);
     assert_eq!(d.grants.len(), 1);
     assert_eq!(d.grants[0].subscription.subscription_id, "b-full");
@@ -123,10 +165,18 @@ fn one_delivery_per_subscriber_preferring_full_content() {
 // ---- Property test against an independent oracle ----
 
 fn orgs() -> Vec<OrganisationIdentifier> {
-    vec![fixtures::gp(), fixtures::home_care(), fixtures::lung_clinic()]
+    vec![
+        fixtures::gp(),
+        fixtures::home_care(),
+        fixtures::lung_clinic(),
+    ]
 }
 
-const CATS: [DataCategory; 3] = [DataCategory::Measurement, DataCategory::SelfReport, DataCategory::Alert];
+const CATS: [DataCategory; 3] = [
+    DataCategory::Measurement,
+    DataCategory::SelfReport,
+    DataCategory::Alert,
+];
 
 prop_compose! {
     fn arb_provision()(kind in any::<bool>(), actor in 0usize..3, cats in proptest::sample::subsequence(CATS.to_vec(), 0..=3),
@@ -163,12 +213,26 @@ prop_compose! {
 }
 
 /// The rules written a second way: sets of (org, category) permitted and denied.
-fn oracle(consents: &[Consent], subs: &[Subscription], cat: DataCategory, code: &str) -> std::collections::BTreeSet<String> {
-    let in_period = |p: &ConsentProvision| p.period_start.is_none_or(|s| s <= NOW) && p.period_end.is_none_or(|e| NOW < e);
+fn oracle(
+    consents: &[Consent],
+    subs: &[Subscription],
+    cat: DataCategory,
+    code: &str,
+) -> std::collections::BTreeSet<String> {
+    let in_period = |p: &ConsentProvision| {
+        p.period_start.is_none_or(|s| s <= NOW) && p.period_end.is_none_or(|e| NOW < e)
+    };
     let mut permitted = vec![];
     let mut denied = vec![];
-    for c in consents.iter().filter(|c| c.status == ConsentStatus::Active) {
-        for p in c.provisions.iter().filter(|p| in_period(p) && p.categories.contains(&cat)) {
+    for c in consents
+        .iter()
+        .filter(|c| c.status == ConsentStatus::Active)
+    {
+        for p in c
+            .provisions
+            .iter()
+            .filter(|p| in_period(p) && p.categories.contains(&cat))
+        {
             match p.kind {
                 ProvisionKind::Permit => permitted.push(p.actor.value.clone()),
                 ProvisionKind::Deny => denied.push(p.actor.value.clone()),
@@ -179,7 +243,9 @@ fn oracle(consents: &[Consent], subs: &[Subscription], cat: DataCategory, code: 
         .filter(|s| s.status == SubscriptionStatus::Active && s.active_from <= NOW)
         .filter(|s| s.categories.contains(&cat))
         .filter(|s| s.code_filter.is_empty() || s.code_filter.iter().any(|c| c == code))
-        .filter(|s| permitted.contains(&s.subscriber_org.value) && !denied.contains(&s.subscriber_org.value))
+        .filter(|s| {
+            permitted.contains(&s.subscriber_org.value) && !denied.contains(&s.subscriber_org.value)
+        })
         .map(|s| s.subscriber_id.clone())
         .collect()
 }

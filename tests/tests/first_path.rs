@@ -1,0 +1,289 @@
+//! The first end-to-end path, against the real broker and registry: a measurement published
+//! by the producer library reaches the entitled subscriber through the router and the SDK,
+//! and nobody else; consent changes acknowledged before routing apply.
+
+use std::time::Duration;
+
+use dho_consumer::{Subscriber, SubscriberConfig};
+use dho_schemas::model::*;
+use dho_schemas::{fixtures, topics::headers};
+use dho_tests::{Stack, read_decoded, read_topic, wait_for, wait_routed};
+
+const GROUP: &str = "router";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_entitled_subscriber_receives_the_measurement_and_the_unconsented_one_nothing() {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher().await;
+    let topics = stack.settings.topics();
+    let patient = fixtures::patient(1);
+    publisher
+        .put_consent(&fixtures::consent(&patient, "c-gp", &[fixtures::gp()]))
+        .await
+        .unwrap();
+    publisher
+        .put_subscription(&fixtures::subscription(&patient, "gp", &fixtures::gp()))
+        .await
+        .unwrap();
+    publisher
+        .put_subscription(&fixtures::subscription(
+            &patient,
+            "home",
+            &fixtures::home_care(),
+        ))
+        .await
+        .unwrap();
+    let measurement = fixtures::spo2(&patient, 91.0, now_millis() - 60_000);
+    let receipt = publisher.publish_measurement(&measurement).await.unwrap();
+
+    let router = stack.spawn_router(GROUP).await;
+    let mut subscriber = Subscriber::connect(SubscriberConfig::new(stack.settings.clone(), "gp"))
+        .await
+        .unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(60), subscriber.next())
+        .await
+        .expect("the GP receives a delivery")
+        .unwrap();
+    subscriber.commit(&received).unwrap();
+    let delivery = received.delivery;
+    assert_eq!(delivery.measurement.as_ref(), Some(&measurement));
+    assert_eq!(delivery.consent_id, "c-gp");
+    assert_eq!(delivery.patient, patient);
+    assert_eq!(
+        (
+            delivery.source.topic.as_str(),
+            delivery.source.partition,
+            delivery.source.offset
+        ),
+        (receipt.topic.as_str(), receipt.partition, receipt.offset)
+    );
+    assert_eq!(
+        delivery.delivery_id,
+        dho_router::delivery_id(&delivery.source, "gp")
+    );
+
+    wait_routed(
+        &stack.settings,
+        GROUP,
+        &receipt.topic,
+        receipt.partition,
+        receipt.offset,
+    )
+    .await;
+    assert!(
+        read_topic(&stack.settings, &topics.deliver("home")).is_empty(),
+        "home care has no consent"
+    );
+    let audit: Vec<DisclosureRecord> = read_decoded(&stack.settings, &topics.audit()).await;
+    assert_eq!(audit.len(), 1, "exactly one disclosure record per delivery");
+    assert_eq!(audit[0].delivery_id, delivery.delivery_id);
+    assert_eq!(audit[0].recipient, fixtures::gp());
+    assert_eq!(audit[0].decision_reference, "c-gp");
+    router.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_consent_stops_later_deliveries() {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher().await;
+    let topics = stack.settings.topics();
+    let patient = fixtures::patient(2);
+    publisher
+        .put_consent(&fixtures::consent(&patient, "c-gp", &[fixtures::gp()]))
+        .await
+        .unwrap();
+    publisher
+        .put_consent(&fixtures::consent(
+            &patient,
+            "c-home",
+            &[fixtures::home_care()],
+        ))
+        .await
+        .unwrap();
+    publisher
+        .put_subscription(&fixtures::subscription(&patient, "gp", &fixtures::gp()))
+        .await
+        .unwrap();
+    publisher
+        .put_subscription(&fixtures::subscription(
+            &patient,
+            "home",
+            &fixtures::home_care(),
+        ))
+        .await
+        .unwrap();
+    let router = stack.spawn_router(GROUP).await;
+
+    let first = fixtures::spo2(&patient, 95.0, now_millis() - 60_000);
+    publisher.publish_measurement(&first).await.unwrap();
+    let gp: Vec<Delivery> = wait_for(&stack.settings, &topics.deliver("gp"), 1).await;
+    assert_eq!(gp[0].measurement.as_ref().unwrap().event_id, first.event_id);
+
+    // The patient withdraws consent for the GP; the broker acknowledges it before the next
+    // reading is published.
+    let mut revoked = fixtures::consent(&patient, "c-gp", &[fixtures::gp()]);
+    revoked.status = ConsentStatus::Inactive;
+    publisher.put_consent(&revoked).await.unwrap();
+    let second = fixtures::spo2(&patient, 89.0, now_millis() - 30_000);
+    let receipt = publisher.publish_measurement(&second).await.unwrap();
+
+    // Home care still receives both (it proves the second reading was routed) ...
+    let home: Vec<Delivery> = wait_for(&stack.settings, &topics.deliver("home"), 2).await;
+    assert_eq!(
+        home[1].measurement.as_ref().unwrap().event_id,
+        second.event_id
+    );
+    wait_routed(
+        &stack.settings,
+        GROUP,
+        &receipt.topic,
+        receipt.partition,
+        receipt.offset,
+    )
+    .await;
+    // ... the GP only the first.
+    let gp: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("gp")).await;
+    assert_eq!(gp.len(), 1, "no delivery to the GP after the revocation");
+
+    // Deleting the remaining consent (a tombstone) stops home care too.
+    publisher.delete_consent(&patient, "c-home").await.unwrap();
+    let third = fixtures::spo2(&patient, 90.0, now_millis() - 10_000);
+    let receipt = publisher.publish_measurement(&third).await.unwrap();
+    wait_routed(
+        &stack.settings,
+        GROUP,
+        &receipt.topic,
+        receipt.partition,
+        receipt.offset,
+    )
+    .await;
+    let home: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("home")).await;
+    assert_eq!(home.len(), 2, "no delivery after the consent was deleted");
+    let audit: Vec<DisclosureRecord> = read_decoded(&stack.settings, &topics.audit()).await;
+    assert_eq!(audit.len(), 3, "audit equals deliveries");
+    router.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_acknowledged_before_routing_applies_even_when_the_router_lags() {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher().await;
+    let topics = stack.settings.topics();
+    let patient = fixtures::patient(3);
+    publisher
+        .put_consent(&fixtures::consent(&patient, "c-gp", &[fixtures::gp()]))
+        .await
+        .unwrap();
+    publisher
+        .put_consent(&fixtures::consent(
+            &patient,
+            "c-home",
+            &[fixtures::home_care()],
+        ))
+        .await
+        .unwrap();
+    publisher
+        .put_subscription(&fixtures::subscription(&patient, "gp", &fixtures::gp()))
+        .await
+        .unwrap();
+    publisher
+        .put_subscription(&fixtures::subscription(
+            &patient,
+            "home",
+            &fixtures::home_care(),
+        ))
+        .await
+        .unwrap();
+    // The reading is published while consent is given, but the router is not running yet;
+    // the revocation is acknowledged before the router gets to route the reading.
+    let reading = fixtures::spo2(&patient, 93.0, now_millis() - 60_000);
+    let receipt = publisher.publish_measurement(&reading).await.unwrap();
+    let mut revoked = fixtures::consent(&patient, "c-gp", &[fixtures::gp()]);
+    revoked.status = ConsentStatus::Inactive;
+    publisher.put_consent(&revoked).await.unwrap();
+
+    let router = stack.spawn_router(GROUP).await;
+    wait_routed(
+        &stack.settings,
+        GROUP,
+        &receipt.topic,
+        receipt.partition,
+        receipt.offset,
+    )
+    .await;
+    let home: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("home")).await;
+    assert_eq!(home.len(), 1);
+    assert!(
+        read_topic(&stack.settings, &topics.deliver("gp")).is_empty(),
+        "consent first"
+    );
+    router.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_are_dead_lettered_with_their_bytes_and_routing_goes_on() {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher().await;
+    let topics = stack.settings.topics();
+    let patient = fixtures::patient(4);
+    publisher
+        .put_consent(&fixtures::consent(&patient, "c-gp", &[fixtures::gp()]))
+        .await
+        .unwrap();
+    publisher
+        .put_subscription(&fixtures::subscription(&patient, "gp", &fixtures::gp()))
+        .await
+        .unwrap();
+
+    // Raw garbage on the ingest topic, bypassing the publisher's validation.
+    let raw: rdkafka::producer::FutureProducer =
+        stack.settings.client_config(&[]).unwrap().create().unwrap();
+    let partition =
+        dho_schemas::partition::partition_for(patient.key().as_bytes(), dho_tests::PARTITIONS);
+    for garbage in [
+        &b"not avro at all"[..],
+        &[0, 0, 0, 0, 1, 2, 3][..],
+        &[0, 0, 0, 0x7f, 0x7f, 1][..],
+    ] {
+        raw.send(
+            rdkafka::producer::FutureRecord::to(&topics.measurements())
+                .key(patient.key())
+                .payload(garbage)
+                .partition(partition),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    }
+    let good = fixtures::spo2(&patient, 96.0, now_millis() - 1000);
+    let receipt = publisher.publish_measurement(&good).await.unwrap();
+
+    let router = stack.spawn_router(GROUP).await;
+    wait_routed(
+        &stack.settings,
+        GROUP,
+        &receipt.topic,
+        receipt.partition,
+        receipt.offset,
+    )
+    .await;
+    let gp: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("gp")).await;
+    assert_eq!(gp.len(), 1);
+    assert_eq!(gp[0].measurement.as_ref().unwrap().event_id, good.event_id);
+
+    let dead = read_topic(&stack.settings, &topics.deadletter());
+    assert_eq!(dead.len(), 3, "every malformed record is parked");
+    assert_eq!(
+        dead[0].value.as_deref(),
+        Some(&b"not avro at all"[..]),
+        "original bytes kept"
+    );
+    for record in &dead {
+        assert_eq!(record.key.as_deref(), Some(patient.key()));
+        assert!(!record.headers[headers::REASON].is_empty());
+        assert_eq!(record.headers[headers::SOURCE_TOPIC], topics.measurements());
+    }
+    assert_eq!(dead[0].headers[headers::REASON], "undecodable");
+    assert_eq!(dead[2].headers[headers::REASON], "unknown_schema");
+    router.stop().await;
+}
