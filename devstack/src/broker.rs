@@ -46,6 +46,8 @@ pub struct BrokerOptions {
     pub port: Option<u16>,
     /// How long to wait for the broker to answer metadata requests.
     pub ready_timeout: Duration,
+    /// The broker binary; `None` means [`broker_binary`].
+    pub binary: Option<PathBuf>,
 }
 
 impl Default for BrokerOptions {
@@ -54,6 +56,7 @@ impl Default for BrokerOptions {
             storage: Storage::Memory,
             port: None,
             ready_timeout: Duration::from_secs(30),
+            binary: None,
         }
     }
 }
@@ -116,7 +119,7 @@ impl Broker {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let binary = broker_binary();
+        let binary = self.options.binary.clone().unwrap_or_else(broker_binary);
         if !binary.is_file() {
             return Err(Error::NotInstalled {
                 path: binary.display().to_string(),
@@ -124,9 +127,24 @@ impl Broker {
             });
         }
         let listener = format!("tcp://127.0.0.1:{}", self.port);
-        let storage = match &self.options.storage {
-            Storage::Memory => "memory://nisshi/".to_string(),
-            Storage::Sqlite(path) => format!("sqlite://{}", path.display()),
+        // nisshi resolves a sqlite URL's path against its working directory, so it runs in
+        // the database's directory and is given the file name.
+        let (storage, workdir) = match &self.options.storage {
+            Storage::Memory => (
+                "memory://nisshi/".to_string(),
+                self.workdir.path().to_path_buf(),
+            ),
+            Storage::Sqlite(path) => {
+                let dir = path
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                let file = path
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (format!("sqlite://{file}"), dir.to_path_buf())
+            }
         };
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -140,6 +158,7 @@ impl Broker {
             .args(["--storage-engine", &storage])
             // Tests form groups of one or two members: do not wait 3 s for more to join.
             .args(["--group-initial-rebalance-delay", "100ms"])
+            .current_dir(workdir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

@@ -1,1 +1,0 @@
-//! The demo: broker, registry, router and a simulated fleet on one machine.

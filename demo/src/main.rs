@@ -1,0 +1,268 @@
+//! The demo: the whole hub on one machine. Starts the development broker and the schema
+//! registry, records consents and subscriptions for a fleet of synthetic patients, runs the
+//! router, simulates device platforms publishing readings, and prints what each of three
+//! care services receives. Patients appear only as pseudonyms. Ctrl-C stops it cleanly.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use dho_consumer::{Subscriber, SubscriberConfig};
+use dho_devstack::Broker;
+use dho_kafka::KafkaSettings;
+use dho_producer::Publisher;
+use dho_producer::simulator::{Diagnosis, Fleet, SimEvent};
+use dho_registry::RegistryConfig;
+use dho_router::{Router, RouterConfig};
+use dho_schemas::model::*;
+use dho_schemas::{Policy, fixtures};
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+
+#[derive(Debug, Parser)]
+#[command(about = "Run the DHO event hub demo on this machine")]
+struct Args {
+    /// Synthetic patients in the fleet.
+    #[arg(long, default_value_t = 50)]
+    patients: usize,
+    /// Readings published per second.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Stop by itself after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Where Prometheus metrics are served.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    metrics: SocketAddr,
+    /// Seed of the simulated fleet.
+    #[arg(long, default_value_t = 2026)]
+    seed: u64,
+}
+
+struct CareService {
+    subscriber_id: &'static str,
+    org: OrganisationIdentifier,
+}
+
+fn care_services() -> Vec<CareService> {
+    vec![
+        CareService {
+            subscriber_id: "bergen-home-care",
+            org: fixtures::home_care(),
+        },
+        CareService {
+            subscriber_id: "sentrum-gp",
+            org: fixtures::gp(),
+        },
+        CareService {
+            subscriber_id: "lung-clinic",
+            org: fixtures::lung_clinic(),
+        },
+    ]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,dho_demo=info".into()),
+        )
+        .init();
+
+    println!("==> starting the development broker");
+    let broker = tokio::task::spawn_blocking(Broker::start_default).await??;
+    println!("    broker on {}", broker.bootstrap_servers());
+    let registry = dho_registry::start(
+        RegistryConfig::new(broker.bootstrap_servers()).with_listen(([127, 0, 0, 1], 0).into()),
+    )
+    .await
+    .context("starting the schema registry")?;
+    println!("    schema registry on {}", registry.url());
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(args.metrics)
+        .install()
+        .with_context(|| format!("serving metrics on {}", args.metrics))?;
+    println!("    Prometheus metrics on http://{}/metrics", args.metrics);
+
+    let settings = KafkaSettings::new(broker.bootstrap_servers(), registry.url());
+    let publisher = Publisher::connect(&settings, Policy::default()).await?;
+    let fleet = Fleet::new(args.seed, args.patients);
+    record_consents_and_subscriptions(&publisher, &fleet, args.seed).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let router = Router::connect(RouterConfig::new(settings.clone())).await?;
+    let router = tokio::spawn(router.run(stopped(stop_rx.clone())));
+    let mut subscribers = vec![];
+    for service in care_services() {
+        let subscriber = Subscriber::connect(SubscriberConfig::new(
+            settings.clone(),
+            service.subscriber_id,
+        ))
+        .await?;
+        let name = service.subscriber_id;
+        subscribers.push(tokio::spawn(subscriber.run(
+            move |received| async move {
+                print_delivery(name, &received.delivery);
+                Ok::<(), std::convert::Infallible>(())
+            },
+            stopped(stop_rx.clone()),
+        )));
+    }
+    let simulator = tokio::spawn(simulate(
+        publisher.clone(),
+        fleet,
+        args.rate,
+        stopped(stop_rx.clone()),
+    ));
+    println!("==> routing; Ctrl-C stops the demo\n");
+
+    match args.duration {
+        Some(seconds) => tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(seconds)) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        },
+        None => tokio::signal::ctrl_c().await?,
+    }
+    println!("\n==> stopping: finishing the batch in hand, committing, leaving the group");
+    stop_tx.send(true)?;
+    let published = simulator.await??;
+    router.await??;
+    for subscriber in subscribers {
+        subscriber.await??;
+    }
+    // Clients go before the broker, or librdkafka reports the broker as down.
+    drop(publisher);
+    registry.shutdown().await?;
+    drop(broker);
+    println!("==> stopped cleanly after publishing {published} readings");
+    Ok(())
+}
+
+/// Consents differ per patient, as in real life: most allow home care, fewer the GP; COPD
+/// patients mostly allow the lung clinic, and a few patients deny the GP outright.
+async fn record_consents_and_subscriptions(
+    publisher: &Publisher,
+    fleet: &Fleet,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let services = care_services();
+    let (mut consents, mut subscriptions) = (0, 0);
+    for patient in fleet.patients() {
+        let mut permitted = vec![];
+        if rng.random_bool(0.9) {
+            permitted.push(services[0].org.clone());
+        }
+        if rng.random_bool(0.6) {
+            permitted.push(services[1].org.clone());
+        }
+        if patient.diagnosis == Diagnosis::Copd && rng.random_bool(0.8) {
+            permitted.push(services[2].org.clone());
+        }
+        let mut consent = fixtures::consent(&patient.id, "dho-sharing", &permitted);
+        if rng.random_bool(0.1) {
+            consent.provisions.push(ConsentProvision {
+                kind: ProvisionKind::Deny,
+                actor: services[1].org.clone(),
+                categories: vec![
+                    DataCategory::Measurement,
+                    DataCategory::SelfReport,
+                    DataCategory::Alert,
+                ],
+                period_start: None,
+                period_end: None,
+            });
+        }
+        publisher.put_consent(&consent).await?;
+        consents += 1;
+        for service in &services {
+            if service.subscriber_id == "lung-clinic" && patient.diagnosis != Diagnosis::Copd {
+                continue;
+            }
+            let mut subscription =
+                fixtures::subscription(&patient.id, service.subscriber_id, &service.org);
+            if service.subscriber_id == "sentrum-gp" {
+                // The GP asks only for references; it looks values up in its own record.
+                subscription.content_level = ContentLevel::Minimal;
+            }
+            publisher.put_subscription(&subscription).await?;
+            subscriptions += 1;
+        }
+    }
+    println!(
+        "    recorded {consents} consents and {subscriptions} subscriptions for {} patients",
+        fleet.patients().len()
+    );
+    Ok(())
+}
+
+async fn simulate(
+    publisher: Publisher,
+    mut fleet: Fleet,
+    rate: f64,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<u64> {
+    let mut stop = std::pin::pin!(stop);
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.1)));
+    let mut published = 0;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = ticker.tick() => {}
+        }
+        let result = match fleet.next_event(now_millis()) {
+            SimEvent::Measurement(m) => publisher.publish_measurement(&m).await,
+            SimEvent::SelfReport(r) => publisher.publish_self_report(&r).await,
+        };
+        match result {
+            Ok(_) => published += 1,
+            Err(e) => tracing::warn!(error = %e, "a reading was refused"),
+        }
+    }
+    publisher.flush(Duration::from_secs(10))?;
+    Ok(published)
+}
+
+fn print_delivery(subscriber: &str, delivery: &Delivery) {
+    let who = delivery.patient.log_tag();
+    let what = match delivery.payload() {
+        Some(Payload::Measurement(m)) => describe(m),
+        Some(Payload::SelfReport(r)) => format!(
+            "questionnaire '{}' score {}",
+            r.questionnaire_id,
+            r.score.map_or("-".into(), |s| s.to_string())
+        ),
+        Some(Payload::Alert(a)) => format!("ALERT {:?} {:?} on {}", a.kind, a.zone, a.code),
+        Some(Payload::Reference(r)) => format!(
+            "reference to {:?} {} (values withheld: minimal)",
+            r.category,
+            r.code.as_deref().unwrap_or("-")
+        ),
+        None => "malformed delivery".into(),
+    };
+    println!(
+        "[{subscriber:>16}] {who}  {what}  (consent {})",
+        delivery.consent_id
+    );
+}
+
+fn describe(m: &Measurement) -> String {
+    let name = dho_schemas::codes::lookup(&m.code).map_or(m.code.as_str(), |c| c.display);
+    match &m.value {
+        Some(q) => format!("{name} {} {}", q.value, q.unit),
+        None => {
+            let parts: Vec<String> = m
+                .components
+                .iter()
+                .map(|c| format!("{}", c.value.value))
+                .collect();
+            format!("{name} {} mm[Hg]", parts.join("/"))
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! `dho-router`: the routing service. Configuration layers: defaults, then the TOML file
+//! (`--config`), then `DHO_*` environment variables, then flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use dho_kafka::KafkaSettings;
+use dho_router::{Router, RouterConfig};
+
+#[derive(Debug, Parser)]
+#[command(about = "The DHO hub's consent-first router")]
+struct Args {
+    /// TOML configuration file (see config/router.example.toml).
+    #[arg(long, env = "DHO_CONFIG")]
+    config: Option<PathBuf>,
+    /// Kafka bootstrap servers (overrides the file).
+    #[arg(long, env = "DHO_BOOTSTRAP_SERVERS")]
+    bootstrap_servers: Option<String>,
+    /// Schema registry URL (overrides the file).
+    #[arg(long, env = "DHO_SCHEMA_REGISTRY_URL")]
+    schema_registry_url: Option<String>,
+    /// Consumer group of the router instances (overrides the file).
+    #[arg(long, env = "DHO_GROUP_ID")]
+    group_id: Option<String>,
+    /// Serve Prometheus metrics here (overrides the file).
+    #[arg(long, env = "DHO_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Log as JSON lines (production) instead of human-readable text.
+    #[arg(long, env = "DHO_LOG_JSON")]
+    log_json: bool,
+}
+
+fn load(args: &Args) -> anyhow::Result<RouterConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<RouterConfig>(&text)
+                .with_context(|| format!("in {}", path.display()))?
+        }
+        None => RouterConfig::new(KafkaSettings::new(
+            "localhost:9092",
+            "http://localhost:8081",
+        )),
+    };
+    if let Some(v) = &args.bootstrap_servers {
+        config.kafka.bootstrap_servers = v.clone();
+    }
+    if let Some(v) = &args.schema_registry_url {
+        config.kafka.schema_registry_url = v.clone();
+    }
+    if let Some(v) = &args.group_id {
+        config.group_id = v.clone();
+    }
+    if let Some(v) = args.metrics_listen {
+        config.metrics_listen = Some(v);
+    }
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let config = load(&args)?;
+    if let Some(addr) = config.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("serving metrics on {addr}"))?;
+    }
+    let router = Router::connect(config)
+        .await
+        .context("connecting the router")?;
+    router
+        .run(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("routing stopped with an error")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_unknown_keys_are_refused() {
+        let text = include_str!("../../config/router.example.toml");
+        let config: RouterConfig = toml::from_str(text).unwrap();
+        assert_eq!(config.kafka.partitions, 6);
+        let typo = text.replace("max_batch", "max_bacth");
+        let err = toml::from_str::<RouterConfig>(&typo)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_bacth"), "{err}");
+    }
+}
