@@ -563,8 +563,8 @@ impl Router {
                 source: source.clone(),
             };
             let encoder = self.deliver_encoder(&subscription.subscriber_id).await?;
-            let delivery_bytes = encoder.encode(&delivery).map_err(dho_kafka::Error::from)?;
-            let audit_bytes = self.audit.encode(&record).map_err(dho_kafka::Error::from)?;
+            let delivery_bytes = encoder.encode(&delivery)?;
+            let audit_bytes = self.audit.encode(&record)?;
             let topic = self.topics.deliver(&subscription.subscriber_id);
             pending.push(
                 self.send(&topic, &patient_key, &delivery_bytes, None)
