@@ -19,6 +19,10 @@ pub struct RouterConfig {
     /// How long a batch may wait to catch up state before the router gives up.
     #[serde(default = "default_state_sync_timeout", with = "humantime_secs")]
     pub state_sync_timeout: Duration,
+    /// How long a crashed instance keeps its partitions before the group moves them to a
+    /// live one. Shorter than librdkafka's 45 s default: readings wait this long at worst.
+    #[serde(default = "default_session_timeout", with = "humantime_secs")]
+    pub session_timeout: Duration,
     /// Accept identifiers from synthetic test populations (false in production).
     #[serde(default = "default_true")]
     pub allow_synthetic_identifiers: bool,
@@ -35,6 +39,9 @@ fn default_max_batch() -> usize {
 }
 fn default_state_sync_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_session_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_true() -> bool {
     true
@@ -64,6 +71,7 @@ impl RouterConfig {
             group_id: default_group(),
             max_batch: default_max_batch(),
             state_sync_timeout: default_state_sync_timeout(),
+            session_timeout: default_session_timeout(),
             allow_synthetic_identifiers: true,
             metrics_listen: None,
         }

@@ -21,6 +21,12 @@ struct Args {
     /// Schema registry URL (overrides the file).
     #[arg(long, env = "DHO_SCHEMA_REGISTRY_URL")]
     schema_registry_url: Option<String>,
+    /// Topic prefix (overrides the file).
+    #[arg(long, env = "DHO_TOPIC_PREFIX")]
+    topic_prefix: Option<String>,
+    /// Partitions of the ingest and state topics (overrides the file).
+    #[arg(long, env = "DHO_PARTITIONS")]
+    partitions: Option<i32>,
     /// Consumer group of the router instances (overrides the file).
     #[arg(long, env = "DHO_GROUP_ID")]
     group_id: Option<String>,
@@ -50,6 +56,12 @@ fn load(args: &Args) -> anyhow::Result<RouterConfig> {
     }
     if let Some(v) = &args.schema_registry_url {
         config.kafka.schema_registry_url = v.clone();
+    }
+    if let Some(v) = &args.topic_prefix {
+        config.kafka.topic_prefix = v.clone();
+    }
+    if let Some(v) = args.partitions {
+        config.kafka.partitions = v;
     }
     if let Some(v) = &args.group_id {
         config.group_id = v.clone();
@@ -84,12 +96,20 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting the router")?;
     router
-        .run(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .run(shutdown_signal())
         .await
         .context("routing stopped with an error")?;
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what orchestrators send) stops the router gracefully.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 #[cfg(test)]

@@ -179,6 +179,8 @@ impl Router {
         let audit = serde.register::<DisclosureRecord>(&topics.audit()).await?;
 
         let revoked = Arc::new(Mutex::new(Vec::new()));
+        let session_timeout = config.session_timeout.as_millis().to_string();
+        let heartbeat = (config.session_timeout.as_millis() / 4).max(100).to_string();
         let events: StreamConsumer<RebalanceTracker> = settings
             .client_config(&[
                 ("group.id", config.group_id.as_str()),
@@ -186,6 +188,8 @@ impl Router {
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("isolation.level", "read_committed"),
+                ("session.timeout.ms", session_timeout.as_str()),
+                ("heartbeat.interval.ms", heartbeat.as_str()),
             ])?
             .create_with_context(RebalanceTracker {
                 revoked: revoked.clone(),
