@@ -9,4 +9,4 @@ mod pipeline;
 pub mod state;
 
 pub use config::RouterConfig;
-pub use pipeline::{Error, Result, Router, delivery_id};
+pub use pipeline::{Error, Result, Router, RunStats, delivery_id};

@@ -133,6 +133,15 @@ enum StateTopic {
     Subscriptions,
 }
 
+/// What one router instance did in its run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Batches routed and committed.
+    pub batches: u64,
+    /// Event records routed (delivered, withheld or dead-lettered).
+    pub events: u64,
+}
+
 /// A running router instance.
 pub struct Router {
     config: RouterConfig,
@@ -148,6 +157,7 @@ pub struct Router {
     positions: HashMap<(StateTopic, i32), i64>,
     audit: Encoder<DisclosureRecord>,
     deliver: HashMap<String, Encoder<Delivery>>,
+    stats: RunStats,
 }
 
 impl std::fmt::Debug for Router {
@@ -228,11 +238,12 @@ impl Router {
             positions: HashMap::new(),
             audit,
             deliver: HashMap::new(),
+            stats: RunStats::default(),
         })
     }
 
     /// Routes until `shutdown` resolves, then finishes the batch, commits and leaves the group.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<RunStats> {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let first = tokio::select! {
@@ -264,7 +275,7 @@ impl Router {
             let _ = self.events.commit_consumer_state(CommitMode::Sync);
         }
         let _ = self.producer.flush(Duration::from_secs(10));
-        Ok(())
+        Ok(self.stats)
     }
 
     async fn route_batch(&mut self, batch: Vec<OwnedMessage>) -> Result<()> {
@@ -295,6 +306,8 @@ impl Router {
             offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
         }
         self.events.commit(&offsets, CommitMode::Async)?;
+        self.stats.batches += 1;
+        self.stats.events += batch.len() as u64;
         metrics::counter!(m::BATCHES).increment(1);
         metrics::histogram!(m::ROUTING_LATENCY).record(started.elapsed().as_secs_f64());
         let patients: usize = self.owned.values().map(PartitionState::patients).sum();

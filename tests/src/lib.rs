@@ -3,6 +3,9 @@
 //! tests never see each other's records. A missing broker fails the test with the install
 //! command; nothing is skipped.
 
+
+pub mod scenario;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -79,17 +82,17 @@ impl Stack {
 #[allow(missing_debug_implementations)]
 pub struct RunningRouter {
     stop: oneshot::Sender<()>,
-    task: JoinHandle<dho_router::Result<()>>,
+    task: JoinHandle<dho_router::Result<dho_router::RunStats>>,
 }
 
 impl RunningRouter {
-    /// Graceful stop: the batch in hand is finished and committed.
-    pub async fn stop(self) {
+    /// Graceful stop: the batch in hand is finished and committed. Returns what it routed.
+    pub async fn stop(self) -> dho_router::RunStats {
         let _ = self.stop.send(());
         self.task
             .await
             .expect("router task")
-            .expect("router ran without error");
+            .expect("router ran without error")
     }
 }
 
