@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use dho_consumer::{Subscriber, SubscriberConfig};
+use dho_schemas::fixtures;
 use dho_schemas::model::*;
-use dho_schemas::{fixtures, topics::headers};
 use dho_tests::{Stack, read_decoded, read_topic, wait_for, wait_routed};
 
 const GROUP: &str = "router";
@@ -217,73 +217,5 @@ async fn a_revocation_acknowledged_before_routing_applies_even_when_the_router_l
         read_topic(&stack.settings, &topics.deliver("gp")).is_empty(),
         "consent first"
     );
-    router.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_records_are_dead_lettered_with_their_bytes_and_routing_goes_on() {
-    let stack = Stack::start().await;
-    let publisher = stack.publisher().await;
-    let topics = stack.settings.topics();
-    let patient = fixtures::patient(4);
-    publisher
-        .put_consent(&fixtures::consent(&patient, "c-gp", &[fixtures::gp()]))
-        .await
-        .unwrap();
-    publisher
-        .put_subscription(&fixtures::subscription(&patient, "gp", &fixtures::gp()))
-        .await
-        .unwrap();
-
-    // Raw garbage on the ingest topic, bypassing the publisher's validation.
-    let raw: rdkafka::producer::FutureProducer =
-        stack.settings.client_config(&[]).unwrap().create().unwrap();
-    let partition =
-        dho_schemas::partition::partition_for(patient.key().as_bytes(), dho_tests::PARTITIONS);
-    for garbage in [
-        &b"not avro at all"[..],
-        &[0, 0, 0, 0, 1, 2, 3][..],
-        &[0, 0, 0, 0x7f, 0x7f, 1][..],
-    ] {
-        raw.send(
-            rdkafka::producer::FutureRecord::to(&topics.measurements())
-                .key(patient.key())
-                .payload(garbage)
-                .partition(partition),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-    }
-    let good = fixtures::spo2(&patient, 96.0, now_millis() - 1000);
-    let receipt = publisher.publish_measurement(&good).await.unwrap();
-
-    let router = stack.spawn_router(GROUP).await;
-    wait_routed(
-        &stack.settings,
-        GROUP,
-        &receipt.topic,
-        receipt.partition,
-        receipt.offset,
-    )
-    .await;
-    let gp: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("gp")).await;
-    assert_eq!(gp.len(), 1);
-    assert_eq!(gp[0].measurement.as_ref().unwrap().event_id, good.event_id);
-
-    let dead = read_topic(&stack.settings, &topics.deadletter());
-    assert_eq!(dead.len(), 3, "every malformed record is parked");
-    assert_eq!(
-        dead[0].value.as_deref(),
-        Some(&b"not avro at all"[..]),
-        "original bytes kept"
-    );
-    for record in &dead {
-        assert_eq!(record.key.as_deref(), Some(patient.key()));
-        assert!(!record.headers[headers::REASON].is_empty());
-        assert_eq!(record.headers[headers::SOURCE_TOPIC], topics.measurements());
-    }
-    assert_eq!(dead[0].headers[headers::REASON], "undecodable");
-    assert_eq!(dead[2].headers[headers::REASON], "unknown_schema");
     router.stop().await;
 }

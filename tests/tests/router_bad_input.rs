@@ -1,0 +1,252 @@
+//! A corpus of malformed records on the ingest topics, written past the publisher's
+//! validation as a misbehaving platform would: every one lands in the dead-letter topic
+//! with its original key and bytes and a reason, and the router keeps routing good records
+//! between them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dho_kafka::AvroSerde;
+use dho_schemas::model::*;
+use dho_schemas::partition::partition_for;
+use dho_schemas::{fixtures, topics::headers};
+use dho_tests::{PARTITIONS, Stack, read_decoded, read_topic, wait_routed};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const GROUP: &str = "router";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_malformed_record_is_dead_lettered_and_good_ones_still_flow() {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher().await;
+    let topics = stack.settings.topics();
+    let patient = fixtures::patient(4);
+    publisher
+        .put_consent(&fixtures::consent(&patient, "c-gp", &[fixtures::gp()]))
+        .await
+        .unwrap();
+    publisher
+        .put_subscription(&fixtures::subscription(&patient, "gp", &fixtures::gp()))
+        .await
+        .unwrap();
+
+    let serde = AvroSerde::new(&stack.settings.schema_registry_url);
+    let measurements = serde
+        .register::<Measurement>(&topics.measurements())
+        .await
+        .unwrap();
+    let selfreports = serde
+        .register::<SelfReport>(&topics.selfreports())
+        .await
+        .unwrap();
+    let consents = serde.register::<Consent>(&topics.consents()).await.unwrap();
+    let at = now_millis() - 60_000;
+    let valid = fixtures::spo2(&patient, 95.0, at);
+    let with = |f: &dyn Fn(&mut Measurement)| {
+        let mut m = fixtures::spo2(&patient, 95.0, at);
+        f(&mut m);
+        measurements.encode(&m).unwrap()
+    };
+    let mut truncated = measurements.encode(&valid).unwrap();
+    truncated.truncate(truncated.len() - 3);
+    let mut two_values = fixtures::self_report(&patient, at);
+    two_values.answers[0].value_boolean = Some(true);
+    let mut bad_check_digit = patient.clone();
+    bad_check_digit.value.replace_range(
+        10..11,
+        if patient.value.ends_with('0') {
+            "1"
+        } else {
+            "0"
+        },
+    );
+
+    // (topic, key, payload, expected reason)
+    let corpus: Vec<(String, String, Option<Vec<u8>>, &str)> = vec![
+        (
+            topics.measurements(),
+            patient.value.clone(),
+            Some(b"not avro at all".to_vec()),
+            "undecodable",
+        ),
+        (
+            topics.measurements(),
+            patient.value.clone(),
+            Some(vec![0, 0, 0, 0x7f, 0x7f, 1]),
+            "unknown_schema",
+        ),
+        (topics.measurements(), patient.value.clone(), None, "empty"),
+        (
+            topics.measurements(),
+            patient.value.clone(),
+            Some(truncated),
+            "undecodable",
+        ),
+        // A string length prefix of about 2^62: must not allocate, must not crash.
+        (
+            topics.measurements(),
+            patient.value.clone(),
+            Some(
+                [
+                    &measurements.encode(&valid).unwrap()[..5],
+                    &[0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f][..],
+                ]
+                .concat(),
+            ),
+            "undecodable",
+        ),
+        (
+            topics.measurements(),
+            patient.value.clone(),
+            Some(
+                consents
+                    .encode(&fixtures::consent(&patient, "x", &[]))
+                    .unwrap(),
+            ),
+            "wrong_schema",
+        ),
+        (
+            topics.measurements(),
+            bad_check_digit.value.clone(),
+            Some(with(&|m| m.patient = bad_check_digit.clone())),
+            "invalid_identifier",
+        ),
+        (
+            topics.measurements(),
+            patient.value.clone(),
+            Some(with(&|m| m.value.as_mut().unwrap().value = 0.95)),
+            "implausible",
+        ),
+        (
+            topics.measurements(),
+            patient.value.clone(),
+            Some(with(&|m| m.value.as_mut().unwrap().unit = "mm[Hg]".into())),
+            "wrong_unit",
+        ),
+        (
+            topics.measurements(),
+            patient.value.clone(),
+            Some(with(&|m| m.code = "1234-5".into())),
+            "unknown_code",
+        ),
+        (
+            topics.measurements(),
+            patient.value.clone(),
+            Some(with(&|m| m.effective_time = now_millis() + 86_400_000)),
+            "future_time",
+        ),
+        (
+            topics.measurements(),
+            fixtures::patient(5).value,
+            Some(with(&|_| ())),
+            "key_mismatch",
+        ),
+        (
+            topics.selfreports(),
+            patient.value.clone(),
+            Some(selfreports.encode(&two_values).unwrap()),
+            "malformed",
+        ),
+    ];
+
+    let raw: FutureProducer = stack.settings.client_config(&[]).unwrap().create().unwrap();
+    let partition = partition_for(patient.key().as_bytes(), PARTITIONS);
+    let mut good = vec![];
+    for (topic, key, payload, _) in &corpus {
+        let mut record = FutureRecord::<str, [u8]>::to(topic)
+            .key(key.as_str())
+            .partition(partition);
+        if let Some(payload) = payload {
+            record = record.payload(payload.as_slice());
+        }
+        raw.send(record, Duration::from_secs(10)).await.unwrap();
+        // A good reading after every bad one: routing must go on between them.
+        let m = fixtures::spo2(&patient, 96.0, at);
+        good.push((
+            m.event_id.clone(),
+            publisher.publish_measurement(&m).await.unwrap(),
+        ));
+    }
+
+    let router = stack.spawn_router(GROUP).await;
+    let (_, last) = good.last().unwrap();
+    wait_routed(
+        &stack.settings,
+        GROUP,
+        &last.topic,
+        last.partition,
+        last.offset,
+    )
+    .await;
+    let selfreport_end = read_topic(&stack.settings, &topics.selfreports());
+    let last_selfreport = selfreport_end.iter().max_by_key(|r| r.offset).unwrap();
+    wait_routed(
+        &stack.settings,
+        GROUP,
+        &topics.selfreports(),
+        last_selfreport.partition,
+        last_selfreport.offset,
+    )
+    .await;
+    router.stop().await;
+
+    let delivered: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("gp")).await;
+    let delivered_ids: Vec<&str> = delivered
+        .iter()
+        .map(|d| d.measurement.as_ref().unwrap().event_id.as_str())
+        .collect();
+    let good_ids: Vec<&str> = good.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        delivered_ids, good_ids,
+        "every good reading delivered, in order, and nothing else"
+    );
+
+    let dead = read_topic(&stack.settings, &topics.deadletter());
+    assert_eq!(
+        dead.len(),
+        corpus.len(),
+        "every malformed record is parked, once"
+    );
+    // Dead letters of one source partition keep the source order.
+    let mut by_source: BTreeMap<(String, i64), &dho_tests::Record> = BTreeMap::new();
+    for record in &dead {
+        let offset: i64 = record.headers[headers::SOURCE_OFFSET].parse().unwrap();
+        by_source.insert(
+            (record.headers[headers::SOURCE_TOPIC].clone(), offset),
+            record,
+        );
+        assert_eq!(record.headers[headers::COMPONENT], "router");
+        assert!(!record.headers[headers::DETAIL].is_empty());
+        for number in [&patient.value, &bad_check_digit.value] {
+            assert!(
+                !record.headers[headers::DETAIL].contains(number.as_str()),
+                "identifier in a header"
+            );
+        }
+    }
+    let parked: Vec<&&dho_tests::Record> = by_source.values().collect();
+    let (measurement_cases, selfreport_cases): (Vec<_>, Vec<_>) = corpus
+        .iter()
+        .partition(|(topic, ..)| *topic == topics.measurements());
+    let ordered: Vec<&(String, String, Option<Vec<u8>>, &str)> = measurement_cases
+        .into_iter()
+        .chain(selfreport_cases)
+        .collect();
+    for (record, (_, key, payload, reason)) in parked.iter().zip(ordered) {
+        assert_eq!(
+            record.headers[headers::REASON],
+            *reason,
+            "reason for a {reason} case"
+        );
+        assert_eq!(
+            record.key.as_deref(),
+            Some(key.as_str()),
+            "original key kept"
+        );
+        assert_eq!(
+            record.value.as_ref(),
+            payload.as_ref(),
+            "original bytes kept"
+        );
+    }
+}
