@@ -1,28 +1,91 @@
 //! The consumer SDK: what a municipality, GP or hospital system embeds to receive the
-//! deliveries the hub routed to it, decoded into typed values with their envelope.
+//! deliveries the hub routed to it, decoded into typed values with their envelope
+//! (delivery id, patient, subscription, consent reference, source position).
 //!
-//! Processing is at-least-once on the wire and once for the handler: the offset is
-//! committed only after the handler succeeded, and deliveries already handled (same
-//! delivery id, e.g. re-sent after a router crash) are dropped before the handler sees them.
+//! # Usage
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), dho_consumer::Error> {
-//! use dho_consumer::{Subscriber, SubscriberConfig};
-//! use dho_kafka::KafkaSettings;
+//! use dho_consumer::{FailurePolicy, StartFrom, Subscriber, SubscriberConfig};
+//! use dho_schemas::model::Payload;
 //!
-//! let settings = KafkaSettings::new("localhost:9092", "http://localhost:8081");
-//! let subscriber = Subscriber::connect(SubscriberConfig::new(settings, "gp-sentrum")).await?;
+//! let config = SubscriberConfig::builder("kafka:9092", "http://registry:8081", "gp-sentrum")
+//!     .librdkafka("security.protocol", "SASL_SSL") // TLS/SASL pass-through
+//!     .start_from(StartFrom::Timestamp(1_767_225_600_000)) // backfill, new group only
+//!     .failure_policy(FailurePolicy::Park) // or Stop (the default)
+//!     .dedup_sqlite("/var/lib/gp/dho-dedup.db"); // duplicates dropped across restarts
+//! let subscriber = Subscriber::connect(config).await?;
 //! subscriber
 //!     .run(|received| async move {
-//!         println!("{:?}", received.delivery.payload());
+//!         if let Some(Payload::Alert(alert)) = received.delivery.payload() {
+//!             println!("{:?} alert for {}", alert.severity, alert.patient.log_tag());
+//!         }
 //!         Ok::<(), std::io::Error>(())
 //!     }, std::future::pending())
 //!     .await
 //! # }
 //! ```
+//!
+//! `next()` and `commit()` are the same steps for applications that drive the loop
+//! themselves. Errors say what to do next: [`Error::action`] is retry, fix the
+//! configuration, or stop.
+//!
+//! # Once for the handler
+//!
+//! The hub delivers at least once: a router that crashed before committing its input
+//! re-sends the batch with the *same delivery ids* at new offsets, and a subscriber that
+//! crashed before committing reads the same offsets again. For each record the SDK
+//!
+//! 1. looks the delivery id up in the [`DedupStore`]; if present, commits the offset and
+//!    drops the record (`dho_consumer_duplicates_dropped_total`);
+//! 2. calls the handler, retrying with backoff; on the last failure applies the
+//!    [`FailurePolicy`] (stop uncommitted, or park on `<topic>.dlq` and go on);
+//! 3. after success (or parking) inserts the id into the store, durably for
+//!    [`SqliteStore`];
+//! 4. only then commits the offset.
+//!
+//! A crash between 3 and 4 is harmless: the record comes again and step 1 drops it. The
+//! **remaining window is between the handler's effect and step 3**: if the process dies
+//! after the handler's effect became durable but before the store's insert did, the
+//! handler sees that delivery once more after the restart. The in-memory store
+//! ([`MemoryStore`], the default) also forgets everything on restart, so it only covers
+//! router replays while the subscriber keeps running.
+//!
+//! **Recommended: close the window in the application.** Record the delivery id in the
+//! same transaction as the effect, with a unique constraint: then effect and id commit
+//! together or not at all. With SQLite, put the store's table in the application's own
+//! database and call [`SqliteStore::mark_handled`] inside the transaction; open the
+//! [`SqliteStore`] on the same file so step 1 sees the ids the application recorded
+//! (`examples/home_care_journal.rs` does exactly this). With another database, keep a
+//! `delivery_id` unique column next to the effect and implement [`DedupStore`] over it.
+//!
+//! # Metrics
+//!
+//! Names are in [`metrics`](crate::metrics): deliveries handled, handler duration and
+//! failures, duplicates dropped, parked deliveries, and consumer lag per partition from
+//! librdkafka's statistics. Install any `metrics` recorder to export them.
 
+mod config;
 mod dedup;
+mod error;
+pub mod metrics;
 mod subscriber;
 
-pub use dedup::RecentIds;
-pub use subscriber::{Error, Received, Result, Subscriber, SubscriberConfig};
+pub use config::{Dedup, FailurePolicy, StartFrom, SubscriberConfig};
+pub use dedup::{DedupStore, MemoryStore, RecentIds, SqliteStore};
+pub use error::{Action, Error, Result};
+/// The SQLite binding [`SqliteStore`] uses, so applications share its version.
+pub use rusqlite;
+pub use subscriber::{Received, Subscriber};
+
+/// Headers of a parked record on the `.dlq` topic: the hub's dead-letter headers plus the
+/// delivery id and the number of handler attempts.
+pub mod headers {
+    pub use dho_schemas::topics::headers::*;
+    /// The parked delivery's id (absent for an undecodable record).
+    pub const DELIVERY_ID: &str = "dho.delivery.id";
+    /// How many times the handler was tried (0 for an undecodable record).
+    pub const ATTEMPTS: &str = "dho.deadletter.attempts";
+    /// The `COMPONENT` value of records the SDK parked.
+    pub const COMPONENT_CONSUMER: &str = "consumer-sdk";
+}

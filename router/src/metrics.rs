@@ -10,3 +10,7 @@ pub const BATCHES: &str = "dho_router_batches_total";
 pub const ROUTING_LATENCY: &str = "dho_router_routing_latency_seconds";
 pub const STATE_PATIENTS: &str = "dho_router_state_patients";
 pub const OWNED_PARTITIONS: &str = "dho_router_owned_partitions";
+/// Records behind the end of the input topics, per topic kind (librdkafka statistics).
+pub const CONSUMER_LAG: &str = "dho_router_consumer_lag_records";
+/// Average broker round-trip time seen by the router's consumer.
+pub const BROKER_RTT: &str = "dho_router_broker_rtt_seconds";

@@ -62,7 +62,25 @@ struct RebalanceTracker {
     revoked: Arc<Mutex<Vec<i32>>>,
 }
 
-impl ClientContext for RebalanceTracker {}
+impl ClientContext for RebalanceTracker {
+    /// librdkafka's periodic statistics: consumer lag per input topic kind, and the
+    /// broker round-trip time.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, stats) in &statistics.topics {
+            let kind = if topic.ends_with(".measurements") { "measurements" } else { "selfreports" };
+            // -1 means unknown (partition not fetched yet); count only known lag.
+            let lag: i64 = stats.partitions.values().map(|p| p.consumer_lag.max(0)).sum();
+            metrics::gauge!(m::CONSUMER_LAG, "topic" => kind).set(lag as f64);
+        }
+        let rtt = statistics
+            .brokers
+            .values()
+            .filter_map(|b| b.rtt.as_ref().map(|w| w.avg))
+            .max()
+            .unwrap_or(0);
+        metrics::gauge!(m::BROKER_RTT).set(rtt as f64 / 1e6);
+    }
+}
 
 impl ConsumerContext for RebalanceTracker {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -200,6 +218,7 @@ impl Router {
                 ("isolation.level", "read_committed"),
                 ("session.timeout.ms", session_timeout.as_str()),
                 ("heartbeat.interval.ms", heartbeat.as_str()),
+                ("statistics.interval.ms", "5000"),
             ])?
             .create_with_context(RebalanceTracker {
                 revoked: revoked.clone(),

@@ -3,6 +3,7 @@
 //! tests never see each other's records. A missing broker fails the test with the install
 //! command; nothing is skipped.
 
+pub mod sdk;
 
 pub mod scenario;
 
@@ -173,6 +174,22 @@ pub fn read_topic(settings: &KafkaSettings, topic: &str) -> Vec<Record> {
         });
     }
     records
+}
+
+/// How many records `topic` holds now (sum of high watermarks), without reading them.
+pub fn read_topic_sizes(settings: &KafkaSettings, topic: &str) -> i64 {
+    let consumer: BaseConsumer = settings.client_config(&[]).unwrap().create().unwrap();
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) else {
+        return 0;
+    };
+    metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions())
+        .filter_map(|p| consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).ok())
+        .map(|(low, high)| high - low)
+        .sum()
 }
 
 /// Decodes every record of `topic` as `T`.

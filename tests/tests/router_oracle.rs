@@ -166,8 +166,11 @@ fn random_subscription(rng: &mut StdRng, patient: u64) -> Subscription {
     sub
 }
 
+/// Where a record sits: topic, partition, offset.
+type Position = (String, i32, i64);
+
 struct PublishedEvent {
-    source: (String, i32, i64),
+    source: Position,
     patient: u64,
     expected: Option<BTreeMap<String, Expected>>,
     category: DataCategory,
@@ -278,7 +281,7 @@ async fn every_delivery_and_non_delivery_matches_an_independent_model() {
     }
     router.take().unwrap().stop().await;
 
-    let mut actual: BTreeMap<((String, i32, i64), String), Vec<Delivery>> = BTreeMap::new();
+    let mut actual: BTreeMap<(Position, String), Vec<Delivery>> = BTreeMap::new();
     let mut delivered_ids = BTreeSet::new();
     for subscriber in SUBSCRIBERS {
         for d in read_decoded::<Delivery>(&stack.settings, &topics.deliver(subscriber)).await {

@@ -1,5 +1,8 @@
 use std::collections::{HashSet, VecDeque};
 
+use super::DedupStore;
+use crate::Result;
+
 /// The most recent delivery ids seen, bounded: a duplicate re-sent by a replaying router
 /// arrives close to the original, so a window of recent ids catches it in bounded memory.
 #[derive(Debug)]
@@ -35,6 +38,26 @@ impl RecentIds {
         self.order.push_back(id.to_string());
         self.set.insert(id.to_string());
         true
+    }
+}
+
+/// The in-memory window as a [`DedupStore`]: forgets everything on restart.
+#[derive(Debug)]
+pub struct MemoryStore(RecentIds);
+
+impl MemoryStore {
+    pub fn new(window: usize) -> Self {
+        Self(RecentIds::new(window))
+    }
+}
+
+impl DedupStore for MemoryStore {
+    fn contains(&mut self, delivery_id: &str) -> Result<bool> {
+        Ok(self.0.contains(delivery_id))
+    }
+    fn insert(&mut self, delivery_id: &str) -> Result<()> {
+        self.0.insert(delivery_id);
+        Ok(())
     }
 }
 

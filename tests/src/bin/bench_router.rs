@@ -1,0 +1,458 @@
+//! Router benchmark: figures, not assertions. Run in release mode:
+//!   cargo run --release -p dho-tests --bin bench_router
+//! It measures, in one run and on the same broker:
+//! 1. the routing decision in-process (decisions/s per core), against a bare state lookup;
+//! 2. router state memory per patient (1 M patients);
+//! 3. throughput and CPU per event of a bare consume→produce pass-through with the same
+//!    client settings, and of the router (consent, subscription, delivery and audit);
+//! 4. end-to-end latency p50/p99 of both at a fixed offered rate.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use dho_kafka::{AvroSerde, KafkaSettings, TopicSpec};
+use dho_router::decision::{EventView, decide};
+use dho_router::state::PartitionState;
+use dho_schemas::model::*;
+use dho_schemas::partition::partition_for;
+use dho_schemas::topics::state_key;
+use dho_schemas::{codes, fixtures};
+use dho_tests::Stack;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+const PATIENTS: u64 = 200;
+const EVENTS: usize = 20_000;
+const LATENCY_RATE: u64 = 1_000;
+const LATENCY_SECONDS: u64 = 10;
+
+/// CPU seconds this process used (user + system), from /proc (clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn rss_bytes() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        * 4096.0
+}
+
+fn patient_state(state: &mut PartitionState, i: u64) -> PatientIdentifier {
+    let p = fixtures::patient(i);
+    let mut consent = fixtures::consent(&p, "c", &[fixtures::gp(), fixtures::home_care()]);
+    consent.provisions[1].kind = ProvisionKind::Deny;
+    state.apply_consent(&state_key(&p, "c"), Some(consent));
+    for (name, org) in [("gp", fixtures::gp()), ("home", fixtures::home_care())] {
+        let s = fixtures::subscription(&p, name, &org);
+        state.apply_subscription(&state_key(&p, &s.subscription_id), Some(s));
+    }
+    p
+}
+
+fn bench_decision() {
+    let mut state = PartitionState::default();
+    let keys: Vec<String> = (0..10_000)
+        .map(|i| patient_state(&mut state, i).value)
+        .collect();
+    let view = EventView {
+        category: DataCategory::Measurement,
+        code: Some(codes::SPO2),
+    };
+    let now = now_millis();
+    let n = 5_000_000;
+    let started = Instant::now();
+    let mut found = 0usize;
+    for i in 0..n {
+        found += black_box(state.patient(&keys[i % keys.len()])).is_some() as usize;
+    }
+    let lookup = n as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut granted = 0usize;
+    for i in 0..n {
+        granted += decide(state.patient(&keys[i % keys.len()]), black_box(view), now)
+            .grants
+            .len();
+    }
+    let decided = n as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(
+        (found, granted),
+        (n, n),
+        "each patient: one subscriber granted, one denied"
+    );
+    println!(
+        "decision (in-process, one core): {decided:>12.0} decisions/s   baseline state lookup: {lookup:>12.0} lookups/s"
+    );
+}
+
+fn bench_memory() {
+    let patients = 1_000_000;
+    let before = rss_bytes();
+    let mut state = PartitionState::default();
+    for i in 0..patients {
+        patient_state(&mut state, i);
+    }
+    let after = rss_bytes();
+    let per = (after - before) / patients as f64;
+    println!(
+        "state memory: {} patients (1 consent with 2 provisions, 2 subscriptions each): {:.0} MiB, {per:.0} bytes/patient",
+        state.patients(),
+        (after - before) / 1048576.0
+    );
+}
+
+/// Writes `count` readings (received_time = send time) as fast as the producer takes them.
+async fn preload(settings: &KafkaSettings, count: usize) {
+    let serde = AvroSerde::new(&settings.schema_registry_url);
+    let encoder = serde
+        .register::<Measurement>(&settings.topics().measurements())
+        .await
+        .unwrap();
+    let producer: FutureProducer = settings
+        .client_config(&[("linger.ms", "5")])
+        .unwrap()
+        .create()
+        .unwrap();
+    let patients: Vec<PatientIdentifier> = (0..PATIENTS).map(fixtures::patient).collect();
+    let mut pending = Vec::with_capacity(count);
+    let topic = settings.topics().measurements();
+    for i in 0..count {
+        let p = &patients[i % patients.len()];
+        let bytes = encoder
+            .encode(&fixtures::spo2(p, 95.0, now_millis() - 60_000))
+            .unwrap();
+        let partition = partition_for(p.key().as_bytes(), settings.partitions);
+        let record = FutureRecord::to(&topic)
+            .key(p.key())
+            .payload(&bytes)
+            .partition(partition);
+        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+        if pending.len() == 5000 {
+            for r in futures_join(std::mem::take(&mut pending)).await {
+                r.unwrap().unwrap();
+            }
+        }
+    }
+    for r in futures_join(pending).await {
+        r.unwrap().unwrap();
+    }
+}
+
+async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut out = Vec::with_capacity(futures.len());
+    for f in futures {
+        out.push(f.await);
+    }
+    out
+}
+
+/// The baseline: consume the ingest topic and copy every record to one output topic, with
+/// the router's own client settings, batches, acknowledgement wait and commit.
+async fn pass_through(settings: &KafkaSettings, group: &str, stop_after: usize, output: &str) {
+    let consumer: StreamConsumer = settings
+        .client_config(&[
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("isolation.level", "read_committed"),
+        ])
+        .unwrap()
+        .create()
+        .unwrap();
+    consumer
+        .subscribe(&[&settings.topics().measurements()])
+        .unwrap();
+    let producer: FutureProducer = settings
+        .client_config(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "2"),
+        ])
+        .unwrap()
+        .create()
+        .unwrap();
+    let mut done = 0;
+    while done < stop_after {
+        let mut batch = vec![consumer.recv().await.unwrap().detach()];
+        while batch.len() < 500 {
+            match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(m.detach()),
+                _ => break,
+            }
+        }
+        let mut pending = vec![];
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        for m in &batch {
+            let record = FutureRecord::to(output)
+                .key(m.key().unwrap())
+                .payload(m.payload().unwrap())
+                .partition(m.partition());
+            pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+            next.insert(m.partition(), m.offset() + 1);
+        }
+        for r in futures_join(pending).await {
+            r.unwrap().unwrap();
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (p, o) in next {
+            offsets
+                .add_partition_offset(&settings.topics().measurements(), p, Offset::Offset(o))
+                .unwrap();
+        }
+        consumer.commit(&offsets, CommitMode::Async).unwrap();
+        done += batch.len();
+    }
+}
+
+/// Reads `topic` from its end and records now - received_time of each reading, in ms.
+async fn latency_probe(
+    settings: KafkaSettings,
+    topic: String,
+    expect: usize,
+    delivery: bool,
+) -> Vec<f64> {
+    let consumer: StreamConsumer = settings
+        .client_config(&[
+            ("group.id", &format!("probe-{topic}")),
+            ("auto.offset.reset", "latest"),
+            ("enable.auto.commit", "false"),
+            ("fetch.wait.max.ms", "5"),
+        ])
+        .unwrap()
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let serde = AvroSerde::new(&settings.schema_registry_url);
+    let mut latencies = vec![];
+    while latencies.len() < expect {
+        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await else {
+            break;
+        };
+        let now = now_millis();
+        let sent = if delivery {
+            serde
+                .decode::<Delivery>(m.payload().unwrap())
+                .await
+                .unwrap()
+                .measurement
+                .unwrap()
+                .received_time
+        } else {
+            serde
+                .decode::<Measurement>(m.payload().unwrap())
+                .await
+                .unwrap()
+                .received_time
+        };
+        latencies.push((now - sent) as f64);
+    }
+    latencies
+}
+
+/// Publishes at a fixed rate, each reading stamped with its send time.
+async fn offered_load(settings: &KafkaSettings) {
+    let serde = AvroSerde::new(&settings.schema_registry_url);
+    let encoder = serde
+        .register::<Measurement>(&settings.topics().measurements())
+        .await
+        .unwrap();
+    let producer: FutureProducer = settings
+        .client_config(&[("linger.ms", "0")])
+        .unwrap()
+        .create()
+        .unwrap();
+    let topic = settings.topics().measurements();
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
+    let mut pending = vec![];
+    for i in 0..(LATENCY_RATE * LATENCY_SECONDS) {
+        ticker.tick().await;
+        let p = fixtures::patient(i % PATIENTS);
+        let mut m = fixtures::spo2(&p, 95.0, now_millis() - 60_000);
+        m.received_time = now_millis();
+        let bytes = encoder.encode(&m).unwrap();
+        let partition = partition_for(p.key().as_bytes(), settings.partitions);
+        pending.push(
+            producer
+                .send_result(
+                    FutureRecord::to(&topic)
+                        .key(p.key())
+                        .payload(&bytes)
+                        .partition(partition),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap(),
+        );
+    }
+    for r in futures_join(pending).await {
+        r.unwrap().unwrap();
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+async fn fresh_stack() -> Stack {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher().await;
+    for i in 0..PATIENTS {
+        let p = fixtures::patient(i);
+        publisher
+            .put_consent(&fixtures::consent(&p, "c", &[fixtures::gp()]))
+            .await
+            .unwrap();
+        publisher
+            .put_subscription(&fixtures::subscription(&p, "gp", &fixtures::gp()))
+            .await
+            .unwrap();
+    }
+    stack
+}
+
+async fn run_router_until(stack: &Stack, group: &str, events: usize) {
+    let router = stack.spawn_router(group).await;
+    let topic = stack.settings.topics().deliver("gp");
+    // Done when the router has delivered `events` records to the subscriber.
+    loop {
+        let total: i64 = dho_tests::read_topic_sizes(&stack.settings, &topic);
+        if total as usize >= events {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    router.stop().await;
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    println!(
+        "== router benchmark ({} cores) ==",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    bench_decision();
+    bench_memory();
+
+    // Throughput: the same preloaded backlog drained by each contender on its own stack.
+    let mut rates = BTreeMap::new();
+    for contender in ["pass-through", "router"] {
+        let stack = fresh_stack().await;
+        preload(&stack.settings, EVENTS).await;
+        let output = format!("{}.copy", stack.settings.topic_prefix);
+        dho_kafka::ensure_topics(
+            &stack.settings,
+            &[TopicSpec::output(
+                output.clone(),
+                stack.settings.partitions,
+                None,
+            )],
+        )
+        .await
+        .unwrap();
+        let (cpu, started) = (cpu_seconds(), Instant::now());
+        match contender {
+            "pass-through" => pass_through(&stack.settings, "bench", EVENTS, &output).await,
+            _ => run_router_until(&stack, "bench", EVENTS).await,
+        }
+        let (secs, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+        let rate = EVENTS as f64 / secs;
+        println!(
+            "{contender:>12}: {EVENTS} events in {secs:.2} s = {rate:>8.0} events/s, CPU {:.1} µs/event (this process)",
+            cpu * 1e6 / EVENTS as f64
+        );
+        rates.insert(contender, (rate, cpu * 1e6 / EVENTS as f64));
+    }
+    let (pass, router) = (rates["pass-through"], rates["router"]);
+    println!(
+        "router/pass-through: throughput ratio {:.2}, CPU ratio {:.2}",
+        router.0 / pass.0,
+        router.1 / pass.1
+    );
+
+    // Latency at a fixed offered rate.
+    for contender in ["pass-through", "router"] {
+        let stack = fresh_stack().await;
+        let output = format!("{}.copy", stack.settings.topic_prefix);
+        dho_kafka::ensure_topics(
+            &stack.settings,
+            &[TopicSpec::output(
+                output.clone(),
+                stack.settings.partitions,
+                None,
+            )],
+        )
+        .await
+        .unwrap();
+        let expect = (LATENCY_RATE * LATENCY_SECONDS) as usize;
+        let (probe_topic, delivery) = match contender {
+            "pass-through" => (output.clone(), false),
+            _ => (stack.settings.topics().deliver("gp"), true),
+        };
+        dho_kafka::ensure_topics(
+            &stack.settings,
+            &[TopicSpec::output(
+                probe_topic.clone(),
+                stack.settings.partitions,
+                None,
+            )],
+        )
+        .await
+        .unwrap();
+        let probe = tokio::spawn(latency_probe(
+            stack.settings.clone(),
+            probe_topic,
+            expect,
+            delivery,
+        ));
+        let worker = match contender {
+            "pass-through" => {
+                let settings = stack.settings.clone();
+                let output = output.clone();
+                tokio::spawn(
+                    async move { pass_through(&settings, "latency", expect, &output).await },
+                )
+            }
+            _ => {
+                let router = stack.spawn_router("latency").await;
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(LATENCY_SECONDS + 5)).await;
+                    router.stop().await;
+                })
+            }
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await; // group joined, probe positioned
+        offered_load(&stack.settings).await;
+        let mut latencies = probe.await.unwrap();
+        worker.await.unwrap();
+        latencies.sort_by(f64::total_cmp);
+        println!(
+            "{contender:>12}: {} events/s offered for {LATENCY_SECONDS} s, {} measured: latency p50 {:.0} ms, p99 {:.0} ms",
+            LATENCY_RATE,
+            latencies.len(),
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99)
+        );
+    }
+}
