@@ -175,6 +175,16 @@ pub fn loinc_for_snomed(snomed: &str) -> Option<&'static str> {
         })
 }
 
+/// The LOINC code for an NPU/NLK code (`urn:oid:2.16.578.1.12.4.1.1.7280`), for senders
+/// that code laboratory values only in the Norwegian laboratory code list.
+pub fn loinc_for_npu(npu: &str) -> Option<&'static str> {
+    match npu {
+        // VKP's glucose example: NPU02187 Glucose in blood.
+        "NPU02187" => Some(BLOOD_GLUCOSE),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

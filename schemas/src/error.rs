@@ -14,6 +14,10 @@ pub enum Error {
     Decode { kind: &'static str, detail: String },
     #[error("{count} bytes left over after decoding {kind}: not a {kind} record")]
     TrailingBytes { kind: &'static str, count: usize },
+    #[error("malformed Confluent Protobuf message-index array: {0}")]
+    BadMessageIndex(&'static str),
+    #[error("message index {index:?} names no event type in dho/v1/events.proto")]
+    UnknownMessageIndex { index: Vec<i32> },
     #[error("invalid record: {0}")]
     Invalid(#[from] ValidationError),
 }

@@ -1,0 +1,363 @@
+//! QuestionnaireResponse ↔ [`SelfReport`], and a questionnaire score Observation (LOINC
+//! 74465-6) → [`SelfReport`] (VKP_FHIR.md §5).
+//!
+//! Two choices VKP leaves open, made here: the data controller of a QuestionnaireResponse is
+//! its `author` when that is an organisation (R4: who received and recorded the answers);
+//! the questionnaire a score belongs to is named by the score Observation's
+//! `derivedFrom[0].reference` (`Questionnaire/<id>` or a canonical, `|version` optional).
+
+use super::types::{self, QuestionnaireAnswer, QuestionnaireItem, QuestionnaireResponse};
+use super::{FhirError, IngestContext, IssueCode, VkpCode};
+use crate::model::*;
+
+const ACCEPTED_STATUSES: &[&str] = &["completed", "amended"];
+const OTHER_STATUSES: &[&str] = &["in-progress", "stopped", "entered-in-error"];
+
+fn status(status: Option<&str>) -> Result<(), FhirError> {
+    let location = "QuestionnaireResponse.status";
+    match status {
+        Some(s) if ACCEPTED_STATUSES.contains(&s) => Ok(()),
+        Some(s) if OTHER_STATUSES.contains(&s) => Err(FhirError::format(
+            location,
+            IssueCode::NotSupported,
+            format!("status {s}: only completed or amended responses are forwarded"),
+        )),
+        Some(_) => Err(FhirError::format(
+            location,
+            IssueCode::CodeInvalid,
+            "not a QuestionnaireResponse status",
+        )),
+        None => Err(FhirError::format(
+            location,
+            IssueCode::Required,
+            "status is required",
+        )),
+    }
+}
+
+/// `id|version` → (id, version).
+fn split_canonical(text: &str) -> (String, Option<String>) {
+    match text.split_once('|') {
+        Some((id, version)) => (id.to_string(), Some(version.to_string())),
+        None => (text.to_string(), None),
+    }
+}
+
+/// Flattens items (groups and answers nest them) into answers in document order, with the
+/// FHIR location of each.
+fn flatten(
+    location: &str,
+    items: &[QuestionnaireItem],
+    out: &mut Vec<(Answer, String)>,
+) -> Result<(), FhirError> {
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{location}.item[{i}]");
+        let link_id = item
+            .link_id
+            .clone()
+            .filter(|l| !l.trim().is_empty())
+            .ok_or_else(|| {
+                FhirError::format(
+                    format!("{at}.linkId"),
+                    IssueCode::Required,
+                    "linkId is required",
+                )
+            })?;
+        for (k, answer) in item.answer.iter().enumerate() {
+            let answer_at = format!("{at}.answer[{k}]");
+            out.push((
+                self::answer(&answer_at, link_id.clone(), answer)?,
+                answer_at.clone(),
+            ));
+            flatten(&answer_at, &answer.item, out)?;
+        }
+        flatten(&at, &item.item, out)?;
+    }
+    Ok(())
+}
+
+fn answer(location: &str, link_id: String, a: &QuestionnaireAnswer) -> Result<Answer, FhirError> {
+    if let Some(key) = a.other.keys().find(|k| k.starts_with("value")) {
+        // The key is sender text: name it only if it looks like a FHIR element name.
+        let element = if key.len() <= 40 && key.chars().all(|c| c.is_ascii_alphabetic()) {
+            key.as_str()
+        } else {
+            "value[x]"
+        };
+        return Err(FhirError::format(
+            format!("{location}.{element}"),
+            IssueCode::NotSupported,
+            "answers may be boolean, integer, decimal, string or Coding",
+        ));
+    }
+    let value_coding = a
+        .value_coding
+        .as_ref()
+        .map(|c| match (&c.system, &c.code) {
+            (Some(system), Some(code)) => Ok(Coding {
+                system: system.clone(),
+                code: code.clone(),
+                display: c.display.clone(),
+            }),
+            _ => Err(FhirError::format(
+                format!("{location}.valueCoding"),
+                IssueCode::Value,
+                "a coded answer needs a system and a code",
+            )),
+        })
+        .transpose()?;
+    let answer = Answer {
+        link_id,
+        value_boolean: a.value_boolean,
+        value_integer: a.value_integer,
+        value_decimal: a.value_decimal,
+        value_string: a.value_string.clone(),
+        value_coding,
+    };
+    let set = [
+        answer.value_boolean.is_some(),
+        answer.value_integer.is_some(),
+        answer.value_decimal.is_some(),
+        answer.value_string.is_some(),
+        answer.value_coding.is_some(),
+    ];
+    if set.iter().filter(|s| **s).count() != 1 {
+        return Err(FhirError::format(
+            location,
+            IssueCode::Value,
+            "an answer has exactly one value[x]",
+        ));
+    }
+    Ok(answer)
+}
+
+/// The data controller of a QuestionnaireResponse: its organisation `author`.
+fn controller(author: Option<&types::Reference>) -> Result<OrganisationIdentifier, FhirError> {
+    let location = "QuestionnaireResponse.author";
+    match author {
+        Some(a) if super::is_organisation(a) => super::organisation(location, a),
+        _ => Err(FhirError::new(
+            location,
+            IssueCode::Required,
+            VkpCode::SystemId,
+            "the author must be the data controller organisation (organisation number or RESH)",
+        )),
+    }
+}
+
+fn validated(
+    report: SelfReport,
+    ctx: &IngestContext,
+    root: &str,
+    fields: Vec<(String, String)>,
+) -> Result<SelfReport, FhirError> {
+    report
+        .validate(ctx.policy, ctx.received_time)
+        .map_err(|e| super::from_validation(root, &fields, e))?;
+    Ok(report)
+}
+
+/// Maps a QuestionnaireResponse (FHIR JSON) to a [`SelfReport`], validated. Nested items
+/// are flattened in document order; a repeated item gives one answer per value.
+pub fn self_report_from_questionnaire_response(
+    json: &serde_json::Value,
+    ctx: &IngestContext,
+) -> Result<SelfReport, FhirError> {
+    let root = "QuestionnaireResponse";
+    if json.get("resourceType").and_then(|t| t.as_str()) != Some(root) {
+        return Err(FhirError::format(
+            "resourceType",
+            IssueCode::NotSupported,
+            "expected a QuestionnaireResponse",
+        ));
+    }
+    let qr: QuestionnaireResponse = super::parse(root, json)?;
+    status(qr.status.as_deref())?;
+    let (questionnaire_id, questionnaire_version) = qr
+        .questionnaire
+        .as_deref()
+        .map(split_canonical)
+        .ok_or_else(|| {
+            FhirError::format(
+                "QuestionnaireResponse.questionnaire",
+                IssueCode::Required,
+                "the questionnaire is required",
+            )
+        })?;
+    let patient = super::patient(
+        "QuestionnaireResponse.subject",
+        qr.subject.as_ref(),
+        ctx.policy,
+    )?;
+    let data_controller = controller(qr.author.as_ref())?;
+    let authored_time = super::time("QuestionnaireResponse.authored", qr.authored.as_deref())?;
+    let mut flat = vec![];
+    flatten(root, &qr.item, &mut flat)?;
+    let mut fields = vec![
+        (
+            "patient".into(),
+            "QuestionnaireResponse.subject.identifier".into(),
+        ),
+        (
+            "data_controller".into(),
+            "QuestionnaireResponse.author.identifier".into(),
+        ),
+        (
+            "questionnaire_id".into(),
+            "QuestionnaireResponse.questionnaire".into(),
+        ),
+        (
+            "authored_time".into(),
+            "QuestionnaireResponse.authored".into(),
+        ),
+    ];
+    fields.extend(
+        flat.iter()
+            .enumerate()
+            .map(|(i, (_, at))| (format!("answers[{i}]"), at.clone())),
+    );
+    let report = SelfReport {
+        event_id: ctx.event_id.clone(),
+        source_id: qr.identifier.as_ref().and_then(|i| i.value.clone()),
+        patient,
+        source: Source {
+            platform: ctx.platform.clone(),
+            device_id: None,
+            device_type: None,
+        },
+        data_controller,
+        questionnaire_id,
+        questionnaire_version,
+        authored_time,
+        received_time: ctx.received_time,
+        answers: flat.into_iter().map(|(a, _)| a).collect(),
+        score: None,
+    };
+    validated(report, ctx, root, fields)
+}
+
+/// Maps a parsed score Observation; the caller has checked its code.
+pub(super) fn score_from_observation(
+    obs: &types::Observation,
+    ctx: &IngestContext,
+) -> Result<SelfReport, FhirError> {
+    super::observation::status(obs.status.as_deref())?;
+    let (questionnaire_id, questionnaire_version) = obs
+        .derived_from
+        .first()
+        .and_then(|r| r.reference.as_deref())
+        .map(|r| split_canonical(r.strip_prefix("Questionnaire/").unwrap_or(r)))
+        .ok_or_else(|| {
+            FhirError::format(
+                "Observation.derivedFrom",
+                IssueCode::Required,
+                "a score names its questionnaire in derivedFrom[0].reference",
+            )
+        })?;
+    let score = match (&obs.value_quantity, obs.value_integer) {
+        (Some(q), _) => q.value.ok_or_else(|| {
+            FhirError::format(
+                "Observation.valueQuantity.value",
+                IssueCode::Value,
+                "the score has no value",
+            )
+        })?,
+        (None, Some(i)) => i as f64,
+        (None, None) => {
+            return Err(FhirError::format(
+                "Observation.value[x]",
+                IssueCode::Value,
+                "a score needs valueQuantity or valueInteger",
+            ));
+        }
+    };
+    let patient = super::patient("Observation.subject", obs.subject.as_ref(), ctx.policy)?;
+    let data_controller = super::data_controller("Observation", &obs.performer, ctx.policy)?;
+    let (authored_time, effective_location) = super::observation::effective(obs)?;
+    let device = obs.device.as_ref();
+    let report = SelfReport {
+        event_id: ctx.event_id.clone(),
+        source_id: super::source_id(&obs.identifier),
+        patient,
+        source: Source {
+            platform: ctx.platform.clone(),
+            device_id: device.and_then(|d| d.identifier.as_ref()?.value.clone()),
+            device_type: device.and_then(|d| d.display.clone()),
+        },
+        data_controller,
+        questionnaire_id,
+        questionnaire_version,
+        authored_time,
+        received_time: ctx.received_time,
+        answers: vec![],
+        score: Some(score),
+    };
+    let fields = vec![
+        ("authored_time".into(), effective_location),
+        ("questionnaire_id".into(), "Observation.derivedFrom".into()),
+        ("score".into(), "Observation.value[x]".into()),
+    ];
+    validated(report, ctx, "Observation", fields)
+}
+
+/// Maps a questionnaire score Observation (LOINC 74465-6, FHIR JSON) to a [`SelfReport`]
+/// with the score and no answers, validated.
+pub fn self_report_from_score_observation(
+    json: &serde_json::Value,
+    ctx: &IngestContext,
+) -> Result<SelfReport, FhirError> {
+    match super::ingest_resource(json, ctx)? {
+        super::Ingested::SelfReport(r) => Ok(r),
+        super::Ingested::Measurement(_) => Err(FhirError::format(
+            "Observation.code",
+            IssueCode::CodeInvalid,
+            "a questionnaire score is coded LOINC 74465-6",
+        )),
+    }
+}
+
+/// The QuestionnaireResponse of a self-report. Consecutive answers to one linkId become one
+/// item with several answers. The score is not part of a QuestionnaireResponse (VKP sends
+/// it as its own Observation), so it is not written here.
+pub fn questionnaire_response_from_self_report(r: &SelfReport) -> serde_json::Value {
+    let mut items: Vec<QuestionnaireItem> = vec![];
+    for a in &r.answers {
+        let answer = QuestionnaireAnswer {
+            value_boolean: a.value_boolean,
+            value_integer: a.value_integer,
+            value_decimal: a.value_decimal,
+            value_string: a.value_string.clone(),
+            value_coding: a
+                .value_coding
+                .as_ref()
+                .map(|c| super::coding(&c.system, &c.code, c.display.as_deref())),
+            ..Default::default()
+        };
+        match items.last_mut() {
+            Some(item) if item.link_id.as_ref() == Some(&a.link_id) => item.answer.push(answer),
+            _ => items.push(QuestionnaireItem {
+                link_id: Some(a.link_id.clone()),
+                answer: vec![answer],
+                ..Default::default()
+            }),
+        }
+    }
+    let questionnaire = match &r.questionnaire_version {
+        Some(v) => format!("{}|{v}", r.questionnaire_id),
+        None => r.questionnaire_id.clone(),
+    };
+    super::to_json(&QuestionnaireResponse {
+        resource_type: "QuestionnaireResponse".into(),
+        id: Some(r.event_id.clone()),
+        identifier: r.source_id.as_ref().map(|id| types::Identifier {
+            system: None,
+            value: Some(id.clone()),
+        }),
+        questionnaire: Some(questionnaire),
+        status: Some("completed".into()),
+        subject: Some(super::patient_reference(&r.patient)),
+        authored: Some(super::time::format(r.authored_time)),
+        author: Some(super::organisation_reference(&r.data_controller)),
+        item: items,
+    })
+}

@@ -1,0 +1,750 @@
+//! Protobuf (prost) forms of [`Measurement`](crate::model::Measurement) and
+//! [`SelfReport`](crate::model::SelfReport), for device platforms that publish Protobuf in
+//! the Confluent Protobuf wire format. `schemas/proto/dho/v1/events.proto` is the schema
+//! they register; the structs below are written by hand (no protoc here) and a test parses
+//! the `.proto` file and compares every message, field name, number and type, and every
+//! enum value, so the two cannot drift.
+//!
+//! The router normalises Protobuf ingest to the model types (and so to Avro on subscriber
+//! topics) with [`decode_measurement`], [`decode_self_report`] or [`decode_event`]. These
+//! check structure only (required messages present, enum values known); run the usual
+//! `validate(policy, now)` on the result, as for Avro input.
+
+use crate::error::{Error, Result};
+use crate::model as m;
+use crate::validate::{Reason, ValidationError};
+
+/// The `.proto` file, as registered with the schema registry (schemaType PROTOBUF).
+pub const PROTO_FILE: &str = include_str!("../proto/dho/v1/events.proto");
+
+/// Message index of [`Measurement`] in [`PROTO_FILE`] (Confluent framing).
+pub const MEASUREMENT_INDEX: &[i32] = &[0];
+/// Message index of [`SelfReport`] in [`PROTO_FILE`].
+pub const SELF_REPORT_INDEX: &[i32] = &[1];
+
+/// One field as declared: what the `.proto` comparison test reads.
+#[cfg(test)]
+#[derive(Debug)]
+struct FieldInfo {
+    name: &'static str,
+    number: u32,
+    /// The prost attribute without the tag, e.g. `string, optional`.
+    kind: &'static str,
+}
+
+#[cfg(test)]
+trait Described {
+    const NAME: &'static str;
+    const FIELDS: &'static [FieldInfo];
+}
+
+/// Declares prost messages and, from the same tokens, the field table the `.proto` test
+/// compares against: the struct and the table cannot disagree.
+macro_rules! messages {
+    ($(
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty = $tag:tt [$($kind:tt)*], )*
+        }
+    )*) => {$(
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, ::prost::Message)]
+        pub struct $name {
+            $( $(#[$fmeta])* #[prost($($kind)*, tag = $tag)] pub $field: $ty, )*
+        }
+
+        #[cfg(test)]
+        impl Described for $name {
+            const NAME: &'static str = stringify!($name);
+            const FIELDS: &'static [FieldInfo] = &[$(
+                FieldInfo { name: stringify!($field), number: $tag, kind: stringify!($($kind)*) },
+            )*];
+        }
+    )*};
+}
+
+/// Declares prost enumerations with their `.proto` value names, for the same comparison.
+macro_rules! enums {
+    ($(
+        $(#[$meta:meta])*
+        pub enum $name:ident { $( $variant:ident = $num:tt => $proto:literal, )* }
+    )*) => {$(
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+        #[repr(i32)]
+        pub enum $name { $( $variant = $num, )* }
+
+        #[cfg(test)]
+        impl $name {
+            const VALUES: &'static [(&'static str, i32)] = &[$(($proto, $num),)*];
+        }
+    )*};
+}
+
+messages! {
+    /// A reading, as `dho.v1.Measurement`. Times are milliseconds since the epoch.
+    pub struct Measurement {
+        event_id: String = 1 [string],
+        source_id: Option<String> = 2 [string, optional],
+        patient: Option<PatientIdentifier> = 3 [message, optional],
+        source: Option<Source> = 4 [message, optional],
+        data_controller: Option<OrganisationIdentifier> = 5 [message, optional],
+        code: String = 6 [string],
+        snomed_code: Option<String> = 7 [string, optional],
+        value: Option<Quantity> = 8 [message, optional],
+        components: Vec<Component> = 9 [message, repeated],
+        effective_time: i64 = 10 [int64],
+        received_time: i64 = 11 [int64],
+        /// A [`VkpSeverity`]; 0 = not set.
+        severity: i32 = 12 [enumeration = "VkpSeverity"],
+        /// A [`TriageColour`]; 0 = not set.
+        triage: i32 = 13 [enumeration = "TriageColour"],
+    }
+
+    /// A questionnaire response, as `dho.v1.SelfReport`.
+    pub struct SelfReport {
+        event_id: String = 1 [string],
+        source_id: Option<String> = 2 [string, optional],
+        patient: Option<PatientIdentifier> = 3 [message, optional],
+        source: Option<Source> = 4 [message, optional],
+        data_controller: Option<OrganisationIdentifier> = 5 [message, optional],
+        questionnaire_id: String = 6 [string],
+        questionnaire_version: Option<String> = 7 [string, optional],
+        authored_time: i64 = 8 [int64],
+        received_time: i64 = 9 [int64],
+        answers: Vec<Answer> = 10 [message, repeated],
+        score: Option<f64> = 11 [double, optional],
+    }
+
+    /// `dho.v1.PatientIdentifier`.
+    pub struct PatientIdentifier {
+        /// A [`PatientIdSystem`].
+        system: i32 = 1 [enumeration = "PatientIdSystem"],
+        value: String = 2 [string],
+    }
+
+    /// `dho.v1.OrganisationIdentifier`.
+    pub struct OrganisationIdentifier {
+        /// An [`OrgIdSystem`].
+        system: i32 = 1 [enumeration = "OrgIdSystem"],
+        value: String = 2 [string],
+        name: Option<String> = 3 [string, optional],
+    }
+
+    /// `dho.v1.Source`.
+    pub struct Source {
+        platform: Option<OrganisationIdentifier> = 1 [message, optional],
+        device_id: Option<String> = 2 [string, optional],
+        device_type: Option<String> = 3 [string, optional],
+    }
+
+    /// `dho.v1.Quantity`.
+    pub struct Quantity {
+        value: f64 = 1 [double],
+        unit: String = 2 [string],
+    }
+
+    /// `dho.v1.Component`.
+    pub struct Component {
+        code: String = 1 [string],
+        snomed_code: Option<String> = 2 [string, optional],
+        value: Option<Quantity> = 3 [message, optional],
+    }
+
+    /// `dho.v1.Answer`: exactly one `value_*` is set.
+    pub struct Answer {
+        link_id: String = 1 [string],
+        value_boolean: Option<bool> = 2 [bool, optional],
+        value_integer: Option<i64> = 3 [int64, optional],
+        value_decimal: Option<f64> = 4 [double, optional],
+        value_string: Option<String> = 5 [string, optional],
+        value_coding: Option<Coding> = 6 [message, optional],
+    }
+
+    /// `dho.v1.Coding`.
+    pub struct Coding {
+        system: String = 1 [string],
+        code: String = 2 [string],
+        display: Option<String> = 3 [string, optional],
+    }
+}
+
+enums! {
+    /// `dho.v1.PatientIdSystem`.
+    pub enum PatientIdSystem {
+        Unspecified = 0 => "PATIENT_ID_SYSTEM_UNSPECIFIED",
+        Fnr = 1 => "PATIENT_ID_SYSTEM_FNR",
+        Dnr = 2 => "PATIENT_ID_SYSTEM_DNR",
+        Fhn = 3 => "PATIENT_ID_SYSTEM_FHN",
+    }
+
+    /// `dho.v1.OrgIdSystem`.
+    pub enum OrgIdSystem {
+        Unspecified = 0 => "ORG_ID_SYSTEM_UNSPECIFIED",
+        Orgnr = 1 => "ORG_ID_SYSTEM_ORGNR",
+        Resh = 2 => "ORG_ID_SYSTEM_RESH",
+    }
+
+    /// `dho.v1.VkpSeverity`.
+    pub enum VkpSeverity {
+        Unspecified = 0 => "VKP_SEVERITY_UNSPECIFIED",
+        NotReported = 1 => "VKP_SEVERITY_NOT_REPORTED",
+        Normal = 2 => "VKP_SEVERITY_NORMAL",
+        Moderate = 3 => "VKP_SEVERITY_MODERATE",
+        Severe = 4 => "VKP_SEVERITY_SEVERE",
+        Critical = 5 => "VKP_SEVERITY_CRITICAL",
+    }
+
+    /// `dho.v1.TriageColour`.
+    pub enum TriageColour {
+        Unspecified = 0 => "TRIAGE_COLOUR_UNSPECIFIED",
+        Red = 1 => "TRIAGE_COLOUR_RED",
+        Orange = 2 => "TRIAGE_COLOUR_ORANGE",
+        Yellow = 3 => "TRIAGE_COLOUR_YELLOW",
+        Green = 4 => "TRIAGE_COLOUR_GREEN",
+        Blue = 5 => "TRIAGE_COLOUR_BLUE",
+        Black = 6 => "TRIAGE_COLOUR_BLACK",
+        NotReported = 7 => "TRIAGE_COLOUR_NOT_REPORTED",
+    }
+}
+
+/// Either event a Protobuf record can carry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Measurement(m::Measurement),
+    SelfReport(m::SelfReport),
+}
+
+/// Decodes a Protobuf `Measurement` body (after the Confluent header) into the model type.
+pub fn decode_measurement(body: &[u8]) -> Result<m::Measurement> {
+    let message = <Measurement as prost::Message>::decode(body).map_err(|e| Error::Decode {
+        kind: "Measurement (Protobuf)",
+        detail: e.to_string(),
+    })?;
+    Ok(m::Measurement::try_from(message)?)
+}
+
+/// Decodes a Protobuf `SelfReport` body into the model type.
+pub fn decode_self_report(body: &[u8]) -> Result<m::SelfReport> {
+    let message = <SelfReport as prost::Message>::decode(body).map_err(|e| Error::Decode {
+        kind: "SelfReport (Protobuf)",
+        detail: e.to_string(),
+    })?;
+    Ok(m::SelfReport::try_from(message)?)
+}
+
+/// Decodes a framed record's body by its message index ([`crate::wire::unframe_protobuf`]).
+pub fn decode_event(message_index: &[i32], body: &[u8]) -> Result<Event> {
+    if message_index == MEASUREMENT_INDEX {
+        decode_measurement(body).map(Event::Measurement)
+    } else if message_index == SELF_REPORT_INDEX {
+        decode_self_report(body).map(Event::SelfReport)
+    } else {
+        Err(Error::UnknownMessageIndex {
+            index: message_index.to_vec(),
+        })
+    }
+}
+
+/// The Protobuf body of a measurement.
+pub fn encode_measurement(value: &m::Measurement) -> Vec<u8> {
+    prost::Message::encode_to_vec(&Measurement::from(value))
+}
+
+/// The Protobuf body of a self-report.
+pub fn encode_self_report(value: &m::SelfReport) -> Vec<u8> {
+    prost::Message::encode_to_vec(&SelfReport::from(value))
+}
+
+fn missing(field: &str) -> ValidationError {
+    ValidationError::new(field, Reason::Missing, "is required")
+}
+
+fn unknown_enum(field: &str, value: i32) -> ValidationError {
+    ValidationError::new(
+        field,
+        Reason::Malformed,
+        format!("{value} is not a known value of this enum"),
+    )
+}
+
+/// Proto3 cannot mark a message field required: absence is checked here.
+fn required<T>(field: &str, value: Option<T>) -> Result<T, ValidationError> {
+    value.ok_or_else(|| missing(field))
+}
+
+fn patient(
+    field: &str,
+    p: Option<PatientIdentifier>,
+) -> Result<m::PatientIdentifier, ValidationError> {
+    let p = required(field, p)?;
+    let system = match PatientIdSystem::try_from(p.system) {
+        Ok(PatientIdSystem::Fnr) => m::PatientIdSystem::Fnr,
+        Ok(PatientIdSystem::Dnr) => m::PatientIdSystem::Dnr,
+        Ok(PatientIdSystem::Fhn) => m::PatientIdSystem::Fhn,
+        Ok(PatientIdSystem::Unspecified) => return Err(missing(&format!("{field}.system"))),
+        Err(_) => return Err(unknown_enum(&format!("{field}.system"), p.system)),
+    };
+    Ok(m::PatientIdentifier {
+        system,
+        value: p.value,
+    })
+}
+
+fn organisation(
+    field: &str,
+    o: Option<OrganisationIdentifier>,
+) -> Result<m::OrganisationIdentifier, ValidationError> {
+    let o = required(field, o)?;
+    let system = match OrgIdSystem::try_from(o.system) {
+        Ok(OrgIdSystem::Orgnr) => m::OrgIdSystem::Orgnr,
+        Ok(OrgIdSystem::Resh) => m::OrgIdSystem::Resh,
+        Ok(OrgIdSystem::Unspecified) => return Err(missing(&format!("{field}.system"))),
+        Err(_) => return Err(unknown_enum(&format!("{field}.system"), o.system)),
+    };
+    Ok(m::OrganisationIdentifier {
+        system,
+        value: o.value,
+        name: o.name,
+    })
+}
+
+fn source(s: Option<Source>) -> Result<m::Source, ValidationError> {
+    let s = required("source", s)?;
+    Ok(m::Source {
+        platform: organisation("source.platform", s.platform)?,
+        device_id: s.device_id,
+        device_type: s.device_type,
+    })
+}
+
+fn quantity(q: Quantity) -> m::Quantity {
+    m::Quantity {
+        value: q.value,
+        unit: q.unit,
+    }
+}
+
+fn severity(value: i32) -> Result<Option<m::VkpSeverity>, ValidationError> {
+    Ok(Some(match VkpSeverity::try_from(value) {
+        Ok(VkpSeverity::Unspecified) => return Ok(None),
+        Ok(VkpSeverity::NotReported) => m::VkpSeverity::NotReported,
+        Ok(VkpSeverity::Normal) => m::VkpSeverity::Normal,
+        Ok(VkpSeverity::Moderate) => m::VkpSeverity::Moderate,
+        Ok(VkpSeverity::Severe) => m::VkpSeverity::Severe,
+        Ok(VkpSeverity::Critical) => m::VkpSeverity::Critical,
+        Err(_) => return Err(unknown_enum("severity", value)),
+    }))
+}
+
+fn triage(value: i32) -> Result<Option<m::TriageColour>, ValidationError> {
+    Ok(Some(match TriageColour::try_from(value) {
+        Ok(TriageColour::Unspecified) => return Ok(None),
+        Ok(TriageColour::Red) => m::TriageColour::Red,
+        Ok(TriageColour::Orange) => m::TriageColour::Orange,
+        Ok(TriageColour::Yellow) => m::TriageColour::Yellow,
+        Ok(TriageColour::Green) => m::TriageColour::Green,
+        Ok(TriageColour::Blue) => m::TriageColour::Blue,
+        Ok(TriageColour::Black) => m::TriageColour::Black,
+        Ok(TriageColour::NotReported) => m::TriageColour::NotReported,
+        Err(_) => return Err(unknown_enum("triage", value)),
+    }))
+}
+
+impl TryFrom<Measurement> for m::Measurement {
+    type Error = ValidationError;
+
+    fn try_from(p: Measurement) -> Result<Self, ValidationError> {
+        let components = p
+            .components
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Ok(m::Component {
+                    code: c.code,
+                    snomed_code: c.snomed_code,
+                    value: quantity(required(&format!("components[{i}].value"), c.value)?),
+                })
+            })
+            .collect::<Result<_, ValidationError>>()?;
+        Ok(m::Measurement {
+            event_id: p.event_id,
+            source_id: p.source_id,
+            patient: patient("patient", p.patient)?,
+            source: source(p.source)?,
+            data_controller: organisation("data_controller", p.data_controller)?,
+            code: p.code,
+            snomed_code: p.snomed_code,
+            value: p.value.map(quantity),
+            components,
+            effective_time: p.effective_time,
+            received_time: p.received_time,
+            severity: severity(p.severity)?,
+            triage: triage(p.triage)?,
+        })
+    }
+}
+
+impl TryFrom<SelfReport> for m::SelfReport {
+    type Error = ValidationError;
+
+    fn try_from(p: SelfReport) -> Result<Self, ValidationError> {
+        Ok(m::SelfReport {
+            event_id: p.event_id,
+            source_id: p.source_id,
+            patient: patient("patient", p.patient)?,
+            source: source(p.source)?,
+            data_controller: organisation("data_controller", p.data_controller)?,
+            questionnaire_id: p.questionnaire_id,
+            questionnaire_version: p.questionnaire_version,
+            authored_time: p.authored_time,
+            received_time: p.received_time,
+            answers: p
+                .answers
+                .into_iter()
+                .map(|a| m::Answer {
+                    link_id: a.link_id,
+                    value_boolean: a.value_boolean,
+                    value_integer: a.value_integer,
+                    value_decimal: a.value_decimal,
+                    value_string: a.value_string,
+                    value_coding: a.value_coding.map(|c| m::Coding {
+                        system: c.system,
+                        code: c.code,
+                        display: c.display,
+                    }),
+                })
+                .collect(),
+            score: p.score,
+        })
+    }
+}
+
+impl From<&m::PatientIdentifier> for PatientIdentifier {
+    fn from(p: &m::PatientIdentifier) -> Self {
+        let system = match p.system {
+            m::PatientIdSystem::Fnr => PatientIdSystem::Fnr,
+            m::PatientIdSystem::Dnr => PatientIdSystem::Dnr,
+            m::PatientIdSystem::Fhn => PatientIdSystem::Fhn,
+        };
+        Self {
+            system: system.into(),
+            value: p.value.clone(),
+        }
+    }
+}
+
+impl From<&m::OrganisationIdentifier> for OrganisationIdentifier {
+    fn from(o: &m::OrganisationIdentifier) -> Self {
+        let system = match o.system {
+            m::OrgIdSystem::Orgnr => OrgIdSystem::Orgnr,
+            m::OrgIdSystem::Resh => OrgIdSystem::Resh,
+        };
+        Self {
+            system: system.into(),
+            value: o.value.clone(),
+            name: o.name.clone(),
+        }
+    }
+}
+
+impl From<&m::Source> for Source {
+    fn from(s: &m::Source) -> Self {
+        Self {
+            platform: Some((&s.platform).into()),
+            device_id: s.device_id.clone(),
+            device_type: s.device_type.clone(),
+        }
+    }
+}
+
+impl From<&m::Quantity> for Quantity {
+    fn from(q: &m::Quantity) -> Self {
+        Self {
+            value: q.value,
+            unit: q.unit.clone(),
+        }
+    }
+}
+
+impl From<&m::Measurement> for Measurement {
+    fn from(v: &m::Measurement) -> Self {
+        let severity = v.severity.map_or(VkpSeverity::Unspecified, |s| match s {
+            m::VkpSeverity::NotReported => VkpSeverity::NotReported,
+            m::VkpSeverity::Normal => VkpSeverity::Normal,
+            m::VkpSeverity::Moderate => VkpSeverity::Moderate,
+            m::VkpSeverity::Severe => VkpSeverity::Severe,
+            m::VkpSeverity::Critical => VkpSeverity::Critical,
+        });
+        let triage = v.triage.map_or(TriageColour::Unspecified, |t| match t {
+            m::TriageColour::Red => TriageColour::Red,
+            m::TriageColour::Orange => TriageColour::Orange,
+            m::TriageColour::Yellow => TriageColour::Yellow,
+            m::TriageColour::Green => TriageColour::Green,
+            m::TriageColour::Blue => TriageColour::Blue,
+            m::TriageColour::Black => TriageColour::Black,
+            m::TriageColour::NotReported => TriageColour::NotReported,
+        });
+        Self {
+            event_id: v.event_id.clone(),
+            source_id: v.source_id.clone(),
+            patient: Some((&v.patient).into()),
+            source: Some((&v.source).into()),
+            data_controller: Some((&v.data_controller).into()),
+            code: v.code.clone(),
+            snomed_code: v.snomed_code.clone(),
+            value: v.value.as_ref().map(Into::into),
+            components: v
+                .components
+                .iter()
+                .map(|c| Component {
+                    code: c.code.clone(),
+                    snomed_code: c.snomed_code.clone(),
+                    value: Some((&c.value).into()),
+                })
+                .collect(),
+            effective_time: v.effective_time,
+            received_time: v.received_time,
+            severity: severity.into(),
+            triage: triage.into(),
+        }
+    }
+}
+
+impl From<&m::SelfReport> for SelfReport {
+    fn from(v: &m::SelfReport) -> Self {
+        Self {
+            event_id: v.event_id.clone(),
+            source_id: v.source_id.clone(),
+            patient: Some((&v.patient).into()),
+            source: Some((&v.source).into()),
+            data_controller: Some((&v.data_controller).into()),
+            questionnaire_id: v.questionnaire_id.clone(),
+            questionnaire_version: v.questionnaire_version.clone(),
+            authored_time: v.authored_time,
+            received_time: v.received_time,
+            answers: v
+                .answers
+                .iter()
+                .map(|a| Answer {
+                    link_id: a.link_id.clone(),
+                    value_boolean: a.value_boolean,
+                    value_integer: a.value_integer,
+                    value_decimal: a.value_decimal,
+                    value_string: a.value_string.clone(),
+                    value_coding: a.value_coding.as_ref().map(|c| Coding {
+                        system: c.system.clone(),
+                        code: c.code.clone(),
+                        display: c.display.clone(),
+                    }),
+                })
+                .collect(),
+            score: v.score,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{fixtures, wire};
+    use proptest::prelude::*;
+    use prost_types::field_descriptor_proto::{Label, Type};
+
+    fn proto_file() -> prost_types::FileDescriptorProto {
+        protox_parse::parse("dho/v1/events.proto", PROTO_FILE).expect("events.proto parses")
+    }
+
+    /// The prost attribute (without tag) a `.proto` field needs, spaces removed.
+    fn expected_kind(
+        file: &prost_types::FileDescriptorProto,
+        field: &prost_types::FieldDescriptorProto,
+    ) -> String {
+        // The parser leaves named types unresolved (type unset, type_name as written).
+        let type_name = field.type_name().rsplit('.').next().unwrap_or_default();
+        let kind = match field.r#type {
+            Some(_) => field.r#type(),
+            None if file.enum_type.iter().any(|e| e.name() == type_name) => Type::Enum,
+            None => Type::Message,
+        };
+        let base = match kind {
+            Type::String => "string".to_string(),
+            Type::Double => "double".to_string(),
+            Type::Int64 => "int64".to_string(),
+            Type::Bool => "bool".to_string(),
+            Type::Message => "message".to_string(),
+            Type::Enum => format!("enumeration=\"{type_name}\""),
+            other => panic!("{}: no mapping for {other:?} yet", field.name()),
+        };
+        if field.label() == Label::Repeated {
+            format!("{base},repeated")
+        } else if field.proto3_optional() || kind == Type::Message {
+            format!("{base},optional")
+        } else {
+            base
+        }
+    }
+
+    fn check<T: Described>(file: &prost_types::FileDescriptorProto) {
+        let message = file
+            .message_type
+            .iter()
+            .find(|m| m.name() == T::NAME)
+            .unwrap_or_else(|| panic!("events.proto has no message {}", T::NAME));
+        let declared: Vec<(String, u32, String)> = message
+            .field
+            .iter()
+            .map(|f| {
+                (
+                    f.name().to_string(),
+                    f.number() as u32,
+                    expected_kind(file, f),
+                )
+            })
+            .collect();
+        let rust: Vec<(String, u32, String)> = T::FIELDS
+            .iter()
+            .map(|f| (f.name.to_string(), f.number, f.kind.replace(' ', "")))
+            .collect();
+        assert_eq!(rust, declared, "message {}", T::NAME);
+    }
+
+    fn check_enum(file: &prost_types::FileDescriptorProto, name: &str, values: &[(&str, i32)]) {
+        let declared: Vec<(&str, i32)> = file
+            .enum_type
+            .iter()
+            .find(|e| e.name() == name)
+            .unwrap_or_else(|| panic!("events.proto has no enum {name}"))
+            .value
+            .iter()
+            .map(|v| (v.name(), v.number()))
+            .collect();
+        assert_eq!(values, &declared[..], "enum {name}");
+    }
+
+    #[test]
+    fn the_rust_types_match_events_proto() {
+        let file = proto_file();
+        assert_eq!(file.package(), "dho.v1");
+        check::<Measurement>(&file);
+        check::<SelfReport>(&file);
+        check::<PatientIdentifier>(&file);
+        check::<OrganisationIdentifier>(&file);
+        check::<Source>(&file);
+        check::<Quantity>(&file);
+        check::<Component>(&file);
+        check::<Answer>(&file);
+        check::<Coding>(&file);
+        check_enum(&file, "PatientIdSystem", PatientIdSystem::VALUES);
+        check_enum(&file, "OrgIdSystem", OrgIdSystem::VALUES);
+        check_enum(&file, "VkpSeverity", VkpSeverity::VALUES);
+        check_enum(&file, "TriageColour", TriageColour::VALUES);
+        // Every message and enum in the file has a Rust twin (none added on one side only).
+        assert_eq!(file.message_type.len(), 9);
+        assert_eq!(file.enum_type.len(), 4);
+        // The message indexes the framing uses are the messages' positions in the file.
+        assert_eq!(
+            file.message_type[MEASUREMENT_INDEX[0] as usize].name(),
+            "Measurement"
+        );
+        assert_eq!(
+            file.message_type[SELF_REPORT_INDEX[0] as usize].name(),
+            "SelfReport"
+        );
+    }
+
+    #[test]
+    fn a_drifted_proto_field_is_caught() {
+        // The comparison itself can fail: renumber one field and it must notice.
+        let mut file = proto_file();
+        file.message_type[0].field[1].number = Some(99);
+        let result = std::panic::catch_unwind(|| check::<Measurement>(&file));
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn model_records_round_trip_through_protobuf() {
+        let p = fixtures::patient(4);
+        for m in [
+            fixtures::spo2(&p, 93.5, 1_700_000_000_123),
+            fixtures::blood_pressure(&p, 150.0, 95.0, 1_700_000_000_000),
+        ] {
+            let framed = wire::frame_protobuf(3, MEASUREMENT_INDEX, &encode_measurement(&m));
+            let frame = wire::unframe_protobuf(&framed).unwrap();
+            assert_eq!(
+                decode_event(&frame.message_index, frame.body).unwrap(),
+                Event::Measurement(m.clone())
+            );
+            m.validate(crate::Policy::default(), m.received_time)
+                .unwrap();
+        }
+        let r = fixtures::self_report(&p, 1_700_000_000_000);
+        assert_eq!(decode_self_report(&encode_self_report(&r)).unwrap(), r);
+        assert_eq!(
+            decode_event(SELF_REPORT_INDEX, &encode_self_report(&r)).unwrap(),
+            Event::SelfReport(r)
+        );
+        assert!(matches!(
+            decode_event(&[2], &[]),
+            Err(Error::UnknownMessageIndex { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_or_unknown_parts_are_typed_errors() {
+        let m = fixtures::spo2(&fixtures::patient(1), 93.0, 1_700_000_000_000);
+        let invalid = |edit: &dyn Fn(&mut Measurement)| {
+            let mut message = Measurement::from(&m);
+            edit(&mut message);
+            match decode_measurement(&prost::Message::encode_to_vec(&message)) {
+                Err(Error::Invalid(e)) => (e.field, e.reason),
+                other => panic!("expected a validation error, got {other:?}"),
+            }
+        };
+        assert_eq!(
+            invalid(&|x| x.patient = None),
+            ("patient".into(), Reason::Missing)
+        );
+        assert_eq!(
+            invalid(&|x| x.patient.as_mut().unwrap().system = 0),
+            ("patient.system".into(), Reason::Missing)
+        );
+        assert_eq!(
+            invalid(&|x| x.data_controller.as_mut().unwrap().system = 7),
+            ("data_controller.system".into(), Reason::Malformed)
+        );
+        assert_eq!(
+            invalid(&|x| x.severity = 42),
+            ("severity".into(), Reason::Malformed)
+        );
+        assert_eq!(
+            invalid(&|x| x.source.as_mut().unwrap().platform = None),
+            ("source.platform".into(), Reason::Missing)
+        );
+        // Structurally fine but clinically wrong: the existing validator refuses it.
+        let mut fraction = m.clone();
+        fraction.value.as_mut().unwrap().value = 0.93;
+        let decoded = decode_measurement(&encode_measurement(&fraction)).unwrap();
+        assert!(
+            decoded
+                .validate(crate::Policy::default(), m.received_time)
+                .is_err()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn measurements_round_trip(value in 50.0f64..100.0, at in 1i64..4_000_000_000_000, seed in 0u64..1000, severity in 0i32..6, triage in 0i32..8) {
+            let mut m = fixtures::spo2(&fixtures::patient(seed), value, at);
+            m.severity = super::severity(severity).unwrap();
+            m.triage = super::triage(triage).unwrap();
+            prop_assert_eq!(decode_measurement(&encode_measurement(&m)).unwrap(), m);
+        }
+
+        #[test]
+        fn decoding_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_measurement(&bytes);
+            let _ = decode_self_report(&bytes);
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Schema evolution against the real broker and registry: hub subjects are registered at
+//! FULL_TRANSITIVE by `AvroSerde::register`, so a new optional field is accepted and both
+//! versions read each other's records, while an incompatible change is refused with a
+//! message naming the subject and the reason, also when only an older version conflicts.
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
+use dho_kafka::AvroSerde;
+use dho_schemas::avro::SchemaKind;
+use dho_schemas::model::Measurement;
+use dho_schemas::{codec, fixtures, topics, wire};
+use dho_tests::Stack;
+use schema_registry_converter::async_impl::schema_registry::{
+    SrSettings, get_schema_by_id, post_schema,
+};
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use serde_json::json;
+
+/// The hub's Measurement schema with `edit` applied to its JSON.
+fn measurement_schema(edit: impl FnOnce(&mut Vec<serde_json::Value>)) -> String {
+    let mut schema: serde_json::Value =
+        serde_json::from_str(SchemaKind::Measurement.schema_text()).unwrap();
+    edit(schema["fields"].as_array_mut().unwrap());
+    schema.to_string()
+}
+
+fn with_note() -> String {
+    measurement_schema(|fields| {
+        fields.push(json!({
+            "name": "note", "type": ["null", "string"], "default": null,
+            "doc": "A free-text remark from the platform (v2)."
+        }))
+    })
+}
+
+fn without(field: &str) -> String {
+    measurement_schema(|fields| fields.retain(|f| f["name"] != field))
+}
+
+async fn register(sr: &SrSettings, subject: &str, schema: String) -> Result<u32, SRCError> {
+    let supplied = SuppliedSchema::new(
+        Some("no.dho.v1.Measurement".into()),
+        SchemaType::Avro,
+        schema,
+    );
+    post_schema(sr, subject.to_string(), supplied)
+        .await
+        .map(|r| r.id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evolution_an_optional_field_is_compatible_both_ways_and_breaking_changes_are_refused() {
+    let stack = Stack::start().await;
+    let url = stack.registry.url();
+    let serde = AvroSerde::new(&url);
+    let sr = SrSettings::new(url.to_string());
+    let topic = stack.settings.topics().measurements();
+    let subject = topics::value_subject(&topic);
+
+    // v1: the hub's own schema, registered as every service does at start-up.
+    let v1 = serde.register::<Measurement>(&topic).await.unwrap();
+
+    // v2: a newer platform adds an optional field.
+    let v2_text = with_note();
+    let v2_id = register(&sr, &subject, v2_text.clone())
+        .await
+        .expect("a new optional field is a FULL_TRANSITIVE-compatible change");
+    assert_ne!(v2_id, v1.schema_id());
+    let v2 = Schema::parse_str(&v2_text).unwrap();
+
+    // A v2 record, read by the v1 code.
+    let m = fixtures::spo2(&fixtures::patient(11), 92.5, 1_700_000_000_000);
+    let mut record = apache_avro::to_value(&m).unwrap();
+    let Value::Record(fields) = &mut record else {
+        panic!("a Measurement is an Avro record")
+    };
+    fields.push((
+        "note".into(),
+        Value::Union(1, Box::new("felt dizzy".into())),
+    ));
+    let body = GenericDatumWriter::builder(&v2)
+        .build()
+        .unwrap()
+        .write_value_to_vec(record.resolve(&v2).unwrap())
+        .unwrap();
+    let framed = wire::frame(v2_id, &body);
+    assert_eq!(serde.decode::<Measurement>(&framed).await.unwrap(), m);
+
+    // A v1 record, read by a v2 reader that fetches the writer's schema by id.
+    let framed = v1.encode(&m).unwrap();
+    let (id, body) = wire::unframe(&framed).unwrap();
+    let writer = Schema::parse_str(&get_schema_by_id(id, &sr).await.unwrap().schema).unwrap();
+    let read = apache_avro::reader::datum::GenericDatumReader::builder(&writer)
+        .reader_schema(&v2)
+        .build()
+        .unwrap()
+        .read_value(&mut &body[..])
+        .unwrap();
+    let Value::Record(fields) = &read else {
+        panic!("a Measurement is an Avro record")
+    };
+    assert_eq!(
+        fields.last().unwrap(),
+        &("note".to_string(), Value::Union(0, Box::new(Value::Null))),
+        "the v2 reader fills the new field's default"
+    );
+    assert_eq!(apache_avro::from_value::<Measurement>(&read).unwrap(), m);
+    // And the hub's fast path still reads its own records.
+    assert_eq!(codec::decode::<Measurement>(body).unwrap(), m);
+
+    // Removing a field without a default: v1 readers could not read new records.
+    let refused = register(&sr, &subject, without("code")).await.unwrap_err();
+    let message = refused.to_string();
+    assert!(message.contains(&subject), "names the subject: {message}");
+    assert!(message.contains("code"), "names the field: {message}");
+    assert!(message.contains("incompatible"), "says why: {message}");
+
+    // Changing a field's type.
+    let retyped = measurement_schema(|fields| {
+        let field = fields
+            .iter_mut()
+            .find(|f| f["name"] == "effective_time")
+            .unwrap();
+        field["type"] = json!("string");
+    });
+    let message = register(&sr, &subject, retyped)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains(&subject), "names the subject: {message}");
+    assert!(
+        message.contains("effective_time"),
+        "names the field: {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evolution_compatibility_is_checked_against_every_version_not_only_the_latest() {
+    let stack = Stack::start().await;
+    let url = stack.registry.url();
+    let serde = AvroSerde::new(&url);
+    let sr = SrSettings::new(url.to_string());
+    let topic = stack.settings.topics().measurements();
+    let subject = topics::value_subject(&topic);
+    serde.register::<Measurement>(&topic).await.unwrap();
+
+    // v2 drops the optional source_id: compatible with v1 (it has a default).
+    register(&sr, &subject, without("source_id"))
+        .await
+        .expect("dropping a field with a default is compatible");
+    // v3 brings source_id back as a long: fine against v2, but v3 cannot read v1's strings.
+    let v3 = measurement_schema(|fields| {
+        let field = fields
+            .iter_mut()
+            .find(|f| f["name"] == "source_id")
+            .unwrap();
+        field["type"] = json!(["null", "long"]);
+    });
+    let message = register(&sr, &subject, v3).await.unwrap_err().to_string();
+    assert!(message.contains(&subject), "names the subject: {message}");
+    assert!(
+        message.contains("version 1"),
+        "names the older version: {message}"
+    );
+}
