@@ -23,6 +23,16 @@ pub struct RouterConfig {
     /// live one. Shorter than librdkafka's 45 s default: readings wait this long at worst.
     #[serde(default = "default_session_timeout", with = "humantime_secs")]
     pub session_timeout: Duration,
+    /// Exactly-once mode: a transactional id, unique and stable per instance. Each batch's
+    /// deliveries, audit records, dead letters and input offsets then commit in one Kafka
+    /// transaction, for `read_committed` readers. Needs a broker with transactions (Apache
+    /// Kafka); unset, the router is effectively-once on any Kafka-API broker.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
+    /// Create missing topics at start and per new subscriber. Off where topics are
+    /// provisioned by operators (the router then only checks they exist).
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
     /// Accept identifiers from synthetic test populations (false in production).
     #[serde(default = "default_true")]
     pub allow_synthetic_identifiers: bool,
@@ -72,6 +82,8 @@ impl RouterConfig {
             max_batch: default_max_batch(),
             state_sync_timeout: default_state_sync_timeout(),
             session_timeout: default_session_timeout(),
+            transactional_id: None,
+            create_topics: true,
             allow_synthetic_identifiers: true,
             metrics_listen: None,
         }

@@ -36,13 +36,20 @@ pub enum Error {
     Setup(#[from] dho_kafka::Error),
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    #[error("the broker did not tell the end of state partition {partition}")]
+    StateEndUnknown { partition: i32 },
     #[error("state of partition {partition} did not catch up within {seconds}s")]
     StateSyncTimeout { partition: i32, seconds: u64 },
     #[error("an output was not acknowledged by the broker: {0}; the batch will be replayed")]
     NotAcknowledged(KafkaError),
+    #[error("the batch's transaction failed and was aborted: {0}; the batch will be replayed")]
+    Transaction(KafkaError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How long a transaction call may block.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The namespace of delivery ids (UUID v5 of source position and subscriber).
 const DELIVERY_ID_NAMESPACE: uuid::Uuid =
@@ -191,7 +198,9 @@ impl Router {
     pub async fn connect(config: RouterConfig) -> Result<Self> {
         let settings = &config.kafka;
         settings.validate()?;
-        dho_kafka::ensure_topics(settings, &dho_kafka::hub_topics(settings)).await?;
+        if config.create_topics {
+            dho_kafka::ensure_topics(settings, &dho_kafka::hub_topics(settings)).await?;
+        }
         let topics = settings.topics();
         let serde = AvroSerde::new(&settings.schema_registry_url);
         // Registering the input schemas too makes records written with them decode on the
@@ -233,14 +242,20 @@ impl Router {
                 ("enable.partition.eof", "false"),
             ])?
             .create()?;
-        let producer: FutureProducer = settings
-            .client_config(&[
-                ("enable.idempotence", "true"),
-                ("acks", "all"),
-                ("linger.ms", "2"),
-                ("partitioner", "murmur2_random"),
-            ])?
-            .create()?;
+        let mut own = vec![
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "2"),
+            ("partitioner", "murmur2_random"),
+        ];
+        if let Some(id) = &config.transactional_id {
+            own.push(("transactional.id", id.as_str()));
+        }
+        let producer: FutureProducer = settings.client_config(&own)?.create()?;
+        if config.transactional_id.is_some() {
+            // Fences any older instance with the same id and aborts its open transaction.
+            tokio::task::block_in_place(|| producer.init_transactions(TXN_TIMEOUT)).map_err(Error::Transaction)?;
+        }
         info!(group = %config.group_id, "router connected");
         Ok(Self {
             policy: Policy {
@@ -302,6 +317,10 @@ impl Router {
         self.drop_revoked();
         let partitions: BTreeSet<i32> = batch.iter().map(|msg| msg.partition()).collect();
         self.sync_state(&partitions).await?;
+        let transactional = self.config.transactional_id.is_some();
+        if transactional {
+            tokio::task::block_in_place(|| self.producer.begin_transaction()).map_err(Error::Transaction)?;
+        }
 
         let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(batch.len() * 3);
         let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
@@ -324,7 +343,11 @@ impl Router {
         for ((topic, partition), next) in &next_offsets {
             offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
         }
-        self.events.commit(&offsets, CommitMode::Async)?;
+        if transactional {
+            self.commit_transaction(&offsets)?;
+        } else {
+            self.events.commit(&offsets, CommitMode::Async)?;
+        }
         self.stats.batches += 1;
         self.stats.events += batch.len() as u64;
         metrics::counter!(m::BATCHES).increment(1);
@@ -332,6 +355,21 @@ impl Router {
         let patients: usize = self.owned.values().map(PartitionState::patients).sum();
         metrics::gauge!(m::STATE_PATIENTS).set(patients as f64);
         metrics::gauge!(m::OWNED_PARTITIONS).set(self.owned.len() as f64);
+        Ok(())
+    }
+
+    /// Offsets and outputs become visible together; on failure everything is aborted and
+    /// the router stops, so the batch is routed again from the last committed offsets.
+    fn commit_transaction(&self, offsets: &TopicPartitionList) -> Result<()> {
+        let result = tokio::task::block_in_place(|| {
+            let group = self.events.group_metadata().ok_or(KafkaError::Canceled)?;
+            self.producer.send_offsets_to_transaction(offsets, &group, TXN_TIMEOUT)?;
+            self.producer.commit_transaction(TXN_TIMEOUT)
+        });
+        if let Err(e) = result {
+            let _ = tokio::task::block_in_place(|| self.producer.abort_transaction(TXN_TIMEOUT));
+            return Err(Error::Transaction(e));
+        }
         Ok(())
     }
 
@@ -389,15 +427,33 @@ impl Router {
         if assign.count() > 0 {
             self.state_consumer.incremental_assign(&assign)?;
         }
-        let mut targets = Vec::new();
+        // One ListOffsets request for every partition of the batch: the "latest" offset of
+        // a state partition now is its end, so everything acknowledged before it is applied.
+        let mut query = TopicPartitionList::new();
         for &partition in partitions {
             for topic in state_topics {
-                let name = self.state_topic_name(topic);
-                let consumer = &self.state_consumer;
-                let (_, high) = tokio::task::block_in_place(|| {
-                    consumer.fetch_watermarks(&name, partition, Duration::from_secs(10))
-                })?;
-                targets.push(((topic, partition), high));
+                query.add_partition_offset(&self.state_topic_name(topic), partition, Offset::End)?;
+            }
+        }
+        let consumer = &self.state_consumer;
+        let ends = tokio::task::block_in_place(|| consumer.offsets_for_times(query, Duration::from_secs(10)))?;
+        let mut targets = Vec::new();
+        for element in ends.elements() {
+            let topic = if element.topic() == self.topics.consents() {
+                StateTopic::Consents
+            } else {
+                StateTopic::Subscriptions
+            };
+            match element.offset() {
+                Offset::Offset(end) => targets.push(((topic, element.partition()), end)),
+                // An empty partition has nothing to apply.
+                Offset::End | Offset::Beginning => {}
+                other => {
+                    warn!(offset = ?other, partition = element.partition(), "unexpected end offset");
+                    return Err(Error::StateEndUnknown {
+                        partition: element.partition(),
+                    });
+                }
             }
         }
         let deadline = Instant::now() + self.config.state_sync_timeout;

@@ -335,13 +335,17 @@ async fn fresh_stack() -> Stack {
 async fn run_router_until(stack: &Stack, group: &str, events: usize) {
     let router = stack.spawn_router(group).await;
     let topic = stack.settings.topics().deliver("gp");
-    // Done when the router has delivered `events` records to the subscriber.
+    // Done when the router has delivered `events` records to the subscriber. The check
+    // blocks, so it runs off the async workers the router uses.
     loop {
-        let total: i64 = dho_tests::read_topic_sizes(&stack.settings, &topic);
+        let (settings, topic) = (stack.settings.clone(), topic.clone());
+        let total = tokio::task::spawn_blocking(move || dho_tests::read_topic_sizes(&settings, &topic))
+            .await
+            .unwrap();
         if total as usize >= events {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     router.stop().await;
 }
