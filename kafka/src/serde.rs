@@ -29,6 +29,9 @@ enum Known {
     Own(SchemaKind),
     /// Another writer's schema.
     Foreign(Arc<Schema>),
+    /// A Protobuf schema: records carry a message index and a Protobuf body, decoded into
+    /// the same model types (platforms may publish Protobuf; the hub speaks Avro onwards).
+    Protobuf,
 }
 
 /// Encodes and decodes the hub's records against a Confluent-compatible registry.
@@ -146,19 +149,19 @@ impl AvroSerde {
 
     /// Decodes a framed record into `T`, whichever compatible schema version wrote it.
     pub async fn decode<T: AvroRecord>(&self, bytes: &[u8]) -> Result<T> {
-        let (id, body) = wire::unframe(bytes)?;
+        let (id, _) = wire::unframe(bytes)?;
         let known = match self.lookup(id) {
             Some(known) => known,
             None => self.fetch(id).await?,
         };
-        decode_known(id, &known, body)
+        decode_known(id, &known, bytes)
     }
 
     /// Decodes without a network round trip if the id is already known; `None` means the
     /// caller must [`prefetch`](Self::prefetch) it first (so hot loops stay synchronous).
     pub fn decode_cached<T: AvroRecord>(&self, bytes: &[u8]) -> Option<Result<T>> {
         match wire::unframe(bytes) {
-            Ok((id, body)) => self.lookup(id).map(|known| decode_known(id, &known, body)),
+            Ok((id, _)) => self.lookup(id).map(|known| decode_known(id, &known, bytes)),
             Err(e) => Some(Err(e.into())),
         }
     }
@@ -182,6 +185,10 @@ impl AvroSerde {
                 Error::UnknownSchema { id }
             }
         })?;
+        if registered.schema_type == SchemaType::Protobuf {
+            self.remember(id, Known::Protobuf);
+            return Ok(Known::Protobuf);
+        }
         if registered.schema_type != SchemaType::Avro {
             return Err(Error::WrongSchema {
                 id,
@@ -201,8 +208,21 @@ impl AvroSerde {
     }
 }
 
-fn decode_known<T: AvroRecord>(id: u32, known: &Known, body: &[u8]) -> Result<T> {
+/// Decodes a whole framed record (`bytes`, header included) whose schema is `known`.
+fn decode_known<T: AvroRecord>(id: u32, known: &Known, bytes: &[u8]) -> Result<T> {
+    let body = &bytes[wire::HEADER_LEN..];
     match known {
+        Known::Protobuf => {
+            let frame = wire::unframe_protobuf(bytes)?;
+            match T::from_protobuf(&frame.message_index, frame.body) {
+                Some(decoded) => Ok(decoded?),
+                None => Err(Error::WrongSchema {
+                    id,
+                    expected: T::KIND.type_name(),
+                    found: "a Protobuf schema".into(),
+                }),
+            }
+        }
         Known::Own(kind) if *kind == T::KIND => Ok(codec::decode(body)?),
         Known::Own(kind) => Err(Error::WrongSchema {
             id,

@@ -1,7 +1,11 @@
 //! Publishing into the hub: the typed [`Publisher`] that device platforms written in Rust
-//! embed (and that the gateway, the admin tools and the simulator use), and the simulator.
+//! embed (and that the gateway, the admin tools and the simulator use), the ingest
+//! [`gateway`] (HTTP: FHIR Bundles, native JSON, consent and subscription intake), the
+//! current-[`state`] reader behind `dho-admin`, and the simulator.
 
+pub mod gateway;
 mod publisher;
 pub mod simulator;
+pub mod state;
 
-pub use publisher::{Error, Publisher, Receipt, Result};
+pub use publisher::{ConsentAudit, Error, Publisher, Receipt, Result, consent_audit_topic};

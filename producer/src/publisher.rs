@@ -5,7 +5,8 @@ use dho_schemas::codec::AvroRecord;
 use dho_schemas::partition::partition_for;
 use dho_schemas::topics::state_key;
 use dho_schemas::{
-    CarePlan, Consent, Measurement, PatientIdentifier, Policy, SelfReport, Subscription,
+    CarePlan, Consent, ConsentAction, ConsentChange, ConsentStatus, Measurement,
+    OrganisationIdentifier, PatientIdentifier, Policy, ProvisionKind, SelfReport, Subscription,
     TopicNames, ValidationError, model::now_millis,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -41,6 +42,23 @@ pub struct Receipt {
     pub offset: i64,
 }
 
+/// Who made a consent change and through what, for its audit record.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsentAudit<'a> {
+    /// The authenticated credential's name, or the operator (never a token).
+    pub principal: &'a str,
+    /// `gateway`, `admin-cli`, ...
+    pub channel: &'a str,
+}
+
+/// The topic of consent-change audit records: `<prefix>.audit.consents`.
+pub fn consent_audit_topic(topics: &TopicNames) -> String {
+    topics.consent_audit()
+}
+
+/// Consent-change audit records are kept as long as disclosure records (ten years).
+const CONSENT_AUDIT_RETENTION_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
+
 /// How long `send` waits for room in a full queue before answering [`Error::Backpressure`].
 const QUEUE_WAIT: Duration = Duration::from_secs(2);
 
@@ -57,6 +75,7 @@ pub struct Publisher {
     consents: Encoder<Consent>,
     subscriptions: Encoder<Subscription>,
     careplans: Encoder<CarePlan>,
+    consent_changes: Encoder<ConsentChange>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -71,7 +90,13 @@ impl Publisher {
     /// Creates missing topics, registers the schemas and connects the producer.
     pub async fn connect(settings: &KafkaSettings, policy: Policy) -> Result<Self> {
         settings.validate()?;
-        dho_kafka::ensure_topics(settings, &dho_kafka::hub_topics(settings)).await?;
+        let mut topics = dho_kafka::hub_topics(settings);
+        topics.push(dho_kafka::TopicSpec::output(
+            consent_audit_topic(&settings.topics()),
+            settings.partitions,
+            Some(CONSENT_AUDIT_RETENTION_MS),
+        ));
+        dho_kafka::ensure_topics(settings, &topics).await?;
         let serde = AvroSerde::new(&settings.schema_registry_url);
         let topics = settings.topics();
         let producer: FutureProducer = settings
@@ -94,6 +119,7 @@ impl Publisher {
             consents: serde.register(&topics.consents()).await?,
             subscriptions: serde.register(&topics.subscriptions()).await?,
             careplans: serde.register(&topics.careplans()).await?,
+            consent_changes: serde.register(&consent_audit_topic(&topics)).await?,
             producer,
             topics,
             partitions: settings.partitions,
@@ -150,6 +176,74 @@ impl Publisher {
             .await
     }
 
+    /// Records a consent directive with its audit record (`<prefix>.audit.consents`): the
+    /// audit record first, so no change is ever stored without one. Without transactions
+    /// a crash between the two leaves an audit record of a change that did not happen,
+    /// which the caller, getting no answer, retries: the safe direction.
+    pub async fn record_consent(&self, c: &Consent, audit: ConsentAudit<'_>) -> Result<Receipt> {
+        c.validate(self.policy)?;
+        let withdrawn = c.status == ConsentStatus::Inactive
+            || c.provisions.iter().all(|p| p.kind == ProvisionKind::Deny);
+        let action = if withdrawn {
+            ConsentAction::Withdrawn
+        } else {
+            ConsentAction::Recorded
+        };
+        self.audit_consent(
+            &c.patient,
+            &c.consent_id,
+            action,
+            Some(c.clone()),
+            &c.recorded_by,
+            audit,
+        )
+        .await?;
+        self.put_consent(c).await
+    }
+
+    /// Deletes a consent directive (a tombstone) with its audit record, audit first.
+    pub async fn revoke_consent(
+        &self,
+        patient: &PatientIdentifier,
+        consent_id: &str,
+        by: &OrganisationIdentifier,
+        audit: ConsentAudit<'_>,
+    ) -> Result<Receipt> {
+        self.audit_consent(patient, consent_id, ConsentAction::Deleted, None, by, audit)
+            .await?;
+        self.delete_consent(patient, consent_id).await
+    }
+
+    async fn audit_consent(
+        &self,
+        patient: &PatientIdentifier,
+        consent_id: &str,
+        action: ConsentAction,
+        consent: Option<Consent>,
+        by: &OrganisationIdentifier,
+        audit: ConsentAudit<'_>,
+    ) -> Result<Receipt> {
+        let change = ConsentChange {
+            change_id: uuid::Uuid::new_v4().to_string(),
+            consent_id: consent_id.to_string(),
+            patient: patient.clone(),
+            action,
+            consent,
+            changed_by: by.clone(),
+            principal: audit.principal.to_string(),
+            channel: audit.channel.to_string(),
+            changed_at: now_millis(),
+        };
+        self.send(
+            &consent_audit_topic(&self.topics),
+            patient,
+            patient.key(),
+            &self.consent_changes,
+            Some(&change),
+        )
+        .await
+    }
+
     pub async fn put_subscription(&self, s: &Subscription) -> Result<Receipt> {
         s.validate(self.policy)?;
         let key = state_key(&s.patient, &s.subscription_id);
@@ -190,6 +284,11 @@ impl Publisher {
             Some(p),
         )
         .await
+    }
+
+    /// Records handed to the producer and not yet acknowledged.
+    pub fn queue_depth(&self) -> i32 {
+        self.producer.in_flight_count()
     }
 
     /// Waits until everything queued is acknowledged (call before shutdown).

@@ -1,6 +1,15 @@
 //! A fleet of synthetic patients producing realistic home readings per diagnosis: COPD
 //! (SpO2, pulse, symptom score), heart failure (weight, blood pressure, pulse) and diabetes
 //! (glucose), with a daily rhythm and occasional exacerbations that cross care-plan limits.
+//! Optionally some readings sync late (effective time hours back) and some submissions are
+//! malformed. [`run`] offers a fixed rate for a fixed duration, through the library
+//! ([`Sink::Library`]) or the gateway over HTTP ([`Sink::Gateway`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::Publisher;
 
 use dho_schemas::model::*;
 use dho_schemas::{codes, fixtures};
@@ -31,11 +40,42 @@ pub enum SimEvent {
     SelfReport(SelfReport),
 }
 
+/// What makes a fleet's traffic less tidy than a lab's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimOptions {
+    /// Fraction of readings synced late: their effective time lies up to
+    /// `late_max_hours` back (an app that was offline).
+    pub late_fraction: f64,
+    /// How far back a late reading may lie, in hours.
+    pub late_max_hours: u32,
+    /// Fraction of submissions that are malformed (implausible value, unknown code or a
+    /// patient number with a wrong check digit); the hub must refuse exactly these.
+    pub malformed_fraction: f64,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            late_fraction: 0.0,
+            late_max_hours: 12,
+            malformed_fraction: 0.0,
+        }
+    }
+}
+
+/// One submission and whether the simulator broke it on purpose.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub event: SimEvent,
+    pub malformed: bool,
+}
+
 /// A deterministic fleet (same seed, same patients and readings).
 #[derive(Debug)]
 pub struct Fleet {
     patients: Vec<SimPatient>,
     rng: StdRng,
+    options: SimOptions,
 }
 
 impl Fleet {
@@ -53,7 +93,76 @@ impl Fleet {
                 baseline_weight: rng.random_range(55.0..110.0),
             })
             .collect();
-        Self { patients, rng }
+        Self {
+            patients,
+            rng,
+            options: SimOptions::default(),
+        }
+    }
+
+    pub fn with_options(seed: u64, size: usize, options: SimOptions) -> Self {
+        Self {
+            options,
+            ..Self::new(seed, size)
+        }
+    }
+
+    /// The next submission: a reading (maybe synced late), maybe malformed on purpose.
+    pub fn next_submission(&mut self, now: Millis) -> Submission {
+        let mut event = self.next_event(now);
+        if self
+            .rng
+            .random_bool(self.options.late_fraction.clamp(0.0, 1.0))
+        {
+            let back = self.rng.random_range(
+                3_600_000..=i64::from(self.options.late_max_hours.max(1)) * 3_600_000,
+            );
+            match &mut event {
+                SimEvent::Measurement(m) => m.effective_time -= back,
+                SimEvent::SelfReport(r) => r.authored_time -= back,
+            }
+        }
+        let malformed = self
+            .rng
+            .random_bool(self.options.malformed_fraction.clamp(0.0, 1.0));
+        if malformed {
+            self.break_it(&mut event);
+        }
+        Submission { event, malformed }
+    }
+
+    /// Breaks one thing the hub's validation must catch.
+    fn break_it(&mut self, event: &mut SimEvent) {
+        let kind = self.rng.random_range(0..3);
+        if kind == 0 || matches!(event, SimEvent::SelfReport(_)) {
+            let patient = match event {
+                SimEvent::Measurement(m) => &mut m.patient,
+                SimEvent::SelfReport(r) => &mut r.patient,
+            };
+            // A wrong last check digit: never a valid number.
+            let last = patient
+                .value
+                .pop()
+                .and_then(|c| c.to_digit(10))
+                .unwrap_or(0);
+            patient
+                .value
+                .push(char::from(b'0' + ((last + 1) % 10) as u8));
+            return;
+        }
+        if let SimEvent::Measurement(m) = event {
+            if kind == 1 {
+                m.code = "0000-0".into();
+                m.snomed_code = None;
+            } else {
+                // A unit the code does not take.
+                match (&mut m.value, m.components.first_mut()) {
+                    (Some(q), _) => q.unit = "furlong".into(),
+                    (None, Some(c)) => c.value.unit = "furlong".into(),
+                    (None, None) => m.code = "0000-0".into(),
+                }
+            }
+        }
     }
 
     pub fn patients(&self) -> &[SimPatient] {
@@ -164,6 +273,212 @@ impl Fleet {
     }
 }
 
+/// Where the simulator publishes.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// The publishing library, straight to Kafka.
+    Library(Publisher),
+    /// The ingest gateway over HTTP.
+    Gateway(GatewayClient),
+}
+
+/// What became of one submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Acknowledged by the broker.
+    Accepted,
+    /// Refused as invalid (the fix is in the record).
+    Rejected,
+    /// Not stored for another reason (backpressure, unreachable): retryable.
+    Failed,
+}
+
+impl Sink {
+    pub async fn submit(&self, event: &SimEvent) -> Outcome {
+        match self {
+            Sink::Library(p) => {
+                let result = match event {
+                    SimEvent::Measurement(m) => p.publish_measurement(m).await,
+                    SimEvent::SelfReport(r) => p.publish_self_report(r).await,
+                };
+                match result {
+                    Ok(_) => Outcome::Accepted,
+                    Err(crate::Error::Invalid(_)) => Outcome::Rejected,
+                    Err(_) => Outcome::Failed,
+                }
+            }
+            Sink::Gateway(client) => client.submit(event).await,
+        }
+    }
+}
+
+/// A device platform's HTTP client for the gateway: the native JSON endpoints, or (after
+/// [`GatewayClient::fhir`]) one-entry FHIR batch Bundles as a VKP client sends them.
+#[derive(Debug, Clone)]
+pub struct GatewayClient {
+    http: reqwest::Client,
+    base_url: String,
+    token: String,
+    fhir: bool,
+}
+
+impl GatewayClient {
+    /// `base_url` like `http://127.0.0.1:8090`; `token` the platform's bearer token.
+    pub fn new(base_url: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            token: token.into(),
+            fhir: false,
+        }
+    }
+
+    /// Sends FHIR Bundles (`POST /fhir/Bundle`) instead of the native JSON form.
+    pub fn fhir(mut self) -> Self {
+        self.fhir = true;
+        self
+    }
+
+    pub async fn submit(&self, event: &SimEvent) -> Outcome {
+        if self.fhir {
+            return self.submit_fhir(event).await;
+        }
+        let (path, body) = match event {
+            SimEvent::Measurement(m) => ("measurements", serde_json::to_value(m)),
+            SimEvent::SelfReport(r) => ("selfreports", serde_json::to_value(r)),
+        };
+        let Ok(body) = body else {
+            return Outcome::Rejected;
+        };
+        let response = self
+            .http
+            .post(format!("{}/{path}", self.base_url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await;
+        match response.map(|r| r.status()) {
+            Ok(s) if s.is_success() => Outcome::Accepted,
+            Ok(s) if s.is_client_error() => Outcome::Rejected,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
+impl GatewayClient {
+    async fn submit_fhir(&self, event: &SimEvent) -> Outcome {
+        use dho_schemas::fhir;
+        let resource = match event {
+            SimEvent::Measurement(m) => fhir::observation_from_measurement(m),
+            SimEvent::SelfReport(r) => fhir::questionnaire_response_from_self_report(r),
+        };
+        let bundle = serde_json::json!({
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{
+                "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+                "resource": resource,
+                "request": {"method": "POST", "url": resource["resourceType"]},
+            }],
+        });
+        let response = self
+            .http
+            .post(format!("{}/fhir/Bundle", self.base_url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/fhir+json")
+            .json(&bundle)
+            .send()
+            .await;
+        let Ok(response) = response else {
+            return Outcome::Failed;
+        };
+        if !response.status().is_success() {
+            return Outcome::Failed;
+        }
+        let Ok(answer) = response.json::<serde_json::Value>().await else {
+            return Outcome::Failed;
+        };
+        let status = answer["entry"][0]["response"]["status"]
+            .as_str()
+            .unwrap_or_default();
+        match status.as_bytes().first() {
+            Some(b'2') => Outcome::Accepted,
+            Some(b'4') => Outcome::Rejected,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
+/// Totals of a [`run`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Submissions made.
+    pub offered: u64,
+    /// Of them, broken on purpose.
+    pub malformed: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    /// Malformed submissions that were accepted (must stay 0).
+    pub malformed_accepted: u64,
+    /// Ticks that found every worker busy (the offered rate was not met).
+    pub late_ticks: u64,
+}
+
+/// Offers `rate` submissions per second for `duration`, at most `concurrency` at once.
+pub async fn run(
+    mut fleet: Fleet,
+    sink: Sink,
+    rate: f64,
+    duration: Duration,
+    concurrency: usize,
+) -> RunStats {
+    let counters: Arc<[AtomicU64; 5]> = Arc::new(Default::default());
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let (mut offered, mut malformed, mut late_ticks) = (0, 0, 0);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    while started.elapsed() < duration {
+        ticker.tick().await;
+        let submission = fleet.next_submission(now_millis());
+        offered += 1;
+        malformed += u64::from(submission.malformed);
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                late_ticks += 1;
+                permits.clone().acquire_owned().await.expect("never closed")
+            }
+        };
+        let (sink, counters) = (sink.clone(), counters.clone());
+        tasks.spawn(async move {
+            let outcome = sink.submit(&submission.event).await;
+            let slot = match outcome {
+                Outcome::Accepted if submission.malformed => 3,
+                Outcome::Accepted => 0,
+                Outcome::Rejected => 1,
+                Outcome::Failed => 2,
+            };
+            counters[slot].fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let get = |i: usize| counters[i].load(Ordering::Relaxed);
+    RunStats {
+        offered,
+        malformed,
+        accepted: get(0) + get(3),
+        rejected: get(1),
+        failed: get(2),
+        malformed_accepted: get(3),
+        late_ticks,
+    }
+}
+
 fn single(
     patient: &PatientIdentifier,
     code: &str,
@@ -213,6 +528,37 @@ mod tests {
                 SimEvent::SelfReport(r) => r.validate(Policy::default(), now).unwrap(),
             }
         }
+    }
+
+    #[test]
+    fn malformed_submissions_fail_validation_and_late_ones_lie_back() {
+        let options = SimOptions {
+            late_fraction: 0.3,
+            late_max_hours: 6,
+            malformed_fraction: 0.2,
+        };
+        let mut fleet = Fleet::with_options(3, 30, options);
+        let now = now_millis();
+        let (mut bad, mut late) = (0, 0);
+        for _ in 0..3000 {
+            let s = fleet.next_submission(now);
+            let (valid, at) = match &s.event {
+                SimEvent::Measurement(m) => {
+                    (m.validate(Policy::default(), now).is_ok(), m.effective_time)
+                }
+                SimEvent::SelfReport(r) => {
+                    (r.validate(Policy::default(), now).is_ok(), r.authored_time)
+                }
+            };
+            assert_eq!(valid, !s.malformed);
+            bad += u64::from(s.malformed);
+            if now - at > 3_600_000 - 60_000 {
+                late += 1;
+                assert!(now - at <= 6 * 3_600_000 + 60_000);
+            }
+        }
+        assert!((400..800).contains(&bad), "{bad} malformed");
+        assert!((700..1100).contains(&late), "{late} late");
     }
 
     #[test]

@@ -175,6 +175,10 @@ pub struct Router {
     serde: AvroSerde,
     events: StreamConsumer<RebalanceTracker>,
     state_consumer: BaseConsumer,
+    /// Asks for the state topics' ends. A client of its own: the state reader always has a
+    /// long-polling Fetch in flight, and a broker answers a connection's requests in order,
+    /// so a ListOffsets on the reader's connection would wait up to fetch.wait.max.ms.
+    state_ends: BaseConsumer,
     producer: FutureProducer,
     revoked: Arc<Mutex<Vec<i32>>>,
     owned: HashMap<i32, PartitionState>,
@@ -240,6 +244,16 @@ impl Router {
                 ("group.id", &format!("{}-state-reader", config.group_id)),
                 ("enable.auto.commit", "false"),
                 ("enable.partition.eof", "false"),
+                // Catching up a newly owned partition waits on this; state changes are rare,
+                // so short long-polls cost little.
+                ("fetch.wait.max.ms", "50"),
+            ])?
+            .create()?;
+        let state_ends: BaseConsumer = settings
+            .client_config(&[
+                ("group.id", &format!("{}-state-ends", config.group_id)),
+                ("enable.auto.commit", "false"),
+                ("isolation.level", "read_committed"),
             ])?
             .create()?;
         let mut own = vec![
@@ -266,6 +280,7 @@ impl Router {
             serde,
             events,
             state_consumer,
+            state_ends,
             producer,
             revoked,
             owned: HashMap::new(),
@@ -435,8 +450,8 @@ impl Router {
                 query.add_partition_offset(&self.state_topic_name(topic), partition, Offset::End)?;
             }
         }
-        let consumer = &self.state_consumer;
-        let ends = tokio::task::block_in_place(|| consumer.offsets_for_times(query, Duration::from_secs(10)))?;
+        let client = &self.state_ends;
+        let ends = tokio::task::block_in_place(|| client.offsets_for_times(query, Duration::from_secs(10)))?;
         let mut targets = Vec::new();
         for element in ends.elements() {
             let topic = if element.topic() == self.topics.consents() {

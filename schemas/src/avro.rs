@@ -39,6 +39,7 @@ const FILES: &[(&str, &str)] = &[
         "DisclosureRecord",
         include_str!("../avro/DisclosureRecord.avsc"),
     ),
+    ("ConsentChange", include_str!("../avro/ConsentChange.avsc")),
 ];
 
 /// The records that travel on topics on their own: each is registered as a subject.
@@ -51,10 +52,11 @@ pub enum SchemaKind {
     CarePlan,
     Delivery,
     DisclosureRecord,
+    ConsentChange,
 }
 
 impl SchemaKind {
-    pub const ALL: [SchemaKind; 7] = [
+    pub const ALL: [SchemaKind; 8] = [
         SchemaKind::Measurement,
         SchemaKind::SelfReport,
         SchemaKind::Consent,
@@ -62,6 +64,7 @@ impl SchemaKind {
         SchemaKind::CarePlan,
         SchemaKind::Delivery,
         SchemaKind::DisclosureRecord,
+        SchemaKind::ConsentChange,
     ];
 
     /// The Avro type name (without namespace).
@@ -74,6 +77,7 @@ impl SchemaKind {
             SchemaKind::CarePlan => "CarePlan",
             SchemaKind::Delivery => "Delivery",
             SchemaKind::DisclosureRecord => "DisclosureRecord",
+            SchemaKind::ConsentChange => "ConsentChange",
         }
     }
 

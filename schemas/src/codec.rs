@@ -19,6 +19,43 @@ use crate::model::*;
 /// A type that travels on a topic as a top-level Avro record.
 pub trait AvroRecord: Serialize + DeserializeOwned {
     const KIND: SchemaKind;
+
+    /// Decodes the type's Protobuf form (message index and body of a Confluent Protobuf
+    /// record), for the events platforms may publish as Protobuf; `None` for the others.
+    fn from_protobuf(_message_index: &[i32], _body: &[u8]) -> Option<Result<Self>> {
+        None
+    }
+}
+
+impl AvroRecord for Measurement {
+    const KIND: SchemaKind = SchemaKind::Measurement;
+
+    fn from_protobuf(message_index: &[i32], body: &[u8]) -> Option<Result<Self>> {
+        Some(match crate::proto::decode_event(message_index, body) {
+            Ok(crate::proto::Event::Measurement(m)) => Ok(m),
+            Ok(_) => Err(wrong_message::<Self>(message_index)),
+            Err(e) => Err(e),
+        })
+    }
+}
+
+impl AvroRecord for SelfReport {
+    const KIND: SchemaKind = SchemaKind::SelfReport;
+
+    fn from_protobuf(message_index: &[i32], body: &[u8]) -> Option<Result<Self>> {
+        Some(match crate::proto::decode_event(message_index, body) {
+            Ok(crate::proto::Event::SelfReport(r)) => Ok(r),
+            Ok(_) => Err(wrong_message::<Self>(message_index)),
+            Err(e) => Err(e),
+        })
+    }
+}
+
+fn wrong_message<T: AvroRecord>(message_index: &[i32]) -> Error {
+    Error::Decode {
+        kind: T::KIND.type_name(),
+        detail: format!("the Protobuf message at index {message_index:?} is another event type"),
+    }
 }
 
 macro_rules! avro_record {
@@ -29,13 +66,12 @@ macro_rules! avro_record {
     )*};
 }
 avro_record!(
-    Measurement,
-    SelfReport,
     Consent,
     Subscription,
     CarePlan,
     Delivery,
-    DisclosureRecord
+    DisclosureRecord,
+    ConsentChange
 );
 
 /// A malformed length prefix must not make the decoder allocate gigabytes.
@@ -176,6 +212,20 @@ mod tests {
         let delivery = fixtures::delivery_of(&m);
         round_trip(delivery.clone());
         round_trip(fixtures::disclosure_of(&delivery));
+        let consent = fixtures::consent(&fixtures::patient(1), "c-1", &[fixtures::gp()]);
+        let change = |action, consent| ConsentChange {
+            change_id: "x".into(),
+            consent_id: "c-1".into(),
+            patient: fixtures::patient(1),
+            action,
+            consent,
+            changed_by: fixtures::home_care(),
+            principal: "bergen-home-care".into(),
+            channel: "gateway".into(),
+            changed_at: 1_700_000_000_000,
+        };
+        round_trip(change(ConsentAction::Recorded, Some(consent)));
+        round_trip(change(ConsentAction::Deleted, None));
     }
 
     #[test]

@@ -291,6 +291,29 @@ pub struct Consent {
     pub recorded_at: Millis,
 }
 
+/// What a consent change did (see `ConsentChange.avsc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConsentAction {
+    Recorded,
+    Withdrawn,
+    Deleted,
+}
+
+/// The audit record of one consent change: who recorded what, when, through what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsentChange {
+    pub change_id: String,
+    pub consent_id: String,
+    pub patient: PatientIdentifier,
+    pub action: ConsentAction,
+    pub consent: Option<Consent>,
+    pub changed_by: OrganisationIdentifier,
+    pub principal: String,
+    pub channel: String,
+    pub changed_at: Millis,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SubscriptionStatus {

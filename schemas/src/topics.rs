@@ -43,6 +43,10 @@ impl TopicNames {
     pub fn audit(&self) -> String {
         format!("{}.audit", self.prefix)
     }
+    /// Audit records of consent changes (`ConsentChange`), keyed by patient.
+    pub fn consent_audit(&self) -> String {
+        format!("{}.audit.consents", self.prefix)
+    }
     pub fn deadletter(&self) -> String {
         format!("{}.deadletter", self.prefix)
     }

@@ -347,7 +347,12 @@ async fn run_router_until(stack: &Stack, group: &str, events: usize) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    router.stop().await;
+    let stats = router.stop().await;
+    println!(
+        "      router: {} batches, {:.0} events per batch",
+        stats.batches,
+        stats.events as f64 / stats.batches.max(1) as f64
+    );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -356,8 +361,11 @@ async fn main() {
         "== router benchmark ({} cores) ==",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    bench_decision();
-    bench_memory();
+    // BENCH_PIPELINE_ONLY=1 skips the in-process figures (for quick pipeline iterations).
+    if std::env::var_os("BENCH_PIPELINE_ONLY").is_none() {
+        bench_decision();
+        bench_memory();
+    }
 
     // Throughput: the same preloaded backlog drained by each contender on its own stack.
     let mut rates = BTreeMap::new();

@@ -1,0 +1,120 @@
+//! `dho-ingest`: the ingest gateway. Configuration layers: defaults, then the TOML file
+//! (`--config`, see `config/ingest.example.toml`), then `DHO_*` environment, then flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use dho_producer::gateway::{Gateway, GatewayConfig, install_metrics};
+
+#[derive(Debug, Parser)]
+#[command(about = "The DHO hub's ingest gateway (FHIR Bundles, JSON, consent, subscriptions)")]
+struct Args {
+    /// TOML configuration file (credentials live there).
+    #[arg(long, env = "DHO_CONFIG")]
+    config: PathBuf,
+    /// Listen address (overrides the file); port 0 picks a free port.
+    #[arg(long, env = "DHO_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Kafka bootstrap servers (overrides the file).
+    #[arg(long, env = "DHO_BOOTSTRAP_SERVERS")]
+    bootstrap_servers: Option<String>,
+    /// Schema registry URL (overrides the file).
+    #[arg(long, env = "DHO_SCHEMA_REGISTRY_URL")]
+    schema_registry_url: Option<String>,
+    /// Topic prefix (overrides the file).
+    #[arg(long, env = "DHO_TOPIC_PREFIX")]
+    topic_prefix: Option<String>,
+    /// Partitions of the ingest and state topics (overrides the file).
+    #[arg(long, env = "DHO_PARTITIONS")]
+    partitions: Option<i32>,
+    /// Log as JSON lines (production) instead of human-readable text.
+    #[arg(long, env = "DHO_LOG_JSON")]
+    log_json: bool,
+}
+
+fn load(args: &Args) -> anyhow::Result<GatewayConfig> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("reading {}", args.config.display()))?;
+    let mut config: GatewayConfig =
+        toml::from_str(&text).with_context(|| format!("in {}", args.config.display()))?;
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = &args.bootstrap_servers {
+        config.kafka.bootstrap_servers = v.clone();
+    }
+    if let Some(v) = &args.schema_registry_url {
+        config.kafka.schema_registry_url = v.clone();
+    }
+    if let Some(v) = &args.topic_prefix {
+        config.kafka.topic_prefix = v.clone();
+    }
+    if let Some(v) = args.partitions {
+        config.kafka.partitions = v;
+    }
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let config = load(&args)?;
+    let metrics = install_metrics().context("installing the metrics recorder")?;
+    let gateway = Gateway::connect(config, Some(metrics))
+        .await
+        .context("starting the gateway")?;
+    let listener = gateway.bind().await.context("binding the listen address")?;
+    // The bound address on stdout (logs go to stderr), for supervisors and tests that
+    // asked for port 0.
+    println!("listening on {}", listener.local_addr()?);
+    gateway
+        .serve(listener, shutdown_signal())
+        .await
+        .context("the gateway stopped with an error")?;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM stops the gateway gracefully: requests in flight are answered.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_unknown_keys_are_refused() {
+        let text = include_str!("../../../config/ingest.example.toml");
+        let config: GatewayConfig = toml::from_str(text).unwrap();
+        assert_eq!(config.platforms.len(), 1);
+        assert_eq!(config.care_organisations[0].subscriber_ids.len(), 1);
+        let typo = text.replace("max_bundle_entries", "max_bundle_entires");
+        let err = toml::from_str::<GatewayConfig>(&typo)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_bundle_entires"), "{err}");
+        dho_producer::gateway::Credentials::from_config(&config).unwrap();
+    }
+}

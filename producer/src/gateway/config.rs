@@ -1,0 +1,116 @@
+//! The gateway's configuration: one typed struct, unknown keys refused, defaults in code.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dho_kafka::KafkaSettings;
+use serde::Deserialize;
+
+/// `dho-ingest`'s configuration (TOML file, then `DHO_*` environment, then flags).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Kafka cluster, schema registry, topic prefix, partitions, librdkafka pass-through.
+    pub kafka: KafkaSettings,
+    /// Where the HTTP API (and `/metrics`, `/healthz`, `/readyz`) is served.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Most entries in one FHIR Bundle; more get 413 for the whole bundle.
+    #[serde(default = "default_max_bundle_entries")]
+    pub max_bundle_entries: usize,
+    /// Most entries being published at once over all requests. A request that would go
+    /// beyond it gets 503 with `Retry-After` instead of queueing without bound. At least
+    /// `max_bundle_entries`, so every accepted bundle can eventually go through.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Seconds a client is told to wait (`Retry-After`) when the gateway is saturated.
+    #[serde(default = "default_retry_after", with = "secs")]
+    pub retry_after: Duration,
+    /// Accept identifiers from synthetic test populations (false in production).
+    #[serde(default = "default_true")]
+    pub allow_synthetic_identifiers: bool,
+    /// Device platforms allowed to publish readings and self-reports.
+    #[serde(default)]
+    pub platforms: Vec<PlatformCredential>,
+    /// Care organisations allowed to record consent and manage their own subscriptions.
+    #[serde(default)]
+    pub care_organisations: Vec<CareOrganisationCredential>,
+}
+
+/// A device platform's credential. The platform publishes only as itself: its
+/// organisation number is the data controller and source platform of everything it sends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformCredential {
+    /// A name for operators (shown in logs and audit records; never the token).
+    pub name: String,
+    /// The platform's organisation number (9 digits, valid check digit).
+    pub orgnr: String,
+    /// Hex SHA-256 of the platform's bearer token (`dho-admin token` makes a pair).
+    pub token_sha256: String,
+}
+
+/// A care organisation's credential: a municipality, GP office or hospital clinic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CareOrganisationCredential {
+    /// A name for operators (shown in logs and audit records; never the token).
+    pub name: String,
+    /// The organisation's number (9 digits, valid check digit): the recorder of its
+    /// consents and the subscriber organisation of its subscriptions.
+    pub orgnr: String,
+    /// Hex SHA-256 of the organisation's bearer token.
+    pub token_sha256: String,
+    /// The subscriber ids (delivery topics) this organisation owns and may manage.
+    #[serde(default)]
+    pub subscriber_ids: Vec<String>,
+}
+
+fn default_listen() -> SocketAddr {
+    ([127, 0, 0, 1], 8090).into()
+}
+fn default_max_body_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_max_bundle_entries() -> usize {
+    500
+}
+fn default_max_in_flight() -> usize {
+    20_000
+}
+fn default_retry_after() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Durations in config files as whole seconds (`retry_after = 1`).
+mod secs {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs(u64::deserialize(d)?.max(1)))
+    }
+}
+
+impl GatewayConfig {
+    /// Defaults, no credentials: nobody may do anything until some are added.
+    pub fn new(kafka: KafkaSettings) -> Self {
+        Self {
+            kafka,
+            listen: default_listen(),
+            max_body_bytes: default_max_body_bytes(),
+            max_bundle_entries: default_max_bundle_entries(),
+            max_in_flight: default_max_in_flight(),
+            retry_after: default_retry_after(),
+            allow_synthetic_identifiers: true,
+            platforms: vec![],
+            care_organisations: vec![],
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The ingest gateway: an HTTP service through which device platforms hand readings and
+//! self-reports to the hub (FHIR R4 Bundles shaped like VKP's, or the native JSON form),
+//! and care organisations record consent and manage their own subscriptions.
+//!
+//! Every `2xx` is sent only after the broker acknowledged the record (the [`Publisher`]
+//! is idempotent with `acks=all`), so an acknowledged reading is never lost; a gateway
+//! killed between accepting and answering leaves the client without an answer, and the
+//! client retries (the event id derived from the sender's own id makes the retry
+//! recognisable downstream).
+//!
+//! Endpoints (see `routes.rs`):
+//! - `POST /fhir` and `POST /fhir/Bundle`: a `batch` (VKP) or `collection` (PMD) Bundle →
+//!   HTTP 200 with a `batch-response` Bundle, one entry per input entry in order.
+//! - `POST /measurements`, `POST /selfreports`: one record in the native JSON form.
+//! - `POST /fhir/Consent`: a Consent, by care organisations only.
+//! - `POST /subscriptions`, `PUT|DELETE /subscriptions/{id}`: a care service's own
+//!   (ids are `<subscriber_id>.<name>`; `DELETE` takes `{"patient": …}` as its body, since a
+//!   patient number never belongs in a URL).
+//!
+//! Refusals: `401` (no or unknown token, with `WWW-Authenticate: Bearer`), `403` (wrong
+//! role, another platform's data controller, another care service's subscription), `400`
+//! (malformed JSON or shape), `413` (body or bundle too large), `422` (a rule broken),
+//! `503` with `Retry-After` (saturated, or the broker did not acknowledge). FHIR endpoints
+//! answer with an OperationOutcome naming the element (`expression`) and the rule.
+//! - `GET /healthz`, `/readyz`, `/metrics`.
+
+mod auth;
+pub mod config;
+mod consent;
+pub mod metrics;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use dho_schemas::Policy;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use auth::{AuthFailure, Credentials, Principal, hash_token, new_token};
+pub use config::{CareOrganisationCredential, GatewayConfig, PlatformCredential};
+pub use consent::{CATEGORY_SYSTEM, consent_from_fhir, fhir_consent};
+
+use crate::Publisher;
+
+/// Errors starting or running the gateway.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is wrong: fix it.
+    #[error("invalid gateway configuration: {0}")]
+    Config(String),
+    /// Kafka or the schema registry could not be reached or set up: retry later.
+    #[error(transparent)]
+    Publish(#[from] crate::Error),
+    /// The listener could not be bound or the server failed.
+    #[error("HTTP server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A configured gateway, ready to serve.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: GatewayConfig,
+    credentials: Credentials,
+    publisher: Publisher,
+    policy: Policy,
+    /// Permits for entries being published: the gateway's own bound on buffering.
+    in_flight: Arc<Semaphore>,
+    metrics: Option<PrometheusHandle>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("listen", &self.config.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Checks the config and credentials and connects the publisher (creating topics and
+    /// registering schemas). `metrics` renders `/metrics`; see [`install_metrics`].
+    pub async fn connect(config: GatewayConfig, metrics: Option<PrometheusHandle>) -> Result<Self> {
+        if config.max_in_flight < config.max_bundle_entries {
+            return Err(Error::Config(
+                "max_in_flight must be at least max_bundle_entries".into(),
+            ));
+        }
+        if config.max_bundle_entries == 0 || config.max_body_bytes == 0 {
+            return Err(Error::Config(
+                "max_bundle_entries and max_body_bytes must be positive".into(),
+            ));
+        }
+        let credentials = Credentials::from_config(&config)?;
+        let policy = Policy {
+            allow_synthetic: config.allow_synthetic_identifiers,
+        };
+        let publisher = Publisher::connect(&config.kafka, policy).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+                config,
+                credentials,
+                publisher,
+                policy,
+                metrics,
+            }),
+        })
+    }
+
+    /// The axum application (for embedding, or tests with `tower::ServiceExt`).
+    pub fn app(&self) -> axum::Router {
+        routes::app(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then flushes the producer.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "ingest gateway listening");
+        axum::serve(listener, self.app())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        self.inner
+            .publisher
+            .flush(std::time::Duration::from_secs(10))?;
+        Ok(())
+    }
+
+    /// Binds the configured address.
+    pub async fn bind(&self) -> Result<TcpListener> {
+        Ok(TcpListener::bind(self.inner.config.listen).await?)
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+}
+
+/// A gateway serving in the background (tests, embedding); stops when dropped or stopped.
+#[derive(Debug)]
+pub struct RunningGateway {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl RunningGateway {
+    /// Connects and serves on `config.listen` (port 0 picks a free port).
+    pub async fn start(config: GatewayConfig) -> Result<Self> {
+        let gateway = Gateway::connect(config, install_metrics().ok()).await?;
+        let listener = gateway.bind().await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Graceful stop: in-flight requests finish, the producer is flushed.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task)
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?
+    }
+}
+
+/// Installs the process-wide Prometheus recorder once and returns its handle (later calls
+/// return the same one). Fails if another recorder was installed first.
+pub fn install_metrics() -> Result<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(metrics::PUBLISH_LATENCY.into()),
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ],
+                )
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .clone()
+        .ok_or_else(|| Error::Config("another metrics recorder is installed".into()))
+}

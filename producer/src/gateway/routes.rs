@@ -1,0 +1,1074 @@
+//! The HTTP handlers. Each one: authenticate, authorise, bound, parse, validate, publish,
+//! and answer only after the broker acknowledged.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use dho_schemas::fhir::bundle::{self, EntryOutcome};
+use dho_schemas::fhir::{FhirError, IngestContext, Ingested};
+use dho_schemas::model::*;
+use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::auth::Principal;
+use super::metrics::{self as m, Endpoint};
+use super::{Gateway, consent};
+use crate::{ConsentAudit, Receipt};
+
+/// FHIR's media type; the gateway also accepts plain `application/json`.
+const FHIR_JSON: &str = "application/fhir+json";
+
+/// Namespace of event ids derived from a sender's own record id (UUID v5): a platform that
+/// re-sends a reading after a lost answer gets the same event id, so downstream can drop
+/// the repeat.
+const EVENT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6a0e_54d1_7c1b_4f0e_9b7d_2f45_d1c3_a001);
+
+pub(super) fn app(gateway: Gateway) -> axum::Router {
+    let limit = gateway.inner.config.max_body_bytes;
+    axum::Router::new()
+        .route("/fhir", post(fhir_bundle))
+        .route("/fhir/Bundle", post(fhir_bundle))
+        .route("/fhir/Consent", post(fhir_consent))
+        .route("/measurements", post(measurement))
+        .route("/selfreports", post(self_report))
+        .route("/subscriptions", post(create_subscription))
+        .route(
+            "/subscriptions/{id}",
+            put(put_subscription).delete(delete_subscription),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(gateway)
+}
+
+// ---------------------------------------------------------------------------------------
+// Answers
+
+/// A refusal of a whole request, in the endpoint's language (OperationOutcome for FHIR,
+/// a small JSON error otherwise).
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    /// OperationOutcome issue code.
+    code: &'static str,
+    /// A bounded reason, for metrics and the JSON form.
+    reason: &'static str,
+    location: String,
+    message: String,
+    fhir: bool,
+    retry_after: Option<u64>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, reason: &'static str, message: &str) -> Self {
+        Self {
+            status,
+            code,
+            reason,
+            location: String::new(),
+            message: message.into(),
+            fhir: false,
+            retry_after: None,
+        }
+    }
+
+    fn at(mut self, location: impl Into<String>) -> Self {
+        self.location = location.into();
+        self
+    }
+
+    fn from_fhir(status: StatusCode, e: &FhirError) -> Self {
+        Self {
+            status,
+            code: e.code.as_str(),
+            reason: e.code.as_str(),
+            location: e.location.clone(),
+            message: e.message.clone(),
+            fhir: true,
+            retry_after: None,
+        }
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self.status {
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            s if s.is_server_error() => "error",
+            _ => "rejected",
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = if self.fhir {
+            let mut issue = json!({
+                "severity": "error",
+                "code": self.code,
+                "diagnostics": self.message,
+            });
+            if !self.location.is_empty() {
+                issue["expression"] = json!([self.location]);
+            }
+            let body = json!({"resourceType": "OperationOutcome", "issue": [issue]});
+            let mut r = (self.status, Json(body)).into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+            r
+        } else {
+            let body = json!({"error": {
+                "field": self.location, "reason": self.reason, "detail": self.message,
+            }});
+            (self.status, Json(body)).into_response()
+        };
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// Counts the refusal and turns it into the answer.
+fn refuse(endpoint: Endpoint, refusal: Refusal) -> Response {
+    m::request(endpoint, refusal.outcome());
+    refusal.into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// Common steps
+
+impl Gateway {
+    /// The caller, or 401 (counted and logged without the token).
+    fn authenticate(
+        &self,
+        endpoint: Endpoint,
+        headers: &HeaderMap,
+        fhir: bool,
+    ) -> Result<Principal, Refusal> {
+        self.inner
+            .credentials
+            .authenticate(headers)
+            .cloned()
+            .map_err(|failure| {
+                m::auth_failure(endpoint, failure.as_str());
+                Refusal {
+                    fhir,
+                    ..Refusal::new(
+                        StatusCode::UNAUTHORIZED,
+                        "login",
+                        failure.as_str(),
+                        "a valid bearer token is required",
+                    )
+                }
+            })
+    }
+
+    /// 403 for an authenticated caller doing what its role does not allow.
+    fn forbid(
+        &self,
+        endpoint: Endpoint,
+        reason: &'static str,
+        message: &str,
+        fhir: bool,
+    ) -> Refusal {
+        m::auth_failure(endpoint, reason);
+        Refusal {
+            fhir,
+            ..Refusal::new(StatusCode::FORBIDDEN, "forbidden", reason, message)
+        }
+    }
+
+    /// Room for `n` entries in flight, or 503 with `Retry-After`.
+    fn reserve(&self, n: usize, fhir: bool) -> Result<OwnedSemaphorePermit, Refusal> {
+        let permit = self
+            .inner
+            .in_flight
+            .clone()
+            .try_acquire_many_owned(n.max(1) as u32)
+            .map_err(|_| self.busy(fhir));
+        self.observe_queue();
+        permit
+    }
+
+    fn busy(&self, fhir: bool) -> Refusal {
+        Refusal {
+            fhir,
+            retry_after: Some(self.inner.config.retry_after.as_secs()),
+            ..Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                "backpressure",
+                "the gateway is at capacity; retry after the indicated delay",
+            )
+        }
+    }
+
+    fn observe_queue(&self) {
+        let in_flight = self.inner.config.max_in_flight - self.inner.in_flight.available_permits();
+        m::queue_depth(self.inner.publisher.queue_depth(), in_flight);
+    }
+
+    /// The request body, or 413/400.
+    fn body(&self, body: Result<Bytes, BytesRejection>, fhir: bool) -> Result<Value, Refusal> {
+        let bytes = body.map_err(|rejection| {
+            let too_large = rejection.status() == StatusCode::PAYLOAD_TOO_LARGE;
+            let (status, reason) = if too_large {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+            } else {
+                (StatusCode::BAD_REQUEST, "unreadable")
+            };
+            let message = if too_large {
+                format!(
+                    "the body is larger than {} bytes",
+                    self.inner.config.max_body_bytes
+                )
+            } else {
+                "the body could not be read".into()
+            };
+            Refusal {
+                fhir,
+                ..Refusal::new(
+                    status,
+                    if too_large { "too-costly" } else { "structure" },
+                    reason,
+                    &message,
+                )
+            }
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            // serde_json's message holds only a position, never the text itself.
+            Refusal {
+                fhir,
+                ..Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "structure",
+                    "malformed_json",
+                    &format!("malformed JSON: {e}"),
+                )
+            }
+        })
+    }
+
+    async fn publish(&self, event: &Ingested) -> crate::Result<Receipt> {
+        let started = Instant::now();
+        let result = match event {
+            Ingested::Measurement(m) => self.inner.publisher.publish_measurement(m).await,
+            Ingested::SelfReport(r) => self.inner.publisher.publish_self_report(r).await,
+        };
+        m::published(started.elapsed());
+        result
+    }
+}
+
+/// Event id: derived from the sender's id when there is one (a retry maps to the same
+/// event), random otherwise.
+fn event_id(platform: &OrganisationIdentifier, source_id: Option<&str>) -> String {
+    match source_id {
+        Some(id) => uuid::Uuid::new_v5(
+            &EVENT_ID_NAMESPACE,
+            format!("{}|{}", platform.value, id).as_bytes(),
+        ),
+        None => uuid::Uuid::new_v4(),
+    }
+    .to_string()
+}
+
+fn assign_event_id(event: &mut Ingested, platform: &OrganisationIdentifier) {
+    match event {
+        Ingested::Measurement(m) => m.event_id = event_id(platform, m.source_id.as_deref()),
+        Ingested::SelfReport(r) => r.event_id = event_id(platform, r.source_id.as_deref()),
+    }
+}
+
+fn data_controller(event: &Ingested) -> &OrganisationIdentifier {
+    match event {
+        Ingested::Measurement(m) => &m.data_controller,
+        Ingested::SelfReport(r) => &r.data_controller,
+    }
+}
+
+/// Bounded reason of a publishing failure, the entry status and whether to retry.
+fn publish_failure(e: &crate::Error) -> (&'static str, StatusCode, &'static str) {
+    match e {
+        crate::Error::Backpressure => {
+            ("backpressure", StatusCode::SERVICE_UNAVAILABLE, "transient")
+        }
+        crate::Error::NotAcknowledged(_) => (
+            "not_acknowledged",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+        ),
+        crate::Error::Invalid(_) => ("invalid", StatusCode::UNPROCESSABLE_ENTITY, "invariant"),
+        _ => ("internal", StatusCode::INTERNAL_SERVER_ERROR, "exception"),
+    }
+}
+
+fn status_line(status: StatusCode) -> String {
+    format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or_default()
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// FHIR Bundle
+
+async fn fhir_bundle(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    const EP: Endpoint = Endpoint::FhirBundle;
+    let principal = match gw.authenticate(EP, &headers, true) {
+        Ok(p) => p,
+        Err(r) => return refuse(EP, r),
+    };
+    let Principal::Platform { org: platform, .. } = principal else {
+        return refuse(
+            EP,
+            gw.forbid(
+                EP,
+                "wrong_role",
+                "only device platforms publish readings",
+                true,
+            ),
+        );
+    };
+    let json = match gw.body(body, true) {
+        Ok(json) => json,
+        Err(r) => return refuse(EP, r),
+    };
+    let entries = json
+        .get("entry")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if entries > gw.inner.config.max_bundle_entries {
+        let r = Refusal {
+            fhir: true,
+            ..Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-costly",
+                "too_many_entries",
+                &format!(
+                    "{entries} entries; at most {} per bundle",
+                    gw.inner.config.max_bundle_entries
+                ),
+            )
+            .at("Bundle.entry")
+        };
+        return refuse(EP, r);
+    }
+    let _permit = match gw.reserve(entries, true) {
+        Ok(p) => p,
+        Err(r) => return refuse(EP, r),
+    };
+    let now = now_millis();
+    // A random event id for the mapping (which validates it); replaced by one derived from
+    // the sender's id where there is one.
+    let context = |_| IngestContext {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        received_time: now,
+        platform: platform.clone(),
+        policy: gw.inner.policy,
+    };
+    let mut outcomes = match bundle::split(&json, context) {
+        Ok(o) => o,
+        Err(e) => return refuse(EP, Refusal::from_fhir(StatusCode::BAD_REQUEST, &e)),
+    };
+    // The platform publishes only as itself: its organisation is the data controller.
+    let mut forbidden = vec![false; outcomes.len()];
+    for (outcome, forbidden) in outcomes.iter_mut().zip(&mut forbidden) {
+        if let Ok(event) = &mut outcome.result {
+            assign_event_id(event, &platform);
+            *forbidden = !data_controller(event).same_entity(&platform);
+        }
+    }
+    let gw = &gw;
+    let published = futures::future::join_all(outcomes.iter().zip(&forbidden).map(
+        |(outcome, forbidden)| async move {
+            match &outcome.result {
+                Ok(event) if !forbidden => Some(gw.publish(event).await),
+                _ => None,
+            }
+        },
+    ))
+    .await;
+    gw.observe_queue();
+
+    let mut accepted = 0;
+    let mut retry = false;
+    let entries: Vec<Value> = outcomes
+        .iter()
+        .zip(&forbidden)
+        .zip(published)
+        .map(|((outcome, forbidden), published)| match (&outcome.result, published) {
+            (Ok(_), Some(Ok(_))) => {
+                accepted += 1;
+                m::entries("accepted", "none", 1);
+                outcome.response_entry()
+            }
+            (Ok(_), None) if *forbidden => {
+                m::entries("forbidden", "cross_platform", 1);
+                failed_entry(
+                    outcome,
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "1.2",
+                    "Observation.performer",
+                    "the organisation performer (data controller) must be the authenticated platform",
+                )
+            }
+            (Ok(_), Some(Err(e))) => {
+                let (reason, status, code) = publish_failure(&e);
+                retry |= status == StatusCode::SERVICE_UNAVAILABLE;
+                m::entries("failed", reason, 1);
+                tracing::warn!(reason, error = %e, "bundle entry not published");
+                failed_entry(outcome, status, code, "3.1", "", &e.to_string())
+            }
+            (Err(e), _) => {
+                m::entries("rejected", e.code.as_str(), 1);
+                outcome.response_entry()
+            }
+            (Ok(_), None) => unreachable!("every unforbidden event is published"),
+        })
+        .collect();
+    let total = entries.len();
+    let body = json!({"resourceType": "Bundle", "type": "batch-response", "entry": entries});
+    m::request(
+        EP,
+        match accepted {
+            a if a == total => "accepted",
+            0 => "rejected",
+            _ => "partial",
+        },
+    );
+    tracing::debug!(accepted, total, "bundle answered");
+    let mut response = (StatusCode::OK, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    if retry {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(gw.inner.config.retry_after.as_secs()),
+        );
+    }
+    response
+}
+
+/// A batch-response entry for an entry that mapped but was not stored.
+fn failed_entry(
+    outcome: &EntryOutcome,
+    status: StatusCode,
+    code: &str,
+    vkp: &str,
+    location: &str,
+    message: &str,
+) -> Value {
+    let mut issue = json!({
+        "severity": "error",
+        "code": code,
+        "details": {"coding": [{"system": dho_schemas::fhir::VKP_OUTCOME_SYSTEM, "code": vkp}]},
+        "diagnostics": message,
+    });
+    if !location.is_empty() {
+        issue["expression"] = json!([location]);
+    }
+    let mut entry = json!({"response": {
+        "status": status_line(status),
+        "outcome": {"resourceType": "OperationOutcome", "issue": [issue]},
+    }});
+    if let Some(url) = &outcome.full_url {
+        entry["fullUrl"] = url.clone().into();
+    }
+    entry
+}
+
+// ---------------------------------------------------------------------------------------
+// Native JSON
+
+async fn measurement(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    native(gw, Endpoint::Measurements, headers, body).await
+}
+
+async fn self_report(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    native(gw, Endpoint::SelfReports, headers, body).await
+}
+
+async fn native(
+    gw: Gateway,
+    ep: Endpoint,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let principal = match gw.authenticate(ep, &headers, false) {
+        Ok(p) => p,
+        Err(r) => return refuse(ep, r),
+    };
+    let Principal::Platform { org: platform, .. } = principal else {
+        return refuse(
+            ep,
+            gw.forbid(
+                ep,
+                "wrong_role",
+                "only device platforms publish readings",
+                false,
+            ),
+        );
+    };
+    let mut json = match gw.body(body, false) {
+        Ok(json) => json,
+        Err(r) => return refuse(ep, r),
+    };
+    let Some(object) = json.as_object_mut() else {
+        let r = Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "structure",
+            "malformed",
+            "expected a JSON object",
+        );
+        return refuse(ep, r);
+    };
+    // The gateway assigns these, whatever the sender put there.
+    object.insert("event_id".into(), json!(uuid::Uuid::new_v4().to_string()));
+    object.insert("received_time".into(), json!(now_millis()));
+    // Missing data controller and source platform default to the caller; present ones
+    // must be the caller (checked below, after parsing).
+    let me = serde_json::to_value(&platform).unwrap_or(Value::Null);
+    object
+        .entry("data_controller")
+        .or_insert_with(|| me.clone());
+    if let Some(source) = object.get_mut("source").and_then(Value::as_object_mut) {
+        source.entry("platform").or_insert(me);
+    }
+    let parsed = if ep == Endpoint::Measurements {
+        parse::<Measurement>(&json).map(Ingested::Measurement)
+    } else {
+        parse::<SelfReport>(&json).map(Ingested::SelfReport)
+    };
+    let mut event = match parsed {
+        Ok(e) => e,
+        Err(r) => return refuse(ep, r),
+    };
+    let source_platform = match &event {
+        Ingested::Measurement(m) => &m.source.platform,
+        Ingested::SelfReport(r) => &r.source.platform,
+    };
+    if !data_controller(&event).same_entity(&platform) || !source_platform.same_entity(&platform) {
+        m::entries("forbidden", "cross_platform", 1);
+        return refuse(
+            ep,
+            gw.forbid(
+                ep,
+                "cross_platform",
+                "a platform publishes only as itself: data_controller and source.platform must be its organisation",
+                false,
+            )
+            .at("data_controller"),
+        );
+    }
+    assign_event_id(&mut event, &platform);
+    let _permit = match gw.reserve(1, false) {
+        Ok(p) => p,
+        Err(r) => return refuse(ep, r),
+    };
+    match gw.publish(&event).await {
+        Ok(receipt) => {
+            m::entries("accepted", "none", 1);
+            m::request(ep, "accepted");
+            let location = format!("/{}/{}", ep_path(ep), event.event_id());
+            let mut response = (
+                StatusCode::CREATED,
+                Json(json!({
+                    "event_id": event.event_id(),
+                    "topic": receipt.topic,
+                    "partition": receipt.partition,
+                    "offset": receipt.offset,
+                })),
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, v);
+            }
+            response
+        }
+        Err(crate::Error::Invalid(e)) => {
+            m::entries("rejected", e.reason.as_str(), 1);
+            refuse(
+                ep,
+                Refusal::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    e.reason.as_str(),
+                    &e.detail,
+                )
+                .at(e.field),
+            )
+        }
+        Err(e) => {
+            let (reason, status, code) = publish_failure(&e);
+            m::entries("failed", reason, 1);
+            tracing::warn!(reason, error = %e, "record not published");
+            let mut r = Refusal::new(status, code, reason, &e.to_string());
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                r.retry_after = Some(gw.inner.config.retry_after.as_secs());
+            }
+            refuse(ep, r)
+        }
+    }
+}
+
+fn ep_path(ep: Endpoint) -> &'static str {
+    match ep {
+        Endpoint::SelfReports => "selfreports",
+        _ => "measurements",
+    }
+}
+
+/// Deserialises the native form; errors name the path and what was expected, never the
+/// sender's value (it may be an identifier).
+fn parse<T: serde::de::DeserializeOwned>(json: &Value) -> Result<T, Refusal> {
+    serde_path_to_error::deserialize(json).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let expected = inner
+            .find("expected")
+            .map(|at| inner[at..].to_string())
+            .or_else(|| inner.starts_with("missing field").then(|| inner.clone()))
+            .unwrap_or_else(|| "wrong JSON type".into());
+        Refusal::new(StatusCode::BAD_REQUEST, "structure", "malformed", &expected).at(path)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Consent
+
+async fn fhir_consent(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    const EP: Endpoint = Endpoint::FhirConsent;
+    let principal = match gw.authenticate(EP, &headers, true) {
+        Ok(p) => p,
+        Err(r) => return refuse(EP, r),
+    };
+    let Principal::CareOrganisation { org, name, .. } = principal else {
+        return refuse(
+            EP,
+            gw.forbid(
+                EP,
+                "wrong_role",
+                "only care organisations record consent",
+                true,
+            ),
+        );
+    };
+    let mut json = match gw.body(body, true) {
+        Ok(json) => json,
+        Err(r) => return refuse(EP, r),
+    };
+    let now = now_millis();
+    let consent = match consent::consent_from_fhir(&json, &org, now, gw.inner.policy) {
+        Ok(c) => c,
+        Err(e) => {
+            m::entries("rejected", e.code.as_str(), 1);
+            return refuse(EP, Refusal::from_fhir(StatusCode::UNPROCESSABLE_ENTITY, &e));
+        }
+    };
+    let _permit = match gw.reserve(1, true) {
+        Ok(p) => p,
+        Err(r) => return refuse(EP, r),
+    };
+    let audit = ConsentAudit {
+        principal: &name,
+        channel: "gateway",
+    };
+    match gw.inner.publisher.record_consent(&consent, audit).await {
+        Ok(_) => {
+            m::entries("accepted", "none", 1);
+            m::request(EP, "accepted");
+            tracing::info!(
+                patient = %consent.patient.log_tag(),
+                recorder = %name,
+                status = ?consent.status,
+                "consent recorded"
+            );
+            json["id"] = consent.consent_id.clone().into();
+            let mut response = (StatusCode::CREATED, Json(json)).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+            if let Ok(v) = HeaderValue::from_str(&format!("Consent/{}", consent.consent_id)) {
+                headers.insert(header::LOCATION, v);
+            }
+            response
+        }
+        Err(e) => {
+            let (reason, status, code) = publish_failure(&e);
+            m::entries("failed", reason, 1);
+            tracing::warn!(reason, error = %e, "consent not recorded");
+            let mut r = Refusal {
+                fhir: true,
+                ..Refusal::new(status, code, reason, &e.to_string())
+            };
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                r.retry_after = Some(gw.inner.config.retry_after.as_secs());
+            }
+            refuse(EP, r)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Subscriptions
+
+/// A subscription id made through the gateway is `<subscriber_id>.<rest>`: the subscriber
+/// alphabet has no '.', so the prefix names exactly one owner, and no care service can
+/// write under (and so overwrite) another's subscription key.
+fn owner_of(subscription_id: &str) -> Option<&str> {
+    subscription_id.split_once('.').map(|(owner, _)| owner)
+}
+
+async fn create_subscription(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    upsert_subscription(gw, None, headers, body).await
+}
+
+async fn put_subscription(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    upsert_subscription(gw, Some(id), headers, body).await
+}
+
+/// The caller's own subscriber ids and organisation, or 401/403.
+fn subscription_owner(
+    gw: &Gateway,
+    headers: &HeaderMap,
+) -> Result<(OrganisationIdentifier, Vec<String>), Refusal> {
+    const EP: Endpoint = Endpoint::Subscriptions;
+    match gw.authenticate(EP, headers, false)? {
+        Principal::CareOrganisation {
+            org,
+            subscriber_ids,
+            ..
+        } => Ok((org, subscriber_ids)),
+        Principal::Platform { .. } => Err(gw.forbid(
+            EP,
+            "wrong_role",
+            "only care organisations manage subscriptions",
+            false,
+        )),
+    }
+}
+
+async fn upsert_subscription(
+    gw: Gateway,
+    path_id: Option<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    const EP: Endpoint = Endpoint::Subscriptions;
+    let (org, own) = match subscription_owner(&gw, &headers) {
+        Ok(o) => o,
+        Err(r) => return refuse(EP, r),
+    };
+    let mut json = match gw.body(body, false) {
+        Ok(json) => json,
+        Err(r) => return refuse(EP, r),
+    };
+    let Some(object) = json.as_object_mut() else {
+        return refuse(
+            EP,
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "structure",
+                "malformed",
+                "expected a JSON object",
+            ),
+        );
+    };
+    let subscriber = object
+        .get("subscriber_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if !own.contains(&subscriber) {
+        return refuse(
+            EP,
+            gw.forbid(
+                EP,
+                "not_owner",
+                "subscriber_id is not one of this organisation's subscribers",
+                false,
+            )
+            .at("subscriber_id"),
+        );
+    }
+    let id = match (
+        &path_id,
+        object.get("subscription_id").and_then(Value::as_str),
+    ) {
+        (Some(path), Some(body)) if path != body => {
+            return refuse(
+                EP,
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "value",
+                    "malformed",
+                    "subscription_id differs from the id in the path",
+                )
+                .at("subscription_id"),
+            );
+        }
+        (Some(path), _) => path.clone(),
+        (None, Some(body)) => body.to_string(),
+        (None, None) => format!("{subscriber}.{}", uuid::Uuid::new_v4().simple()),
+    };
+    if owner_of(&id) != Some(subscriber.as_str()) {
+        return refuse(
+            EP,
+            gw.forbid(
+                EP,
+                "not_owner",
+                "a subscription id is '<subscriber_id>.<name>', with the caller's own subscriber id",
+                false,
+            )
+            .at("subscription_id"),
+        );
+    }
+    let me = serde_json::to_value(&org).unwrap_or(Value::Null);
+    let org_given = object.insert("subscriber_org".into(), me.clone());
+    if org_given.is_some_and(|given| {
+        serde_json::from_value::<OrganisationIdentifier>(given)
+            .map_or(true, |g| !g.same_entity(&org))
+    }) {
+        return refuse(
+            EP,
+            gw.forbid(
+                EP,
+                "not_owner",
+                "subscriber_org must be the caller's organisation",
+                false,
+            )
+            .at("subscriber_org"),
+        );
+    }
+    object.insert("subscription_id".into(), id.clone().into());
+    object.insert("updated_at".into(), json!(now_millis()));
+    let subscription: Subscription = match parse(&json) {
+        Ok(s) => s,
+        Err(r) => return refuse(EP, r),
+    };
+    let _permit = match gw.reserve(1, false) {
+        Ok(p) => p,
+        Err(r) => return refuse(EP, r),
+    };
+    match gw.inner.publisher.put_subscription(&subscription).await {
+        Ok(_) => {
+            m::entries("accepted", "none", 1);
+            m::request(EP, "accepted");
+            let mut response = (StatusCode::CREATED, Json(json)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("/subscriptions/{id}")) {
+                response.headers_mut().insert(header::LOCATION, v);
+            }
+            response
+        }
+        Err(crate::Error::Invalid(e)) => {
+            m::entries("rejected", e.reason.as_str(), 1);
+            refuse(
+                EP,
+                Refusal::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    e.reason.as_str(),
+                    &e.detail,
+                )
+                .at(e.field),
+            )
+        }
+        Err(e) => subscription_failure(&gw, e),
+    }
+}
+
+/// `DELETE /subscriptions/{id}` with body `{"patient": {"system": "FNR", "value": "…"}}`:
+/// the patient is part of the record's key and never belongs in a URL (proxies log URLs).
+async fn delete_subscription(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    const EP: Endpoint = Endpoint::Subscriptions;
+    let (_, own) = match subscription_owner(&gw, &headers) {
+        Ok(o) => o,
+        Err(r) => return refuse(EP, r),
+    };
+    if !owner_of(&id).is_some_and(|owner| own.iter().any(|s| s == owner)) {
+        return refuse(
+            EP,
+            gw.forbid(
+                EP,
+                "not_owner",
+                "not one of this organisation's subscriptions",
+                false,
+            ),
+        );
+    }
+    let json = match gw.body(body, false) {
+        Ok(json) => json,
+        Err(r) => return refuse(EP, r),
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        patient: PatientIdentifier,
+    }
+    let Body { patient } = match parse(&json) {
+        Ok(b) => b,
+        Err(r) => return refuse(EP, r),
+    };
+    let _permit = match gw.reserve(1, false) {
+        Ok(p) => p,
+        Err(r) => return refuse(EP, r),
+    };
+    match gw.inner.publisher.delete_subscription(&patient, &id).await {
+        Ok(_) => {
+            m::entries("accepted", "none", 1);
+            m::request(EP, "accepted");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => subscription_failure(&gw, e),
+    }
+}
+
+fn subscription_failure(gw: &Gateway, e: crate::Error) -> Response {
+    let (reason, status, code) = publish_failure(&e);
+    m::entries("failed", reason, 1);
+    tracing::warn!(reason, error = %e, "subscription change not published");
+    let mut r = Refusal::new(status, code, reason, &e.to_string());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.retry_after = Some(gw.inner.config.retry_after.as_secs());
+    }
+    refuse(Endpoint::Subscriptions, r)
+}
+
+// ---------------------------------------------------------------------------------------
+// Operations
+
+/// Ready while there is room to publish; a saturated gateway is taken out of the load
+/// balancer's rotation until it drains.
+async fn readyz(State(gw): State<Gateway>) -> Response {
+    gw.observe_queue();
+    if gw.inner.in_flight.available_permits() > 0 {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "saturated").into_response()
+    }
+}
+
+async fn render_metrics(State(gw): State<Gateway>) -> Response {
+    gw.observe_queue();
+    match &gw.inner.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dho_schemas::fixtures;
+
+    #[test]
+    fn a_subscription_id_names_exactly_one_owner() {
+        assert_eq!(owner_of("bergen-home-care.p1"), Some("bergen-home-care"));
+        assert_eq!(owner_of("sentrum-gp.a.b"), Some("sentrum-gp"));
+        // The fixture convention ('-') names nobody: such ids are the operator's.
+        assert_eq!(owner_of("bergen-home-care-p1"), None);
+    }
+
+    #[test]
+    fn event_ids_are_stable_per_platform_and_sender_id_and_random_otherwise() {
+        let p = fixtures::platform();
+        let q = fixtures::gp();
+        assert_eq!(event_id(&p, Some("obs-1")), event_id(&p, Some("obs-1")));
+        assert_ne!(event_id(&p, Some("obs-1")), event_id(&p, Some("obs-2")));
+        assert_ne!(event_id(&p, Some("obs-1")), event_id(&q, Some("obs-1")));
+        assert_ne!(event_id(&p, None), event_id(&p, None));
+    }
+
+    #[tokio::test]
+    async fn refusals_speak_the_endpoints_language() {
+        let unauthorized = Refusal {
+            fhir: true,
+            ..Refusal::new(StatusCode::UNAUTHORIZED, "login", "missing_token", "no")
+        }
+        .at("Bundle")
+        .into_response();
+        assert_eq!(unauthorized.status(), 401);
+        assert_eq!(unauthorized.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(unauthorized.headers()[header::CONTENT_TYPE], FHIR_JSON);
+        let body = axum::body::to_bytes(unauthorized.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let json: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["resourceType"], "OperationOutcome");
+        assert_eq!(json["issue"][0]["code"], "login");
+        assert_eq!(json["issue"][0]["expression"][0], "Bundle");
+
+        let busy = Refusal {
+            retry_after: Some(2),
+            ..Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                "backpressure",
+                "x",
+            )
+        };
+        assert_eq!(busy.outcome(), "unavailable");
+        let busy = busy.into_response();
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "2");
+        let body = axum::body::to_bytes(busy.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let json: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["reason"], "backpressure");
+    }
+}

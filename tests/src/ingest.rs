@@ -1,0 +1,242 @@
+//! Helpers for the ingest gateway's tests: credentials for two device platforms and two
+//! care services, a gateway in this process (port 0) or as the `dho-ingest` program, and a
+//! small HTTP client that returns status, headers and JSON.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use dho_kafka::KafkaSettings;
+use dho_producer::gateway::{
+    CareOrganisationCredential, GatewayConfig, PlatformCredential, RunningGateway, hash_token,
+};
+use dho_schemas::OrganisationIdentifier;
+use dho_schemas::fixtures;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The test platform's token (publishes as `fixtures::platform()`).
+pub const PLATFORM_TOKEN: &str = "test-platform-token-0123456789abcdef0123456789abcdef";
+/// A second platform's token (publishes as [`other_platform`]).
+pub const OTHER_PLATFORM_TOKEN: &str = "test-other-platform-token-0123456789abcdef0123456789";
+/// Home care's token (`fixtures::home_care()`, subscriber `bergen-home-care`).
+pub const HOME_TOKEN: &str = "test-home-care-token-0123456789abcdef0123456789abcdef";
+/// The GP's token (`fixtures::gp()`, subscriber `sentrum-gp`).
+pub const GP_TOKEN: &str = "test-gp-token-0123456789abcdef0123456789abcdef01234567";
+
+pub const HOME: &str = "bergen-home-care";
+pub const GP: &str = "sentrum-gp";
+
+/// Another device platform with a valid organisation number.
+pub fn other_platform() -> OrganisationIdentifier {
+    OrganisationIdentifier::orgnr(fixtures::orgnr(93_100_001), "Other platform AS")
+}
+
+/// A gateway config for `settings` with the four credentials, listening on port 0.
+pub fn gateway_config(settings: &KafkaSettings) -> GatewayConfig {
+    let mut config = GatewayConfig::new(settings.clone());
+    config.listen = ([127, 0, 0, 1], 0).into();
+    config.platforms = vec![
+        PlatformCredential {
+            name: "test-platform".into(),
+            orgnr: fixtures::platform().value,
+            token_sha256: hash_token(PLATFORM_TOKEN),
+        },
+        PlatformCredential {
+            name: "other-platform".into(),
+            orgnr: other_platform().value,
+            token_sha256: hash_token(OTHER_PLATFORM_TOKEN),
+        },
+    ];
+    config.care_organisations = vec![
+        CareOrganisationCredential {
+            name: HOME.into(),
+            orgnr: fixtures::home_care().value,
+            token_sha256: hash_token(HOME_TOKEN),
+            subscriber_ids: vec![HOME.into()],
+        },
+        CareOrganisationCredential {
+            name: GP.into(),
+            orgnr: fixtures::gp().value,
+            token_sha256: hash_token(GP_TOKEN),
+            subscriber_ids: vec![GP.into()],
+        },
+    ];
+    config
+}
+
+/// A gateway in this process.
+pub async fn start_gateway(config: GatewayConfig) -> RunningGateway {
+    RunningGateway::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("the gateway did not start: {e}"))
+}
+
+/// The config as the TOML file `dho-ingest` reads.
+pub fn config_toml(config: &GatewayConfig) -> String {
+    let k = &config.kafka;
+    let mut text = format!(
+        "listen = \"{}\"\nmax_bundle_entries = {}\nmax_body_bytes = {}\n\n[kafka]\n\
+         bootstrap_servers = \"{}\"\nschema_registry_url = \"{}\"\ntopic_prefix = \"{}\"\npartitions = {}\n",
+        config.listen,
+        config.max_bundle_entries,
+        config.max_body_bytes,
+        k.bootstrap_servers,
+        k.schema_registry_url,
+        k.topic_prefix,
+        k.partitions
+    );
+    for p in &config.platforms {
+        text += &format!(
+            "\n[[platforms]]\nname = \"{}\"\norgnr = \"{}\"\ntoken_sha256 = \"{}\"\n",
+            p.name, p.orgnr, p.token_sha256
+        );
+    }
+    for c in &config.care_organisations {
+        text += &format!(
+            "\n[[care_organisations]]\nname = \"{}\"\norgnr = \"{}\"\ntoken_sha256 = \"{}\"\nsubscriber_ids = {:?}\n",
+            c.name, c.orgnr, c.token_sha256, c.subscriber_ids
+        );
+    }
+    text
+}
+
+/// The path of one of dho-producer's programs (`dho-ingest`, `dho-admin`), built first,
+/// the way `sdk::example` builds the SDK's examples (see there why).
+pub fn program(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let profile_dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let target_dir = profile_dir.parent().unwrap();
+        let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
+            "debug" => "dev".to_string(),
+            other => other.to_string(),
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "dho-producer", "--bins"])
+            .args(["--profile", &profile, "--manifest-path", manifest])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building dho-producer's programs failed");
+        profile_dir
+    });
+    let path = profile_dir.join(name);
+    assert!(path.exists(), "program {} not found", path.display());
+    path
+}
+
+/// `dho-ingest` as a child process with `config`; returns it and its address. Its log
+/// (stderr) goes to `log`.
+pub async fn spawn_ingest(
+    config: &GatewayConfig,
+    dir: &std::path::Path,
+    log: &std::path::Path,
+) -> (Child, String) {
+    let path = dir.join("ingest.toml");
+    std::fs::write(&path, config_toml(config)).unwrap();
+    let mut child = Command::new(program("dho-ingest"))
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("dho-ingest starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("dho-ingest announced its address in time")
+        .unwrap()
+        .expect("dho-ingest printed its address");
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+    (child, format!("http://{addr}"))
+}
+
+/// An answer: status, selected headers and the JSON body (Null if none or not JSON).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: serde_json::Value,
+}
+
+/// A small HTTP client for the gateway.
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Http {
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            client: reqwest::Client::new(),
+            base: base.into(),
+        }
+    }
+
+    /// Sends `body` (JSON, or raw bytes when `raw`) with `token` (none: no header).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> reqwest::Result<Answer> {
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
+        self.send_bytes(method, path, token, bytes).await
+    }
+
+    pub async fn send_bytes(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> reqwest::Result<Answer> {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await?;
+        Ok(Answer {
+            status,
+            headers,
+            json: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        })
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &serde_json::Value) -> Answer {
+        self.send(reqwest::Method::POST, path, token, Some(body))
+            .await
+            .expect("the gateway answers")
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("the gateway answers");
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+}

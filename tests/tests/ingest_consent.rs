@@ -1,0 +1,236 @@
+//! Consent and subscriptions through the gateway change what the router delivers, end to
+//! end against the real broker: a subscription and a permitting consent recorded by the
+//! care organisation let a reading through; the same consent withdrawn stops the next one;
+//! every change is audited (who, what, when). The operator CLI (`dho-admin`, run as the
+//! program it is) lists the patient's consents and the subscriber's subscriptions with
+//! pseudonyms only, and its grant lets readings through again.
+
+use std::process::Output;
+
+use dho_producer::gateway::fhir_consent;
+use dho_schemas::fixtures;
+use dho_schemas::model::*;
+use dho_tests::ingest::{
+    HOME, HOME_TOKEN, Http, PLATFORM_TOKEN, gateway_config, program, start_gateway,
+};
+use dho_tests::{Stack, read_decoded, wait_for, wait_routed};
+use serde_json::Value;
+
+const GROUP: &str = "router";
+
+fn admin(stack: &Stack, args: &[&str]) -> Output {
+    let s = &stack.settings;
+    let output = std::process::Command::new(program("dho-admin"))
+        .args(["--bootstrap-servers", &s.bootstrap_servers])
+        .args(["--schema-registry-url", &s.schema_registry_url])
+        .args(["--topic-prefix", &s.topic_prefix])
+        .args(["--partitions", &s.partitions.to_string()])
+        .args(args)
+        .output()
+        .expect("dho-admin runs");
+    assert!(
+        output.status.success(),
+        "dho-admin {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn lines(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Publishes a reading through the gateway and waits until the router has routed it.
+async fn reading(stack: &Stack, http: &Http, patient: &PatientIdentifier, value: f64) -> String {
+    let m = fixtures::spo2(patient, value, now_millis() - 10_000);
+    let a = http
+        .post(
+            "/measurements",
+            Some(PLATFORM_TOKEN),
+            &serde_json::to_value(&m).unwrap(),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.json);
+    wait_routed(
+        &stack.settings,
+        GROUP,
+        a.json["topic"].as_str().unwrap(),
+        a.json["partition"].as_i64().unwrap() as i32,
+        a.json["offset"].as_i64().unwrap(),
+    )
+    .await;
+    a.json["event_id"].as_str().unwrap().to_string()
+}
+
+fn delivered(deliveries: &[Delivery]) -> Vec<String> {
+    deliveries
+        .iter()
+        .filter_map(|d| d.measurement.as_ref().map(|m| m.event_id.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_consent_recorded_then_withdrawn_through_the_gateway_changes_what_is_delivered() {
+    let stack = Stack::start().await;
+    let gw = start_gateway(gateway_config(&stack.settings)).await;
+    let http = Http::new(gw.url());
+    let topics = stack.settings.topics();
+    let deliver = topics.deliver(HOME);
+    let patient = fixtures::patient(42);
+    let router = stack.spawn_router(GROUP).await;
+
+    // Home care subscribes to the patient (its own subscription) and records consent.
+    let mut sub = serde_json::to_value(fixtures::subscription(
+        &patient,
+        HOME,
+        &fixtures::home_care(),
+    ))
+    .unwrap();
+    sub.as_object_mut().unwrap().remove("subscription_id");
+    let s = http.post("/subscriptions", Some(HOME_TOKEN), &sub).await;
+    assert_eq!(s.status, 201, "{}", s.json);
+    let subscription_id = s.json["subscription_id"].as_str().unwrap().to_string();
+    assert!(subscription_id.starts_with("bergen-home-care."));
+
+    // Without consent nothing is delivered (default deny).
+    let before = reading(&stack, &http, &patient, 95.0).await;
+    let permit = fhir_consent(
+        "home-1",
+        &patient,
+        ProvisionKind::Permit,
+        true,
+        &[fixtures::home_care()],
+    );
+    let c = http.post("/fhir/Consent", Some(HOME_TOKEN), &permit).await;
+    assert_eq!(c.status, 201, "{}", c.json);
+    let consent_id = format!("{}.home-1", fixtures::home_care().value);
+    assert_eq!(c.json["id"], consent_id.as_str());
+    assert_eq!(
+        c.headers["location"].to_str().unwrap(),
+        format!("Consent/{consent_id}")
+    );
+
+    let permitted = reading(&stack, &http, &patient, 94.0).await;
+    let deliveries: Vec<Delivery> = wait_for(&stack.settings, &deliver, 1).await;
+    assert_eq!(delivered(&deliveries), vec![permitted.clone()]);
+    assert_eq!(deliveries[0].consent_id, consent_id);
+
+    // Withdrawn: the same directive, inactive.
+    let withdraw = fhir_consent(
+        "home-1",
+        &patient,
+        ProvisionKind::Permit,
+        false,
+        &[fixtures::home_care()],
+    );
+    let w = http
+        .post("/fhir/Consent", Some(HOME_TOKEN), &withdraw)
+        .await;
+    assert_eq!(w.status, 201, "{}", w.json);
+    let withheld = reading(&stack, &http, &patient, 93.0).await;
+    let deliveries: Vec<Delivery> = read_decoded(&stack.settings, &deliver).await;
+    assert_eq!(delivered(&deliveries), vec![permitted.clone()]);
+    assert!(!delivered(&deliveries).contains(&before));
+    assert!(!delivered(&deliveries).contains(&withheld));
+
+    // Each change was audited: who recorded what, when, through what.
+    let changes: Vec<ConsentChange> = read_decoded(&stack.settings, &topics.consent_audit()).await;
+    assert_eq!(changes.len(), 2);
+    assert_eq!(
+        changes.iter().map(|c| c.action).collect::<Vec<_>>(),
+        vec![ConsentAction::Recorded, ConsentAction::Withdrawn]
+    );
+    for change in &changes {
+        assert_eq!(change.consent_id, consent_id);
+        assert_eq!(change.patient, patient);
+        assert_eq!(change.principal, HOME);
+        assert_eq!(change.channel, "gateway");
+        assert!(change.changed_by.same_entity(&fixtures::home_care()));
+        assert!(change.changed_at > 0);
+    }
+    assert_eq!(
+        changes[1].consent.as_ref().map(|c| c.status),
+        Some(ConsentStatus::Inactive)
+    );
+
+    // The operator's view: the current directive (inactive) and the subscription, with
+    // the patient as a pseudonym only.
+    let listed = lines(&admin(&stack, &["consents", &patient.value]));
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["consent_id"], consent_id.as_str());
+    assert_eq!(listed[0]["status"], "INACTIVE");
+    let subs = admin(&stack, &["subscriptions", HOME]);
+    let subs_text = String::from_utf8_lossy(&subs.stdout).to_string();
+    assert_eq!(lines(&subs).len(), 1);
+    assert_eq!(lines(&subs)[0]["subscription_id"], subscription_id.as_str());
+    for text in [listed[0].to_string(), subs_text] {
+        assert!(!text.contains(&patient.value), "a listing shows the number");
+    }
+
+    // The operator grants again through the CLI: readings flow again.
+    admin(
+        &stack,
+        &[
+            "grant",
+            "--patient",
+            &patient.value,
+            "--recipient",
+            &fixtures::home_care().value,
+            "--recorded-by",
+            &fixtures::home_care().value,
+            "--consent-id",
+            "cli-1",
+            "--operator",
+            "test-operator",
+        ],
+    );
+    let again = reading(&stack, &http, &patient, 92.0).await;
+    let deliveries: Vec<Delivery> = wait_for(&stack.settings, &deliver, 2).await;
+    assert_eq!(delivered(&deliveries), vec![permitted, again]);
+    assert_eq!(
+        lines(&admin(&stack, &["consents", &patient.value])).len(),
+        2
+    );
+
+    // ... and revokes it: the directive is gone, the revocation audited.
+    admin(
+        &stack,
+        &[
+            "revoke",
+            "--patient",
+            &patient.value,
+            "--consent-id",
+            "cli-1",
+            "--recorded-by",
+            &fixtures::home_care().value,
+        ],
+    );
+    assert_eq!(
+        lines(&admin(&stack, &["consents", &patient.value])).len(),
+        1
+    );
+    let changes: Vec<ConsentChange> = read_decoded(&stack.settings, &topics.consent_audit()).await;
+    assert_eq!(changes.len(), 4);
+    assert_eq!(changes[2].principal, "test-operator");
+    assert_eq!(changes[2].channel, "admin-cli");
+    assert_eq!(changes[3].action, ConsentAction::Deleted);
+
+    // Home care ends its subscription through the gateway.
+    let d = http
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/subscriptions/{subscription_id}"),
+            Some(HOME_TOKEN),
+            Some(&serde_json::json!({"patient": patient})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.status, 204);
+    assert!(lines(&admin(&stack, &["subscriptions", HOME])).is_empty());
+
+    router.stop().await;
+    gw.stop().await.unwrap();
+}
