@@ -59,6 +59,38 @@ pub enum Error {
     /// The duplicate store failed to read or write; the delivery stays uncommitted.
     #[error("duplicate store: {0}")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The ingest gateway refused a subscription request. `401`/`403` mean the token is
+    /// wrong or not allowed to do this (another service's subscription, a platform token):
+    /// fix the configuration. `503` (and `429`) mean it is busy: retry, after
+    /// [`Error::retry_after`] if given. Anything else is a request the gateway will not
+    /// accept as it is: stop and look. `reason` and `field` are the gateway's bounded
+    /// reason and the offending field.
+    #[error(
+        "the gateway refused the request ({status} {reason}{}): {detail}",
+        field_suffix(field)
+    )]
+    Refused {
+        status: u16,
+        reason: String,
+        field: String,
+        detail: String,
+        retry_after: Option<std::time::Duration>,
+    },
+    /// The ingest gateway could not be reached or did not answer in time.
+    #[error("the gateway is unreachable: {0}")]
+    GatewayUnreachable(#[source] reqwest::Error),
+    /// The ingest gateway answered success with something this SDK cannot read (a version
+    /// mismatch, or not the gateway at that URL).
+    #[error("{detail}")]
+    GatewayAnswer { detail: String },
+}
+
+fn field_suffix(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!(" at {field}")
+    }
 }
 
 impl Error {
@@ -72,6 +104,30 @@ impl Error {
                 Action::Retry
             }
             Error::Undecodable { .. } | Error::Store(_) => Action::Stop,
+            Error::Refused {
+                status: 401 | 403, ..
+            } => Action::FixConfiguration,
+            Error::Refused {
+                status: 429 | 503, ..
+            } => Action::Retry,
+            Error::Refused { .. } | Error::GatewayAnswer { .. } => Action::Stop,
+            Error::GatewayUnreachable(_) => Action::Retry,
+        }
+    }
+
+    /// How long the gateway asked the caller to wait before retrying (`Retry-After`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Refused { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of a gateway refusal.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Refused { status, .. } => Some(*status),
+            _ => None,
         }
     }
 
@@ -111,5 +167,29 @@ mod tests {
         };
         assert_eq!(failed.action(), Action::Retry);
         assert_eq!(Error::store("disk full").action(), Action::Stop);
+    }
+
+    fn refused(status: u16, retry_after: Option<u64>) -> Error {
+        Error::Refused {
+            status,
+            reason: "r".into(),
+            field: String::new(),
+            detail: "d".into(),
+            retry_after: retry_after.map(std::time::Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn gateway_refusals_say_what_to_do() {
+        assert_eq!(refused(401, None).action(), Action::FixConfiguration);
+        assert_eq!(refused(403, None).action(), Action::FixConfiguration);
+        let busy = refused(503, Some(2));
+        assert_eq!(busy.action(), Action::Retry);
+        assert_eq!(busy.retry_after(), Some(std::time::Duration::from_secs(2)));
+        assert_eq!(refused(429, None).action(), Action::Retry);
+        assert_eq!(refused(422, None).action(), Action::Stop);
+        assert_eq!(refused(400, None).action(), Action::Stop);
+        assert_eq!(refused(500, None).action(), Action::Stop);
+        assert_eq!(refused(403, None).status(), Some(403));
     }
 }

@@ -30,6 +30,32 @@
 //! themselves. Errors say what to do next: [`Error::action`] is retry, fix the
 //! configuration, or stop.
 //!
+//! # Subscriptions
+//!
+//! [`SubscriptionClient`] registers, changes, ends and deletes the service's own
+//! subscriptions through the ingest gateway with the organisation's bearer token
+//! (`POST /subscriptions`, `PUT|DELETE /subscriptions/{id}`, ids `<subscriber_id>.<name>`);
+//! refusals are [`Error::Refused`], classified like every other error (401/403: fix the
+//! configuration; 503: retry after [`Error::retry_after`]).
+//!
+//! ```no_run
+//! # async fn example(patient: dho_schemas::PatientIdentifier) -> Result<(), dho_consumer::Error> {
+//! use dho_consumer::{SubscriptionClient, SubscriptionRequest};
+//!
+//! let client = SubscriptionClient::new("https://ingest.example.no", "token from the vault")?;
+//! let request = SubscriptionRequest::new("gp-sentrum", patient).name("copd-follow-up");
+//! let subscription = client.create(&request).await?; // id "gp-sentrum.copd-follow-up"
+//! client.end(&subscription).await?; // status ENDED: deliveries stop
+//! # Ok(()) }
+//! ```
+//!
+//! # FHIR R4
+//!
+//! [`Received::to_fhir`] (and [`ToFhir`] for a bare `Delivery`) gives a measurement as the
+//! VKP-shaped `Observation` and a self-report as a `QuestionnaireResponse`, with the same
+//! mapping the gateway reads; a MINIMAL delivery is [`NotConvertible::NoValues`] and an
+//! alert [`NotConvertible::AlertNotYetConvertible`], never a made-up resource.
+//!
 //! # Once for the handler
 //!
 //! The hub delivers at least once: a router that crashed before committing its input
@@ -68,15 +94,19 @@
 mod config;
 mod dedup;
 mod error;
+pub mod fhir;
 pub mod metrics;
 mod subscriber;
+pub mod subscriptions;
 
 pub use config::{Dedup, FailurePolicy, StartFrom, SubscriberConfig};
 pub use dedup::{DedupStore, MemoryStore, RecentIds, SqliteStore};
 pub use error::{Action, Error, Result};
+pub use fhir::{NotConvertible, ToFhir};
 /// The SQLite binding [`SqliteStore`] uses, so applications share its version.
 pub use rusqlite;
 pub use subscriber::{Received, Subscriber};
+pub use subscriptions::{SubscriptionClient, SubscriptionRequest};
 
 /// Headers of a parked record on the `.dlq` topic: the hub's dead-letter headers plus the
 /// delivery id and the number of handler attempts.

@@ -20,6 +20,34 @@ pub struct Published {
     pub receipt: Receipt,
 }
 
+/// Records consent `consent_id` of `patient`, permitting `recipients` every category.
+pub async fn consent(
+    publisher: &Publisher,
+    patient: &PatientIdentifier,
+    consent_id: &str,
+    recipients: &[OrganisationIdentifier],
+) {
+    let c = fixtures::consent(patient, consent_id, recipients);
+    publisher.put_consent(&c).await.unwrap();
+}
+
+/// Subscribes each `(subscriber id, organisation)` to every category of `patient`.
+pub async fn subscribe(
+    publisher: &Publisher,
+    patient: &PatientIdentifier,
+    subscribers: &[(&str, OrganisationIdentifier)],
+) {
+    for (subscriber, org) in subscribers {
+        let s = fixtures::subscription(patient, subscriber, org);
+        publisher.put_subscription(&s).await.unwrap();
+    }
+}
+
+/// The two subscribers most tests use: the GP and home care.
+pub fn gp_and_home() -> [(&'static str, OrganisationIdentifier); 2] {
+    [("gp", fixtures::gp()), ("home", fixtures::home_care())]
+}
+
 /// Consents and subscriptions: home care for everyone, the GP for even patients.
 pub async fn two_subscribers(publisher: &Publisher, patients: u64) {
     for i in 0..patients {
@@ -28,18 +56,8 @@ pub async fn two_subscribers(publisher: &Publisher, patients: u64) {
         if i % 2 == 0 {
             permitted.push(fixtures::gp());
         }
-        publisher
-            .put_consent(&fixtures::consent(&p, "c", &permitted))
-            .await
-            .unwrap();
-        publisher
-            .put_subscription(&fixtures::subscription(&p, "gp", &fixtures::gp()))
-            .await
-            .unwrap();
-        publisher
-            .put_subscription(&fixtures::subscription(&p, "home", &fixtures::home_care()))
-            .await
-            .unwrap();
+        consent(publisher, &p, "c", &permitted).await;
+        subscribe(publisher, &p, &gp_and_home()).await;
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use dho_consumer::{Subscriber, SubscriberConfig};
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
+use dho_tests::scenario::{consent, gp_and_home, subscribe};
 use dho_tests::{Stack, read_decoded, read_topic, wait_for, wait_routed};
 
 const GROUP: &str = "router";
@@ -17,22 +18,8 @@ async fn the_entitled_subscriber_receives_the_measurement_and_the_unconsented_on
     let publisher = stack.publisher().await;
     let topics = stack.settings.topics();
     let patient = fixtures::patient(1);
-    publisher
-        .put_consent(&fixtures::consent(&patient, "c-gp", &[fixtures::gp()]))
-        .await
-        .unwrap();
-    publisher
-        .put_subscription(&fixtures::subscription(&patient, "gp", &fixtures::gp()))
-        .await
-        .unwrap();
-    publisher
-        .put_subscription(&fixtures::subscription(
-            &patient,
-            "home",
-            &fixtures::home_care(),
-        ))
-        .await
-        .unwrap();
+    consent(&publisher, &patient, "c-gp", &[fixtures::gp()]).await;
+    subscribe(&publisher, &patient, &gp_and_home()).await;
     let measurement = fixtures::spo2(&patient, 91.0, now_millis() - 60_000);
     let receipt = publisher.publish_measurement(&measurement).await.unwrap();
 
@@ -88,30 +75,9 @@ async fn a_revoked_consent_stops_later_deliveries() {
     let publisher = stack.publisher().await;
     let topics = stack.settings.topics();
     let patient = fixtures::patient(2);
-    publisher
-        .put_consent(&fixtures::consent(&patient, "c-gp", &[fixtures::gp()]))
-        .await
-        .unwrap();
-    publisher
-        .put_consent(&fixtures::consent(
-            &patient,
-            "c-home",
-            &[fixtures::home_care()],
-        ))
-        .await
-        .unwrap();
-    publisher
-        .put_subscription(&fixtures::subscription(&patient, "gp", &fixtures::gp()))
-        .await
-        .unwrap();
-    publisher
-        .put_subscription(&fixtures::subscription(
-            &patient,
-            "home",
-            &fixtures::home_care(),
-        ))
-        .await
-        .unwrap();
+    consent(&publisher, &patient, "c-gp", &[fixtures::gp()]).await;
+    consent(&publisher, &patient, "c-home", &[fixtures::home_care()]).await;
+    subscribe(&publisher, &patient, &gp_and_home()).await;
     let router = stack.spawn_router(GROUP).await;
 
     let first = fixtures::spo2(&patient, 95.0, now_millis() - 60_000);
@@ -170,30 +136,9 @@ async fn a_revocation_acknowledged_before_routing_applies_even_when_the_router_l
     let publisher = stack.publisher().await;
     let topics = stack.settings.topics();
     let patient = fixtures::patient(3);
-    publisher
-        .put_consent(&fixtures::consent(&patient, "c-gp", &[fixtures::gp()]))
-        .await
-        .unwrap();
-    publisher
-        .put_consent(&fixtures::consent(
-            &patient,
-            "c-home",
-            &[fixtures::home_care()],
-        ))
-        .await
-        .unwrap();
-    publisher
-        .put_subscription(&fixtures::subscription(&patient, "gp", &fixtures::gp()))
-        .await
-        .unwrap();
-    publisher
-        .put_subscription(&fixtures::subscription(
-            &patient,
-            "home",
-            &fixtures::home_care(),
-        ))
-        .await
-        .unwrap();
+    consent(&publisher, &patient, "c-gp", &[fixtures::gp()]).await;
+    consent(&publisher, &patient, "c-home", &[fixtures::home_care()]).await;
+    subscribe(&publisher, &patient, &gp_and_home()).await;
     // The reading is published while consent is given, but the router is not running yet;
     // the revocation is acknowledged before the router gets to route the reading.
     let reading = fixtures::spo2(&patient, 93.0, now_millis() - 60_000);

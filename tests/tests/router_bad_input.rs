@@ -10,6 +10,7 @@ use dho_kafka::AvroSerde;
 use dho_schemas::model::*;
 use dho_schemas::partition::partition_for;
 use dho_schemas::{fixtures, topics::headers};
+use dho_tests::scenario::{consent, subscribe};
 use dho_tests::{PARTITIONS, Stack, read_decoded, read_topic, wait_routed};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -21,14 +22,8 @@ async fn every_malformed_record_is_dead_lettered_and_good_ones_still_flow() {
     let publisher = stack.publisher().await;
     let topics = stack.settings.topics();
     let patient = fixtures::patient(4);
-    publisher
-        .put_consent(&fixtures::consent(&patient, "c-gp", &[fixtures::gp()]))
-        .await
-        .unwrap();
-    publisher
-        .put_subscription(&fixtures::subscription(&patient, "gp", &fixtures::gp()))
-        .await
-        .unwrap();
+    consent(&publisher, &patient, "c-gp", &[fixtures::gp()]).await;
+    subscribe(&publisher, &patient, &[("gp", fixtures::gp())]).await;
 
     let serde = AvroSerde::new(&stack.settings.schema_registry_url);
     let measurements = serde

@@ -194,7 +194,9 @@ async fn every_delivery_and_non_delivery_matches_an_independent_model() {
         for _ in 0..3 {
             let s = random_subscription(&mut rng, patient);
             publisher.put_subscription(&s).await.unwrap();
-            model.subscriptions.insert((patient, s.subscription_id.clone()), s);
+            model
+                .subscriptions
+                .insert((patient, s.subscription_id.clone()), s);
         }
     }
     let mut router = Some(stack.spawn_router(GROUP).await);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use dho_schemas::model::*;
 use dho_schemas::partition::partition_for;
 use dho_schemas::{fixtures, proto, wire};
+use dho_tests::scenario::{consent, subscribe};
 use dho_tests::{PARTITIONS, Stack, wait_for};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -16,14 +17,8 @@ async fn protobuf_readings_are_delivered_as_avro() {
     let publisher = stack.publisher().await;
     let topics = stack.settings.topics();
     let patient = fixtures::patient(7);
-    publisher
-        .put_consent(&fixtures::consent(&patient, "c", &[fixtures::gp()]))
-        .await
-        .unwrap();
-    publisher
-        .put_subscription(&fixtures::subscription(&patient, "gp", &fixtures::gp()))
-        .await
-        .unwrap();
+    consent(&publisher, &patient, "c", &[fixtures::gp()]).await;
+    subscribe(&publisher, &patient, &[("gp", fixtures::gp())]).await;
 
     // The topic's own subject holds the Avro schema at FULL_TRANSITIVE (a type change is
     // refused), so a Protobuf publisher registers under the record-name subject.

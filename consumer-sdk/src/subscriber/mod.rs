@@ -33,6 +33,23 @@ pub struct Received {
     raw: Arc<RawRecord>,
 }
 
+impl Received {
+    /// A received delivery without a raw record, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(delivery: Delivery) -> Self {
+        Self {
+            delivery,
+            partition: 0,
+            offset: 0,
+            timestamp: None,
+            raw: Arc::new(RawRecord {
+                key: None,
+                payload: None,
+            }),
+        }
+    }
+}
+
 /// A connected subscriber.
 pub struct Subscriber {
     config: SubscriberConfig,
