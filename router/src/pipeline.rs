@@ -74,9 +74,17 @@ impl ClientContext for RebalanceTracker {
     /// broker round-trip time.
     fn stats(&self, statistics: rdkafka::Statistics) {
         for (topic, stats) in &statistics.topics {
-            let kind = if topic.ends_with(".measurements") { "measurements" } else { "selfreports" };
+            let kind = if topic.ends_with(".measurements") {
+                "measurements"
+            } else {
+                "selfreports"
+            };
             // -1 means unknown (partition not fetched yet); count only known lag.
-            let lag: i64 = stats.partitions.values().map(|p| p.consumer_lag.max(0)).sum();
+            let lag: i64 = stats
+                .partitions
+                .values()
+                .map(|p| p.consumer_lag.max(0))
+                .sum();
             metrics::gauge!(m::CONSUMER_LAG, "topic" => kind).set(lag as f64);
         }
         let rtt = statistics
@@ -221,7 +229,9 @@ impl Router {
 
         let revoked = Arc::new(Mutex::new(Vec::new()));
         let session_timeout = config.session_timeout.as_millis().to_string();
-        let heartbeat = (config.session_timeout.as_millis() / 4).max(100).to_string();
+        let heartbeat = (config.session_timeout.as_millis() / 4)
+            .max(100)
+            .to_string();
         let events: StreamConsumer<RebalanceTracker> = settings
             .client_config(&[
                 ("group.id", config.group_id.as_str()),
@@ -268,7 +278,8 @@ impl Router {
         let producer: FutureProducer = settings.client_config(&own)?.create()?;
         if config.transactional_id.is_some() {
             // Fences any older instance with the same id and aborts its open transaction.
-            tokio::task::block_in_place(|| producer.init_transactions(TXN_TIMEOUT)).map_err(Error::Transaction)?;
+            tokio::task::block_in_place(|| producer.init_transactions(TXN_TIMEOUT))
+                .map_err(Error::Transaction)?;
         }
         info!(group = %config.group_id, "router connected");
         Ok(Self {
@@ -292,7 +303,10 @@ impl Router {
     }
 
     /// Routes until `shutdown` resolves, then finishes the batch, commits and leaves the group.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<RunStats> {
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<RunStats> {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let first = tokio::select! {
@@ -334,7 +348,8 @@ impl Router {
         self.sync_state(&partitions).await?;
         let transactional = self.config.transactional_id.is_some();
         if transactional {
-            tokio::task::block_in_place(|| self.producer.begin_transaction()).map_err(Error::Transaction)?;
+            tokio::task::block_in_place(|| self.producer.begin_transaction())
+                .map_err(Error::Transaction)?;
         }
 
         let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(batch.len() * 3);
@@ -378,7 +393,8 @@ impl Router {
     fn commit_transaction(&self, offsets: &TopicPartitionList) -> Result<()> {
         let result = tokio::task::block_in_place(|| {
             let group = self.events.group_metadata().ok_or(KafkaError::Canceled)?;
-            self.producer.send_offsets_to_transaction(offsets, &group, TXN_TIMEOUT)?;
+            self.producer
+                .send_offsets_to_transaction(offsets, &group, TXN_TIMEOUT)?;
             self.producer.commit_transaction(TXN_TIMEOUT)
         });
         if let Err(e) = result {
@@ -447,11 +463,17 @@ impl Router {
         let mut query = TopicPartitionList::new();
         for &partition in partitions {
             for topic in state_topics {
-                query.add_partition_offset(&self.state_topic_name(topic), partition, Offset::End)?;
+                query.add_partition_offset(
+                    &self.state_topic_name(topic),
+                    partition,
+                    Offset::End,
+                )?;
             }
         }
         let client = &self.state_ends;
-        let ends = tokio::task::block_in_place(|| client.offsets_for_times(query, Duration::from_secs(10)))?;
+        let ends = tokio::task::block_in_place(|| {
+            client.offsets_for_times(query, Duration::from_secs(10))
+        })?;
         let mut targets = Vec::new();
         for element in ends.elements() {
             let topic = if element.topic() == self.topics.consents() {

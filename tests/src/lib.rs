@@ -188,7 +188,11 @@ pub fn read_topic_sizes(settings: &KafkaSettings, topic: &str) -> i64 {
         .iter()
         .filter(|t| t.name() == topic)
         .flat_map(|t| t.partitions())
-        .filter_map(|p| consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).ok())
+        .filter_map(|p| {
+            consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .ok()
+        })
         .map(|(low, high)| high - low)
         .sum()
 }

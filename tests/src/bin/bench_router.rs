@@ -339,9 +339,10 @@ async fn run_router_until(stack: &Stack, group: &str, events: usize) {
     // blocks, so it runs off the async workers the router uses.
     loop {
         let (settings, topic) = (stack.settings.clone(), topic.clone());
-        let total = tokio::task::spawn_blocking(move || dho_tests::read_topic_sizes(&settings, &topic))
-            .await
-            .unwrap();
+        let total =
+            tokio::task::spawn_blocking(move || dho_tests::read_topic_sizes(&settings, &topic))
+                .await
+                .unwrap();
         if total as usize >= events {
             break;
         }
