@@ -103,6 +103,22 @@ impl AvroSerde {
         })
     }
 
+    /// Registers a Protobuf schema under `subject` and returns its id. Protobuf writers use
+    /// the record-name subject (e.g. `dho.v1.Measurement`): a topic's own subject holds its
+    /// Avro schema at FULL_TRANSITIVE, where a change of schema type is refused.
+    pub async fn register_protobuf(&self, subject: &str, schema: &str) -> Result<u32> {
+        let supplied = SuppliedSchema::new(
+            Some(subject.to_string()),
+            SchemaType::Protobuf,
+            schema.to_string(),
+        );
+        let registered = post_schema(&self.inner.sr, subject.to_string(), supplied)
+            .await
+            .map_err(|e| registry_error(subject, e))?;
+        self.remember(registered.id, Known::Protobuf);
+        Ok(registered.id)
+    }
+
     async fn set_compatibility(&self, subject: &str) -> Result<()> {
         let url = format!("{}/config/{}", self.inner.url, encode_subject(subject));
         let response = self

@@ -9,6 +9,7 @@ use dho_schemas::{
     OrganisationIdentifier, PatientIdentifier, Policy, ProvisionKind, SelfReport, Subscription,
     TopicNames, ValidationError, model::now_millis,
 };
+use dho_schemas::{proto, wire};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -76,6 +77,10 @@ pub struct Publisher {
     subscriptions: Encoder<Subscription>,
     careplans: Encoder<CarePlan>,
     consent_changes: Encoder<ConsentChange>,
+    /// Set by [`Publisher::with_protobuf`]: events go out in the Confluent Protobuf format
+    /// with this schema id.
+    protobuf_schema: Option<u32>,
+    serde: AvroSerde,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -120,6 +125,8 @@ impl Publisher {
             subscriptions: serde.register(&topics.subscriptions()).await?,
             careplans: serde.register(&topics.careplans()).await?,
             consent_changes: serde.register(&consent_audit_topic(&topics)).await?,
+            protobuf_schema: None,
+            serde,
             producer,
             topics,
             partitions: settings.partitions,
@@ -127,8 +134,36 @@ impl Publisher {
         })
     }
 
+    /// Publishes readings and self-reports as Protobuf from now on (for platforms whose own
+    /// pipeline speaks Protobuf); the router delivers them as Avro like any other.
+    pub async fn with_protobuf(mut self) -> Result<Self> {
+        let mut id = None;
+        for subject in ["dho.v1.Measurement", "dho.v1.SelfReport"] {
+            // One file holds both messages, so both subjects share its id.
+            id = Some(
+                self.serde
+                    .register_protobuf(subject, proto::PROTO_FILE)
+                    .await?,
+            );
+        }
+        self.protobuf_schema = id;
+        Ok(self)
+    }
+
     pub async fn publish_measurement(&self, m: &Measurement) -> Result<Receipt> {
         m.validate(self.policy, now_millis())?;
+        if let Some(id) = self.protobuf_schema {
+            let payload =
+                wire::frame_protobuf(id, proto::MEASUREMENT_INDEX, &proto::encode_measurement(m));
+            return self
+                .send_payload(
+                    &self.topics.measurements(),
+                    &m.patient,
+                    m.patient.key(),
+                    Some(payload),
+                )
+                .await;
+        }
         self.send(
             &self.topics.measurements(),
             &m.patient,
@@ -141,6 +176,18 @@ impl Publisher {
 
     pub async fn publish_self_report(&self, r: &SelfReport) -> Result<Receipt> {
         r.validate(self.policy, now_millis())?;
+        if let Some(id) = self.protobuf_schema {
+            let payload =
+                wire::frame_protobuf(id, proto::SELF_REPORT_INDEX, &proto::encode_self_report(r));
+            return self
+                .send_payload(
+                    &self.topics.selfreports(),
+                    &r.patient,
+                    r.patient.key(),
+                    Some(payload),
+                )
+                .await;
+        }
         self.send(
             &self.topics.selfreports(),
             &r.patient,
@@ -307,6 +354,16 @@ impl Publisher {
         value: Option<&T>,
     ) -> Result<Receipt> {
         let payload = value.map(|v| encoder.encode(v)).transpose()?;
+        self.send_payload(topic, patient, key, payload).await
+    }
+
+    async fn send_payload(
+        &self,
+        topic: &str,
+        patient: &PatientIdentifier,
+        key: &str,
+        payload: Option<Vec<u8>>,
+    ) -> Result<Receipt> {
         // Explicit partition by the patient alone, so state keys (patient|id) co-partition
         // with the events of the same patient.
         let partition = partition_for(patient.key().as_bytes(), self.partitions);

@@ -27,6 +27,7 @@ pub struct RouterConfig {
     /// deliveries, audit records, dead letters and input offsets then commit in one Kafka
     /// transaction, for `read_committed` readers. Needs a broker with transactions (Apache
     /// Kafka); unset, the router is effectively-once on any Kafka-API broker.
+    /// Not yet proven by a test (see ARCHITECTURE.md): leave unset in production for now.
     #[serde(default)]
     pub transactional_id: Option<String>,
     /// Create missing topics at start and per new subscriber. Off where topics are

@@ -2,14 +2,10 @@
 //! registry) is routed like any other: the subscriber receives the reading as Avro, equal
 //! to what was sent.
 
-use std::time::Duration;
-
 use dho_schemas::model::*;
-use dho_schemas::partition::partition_for;
 use dho_schemas::{fixtures, proto, wire};
 use dho_tests::scenario::{consent, subscribe};
-use dho_tests::{PARTITIONS, Stack, wait_for};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use dho_tests::{Stack, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protobuf_readings_are_delivered_as_avro() {
@@ -20,41 +16,19 @@ async fn protobuf_readings_are_delivered_as_avro() {
     consent(&publisher, &patient, "c", &[fixtures::gp()]).await;
     subscribe(&publisher, &patient, &[("gp", fixtures::gp())]).await;
 
-    // The topic's own subject holds the Avro schema at FULL_TRANSITIVE (a type change is
-    // refused), so a Protobuf publisher registers under the record-name subject.
-    let response: serde_json::Value = reqwest::Client::new()
-        .post(format!(
-            "{}/subjects/dho.v1.Measurement/versions",
-            stack.settings.schema_registry_url
-        ))
-        .json(&serde_json::json!({"schemaType": "PROTOBUF", "schema": proto::PROTO_FILE}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let schema_id = response["id"].as_u64().unwrap() as u32;
-
+    // A platform whose pipeline speaks Protobuf: the library registers the schema under
+    // the record-name subject and frames records in the Confluent Protobuf format.
+    let protobuf = stack.publisher().await.with_protobuf().await.unwrap();
     let reading = fixtures::blood_pressure(&patient, 152.0, 96.0, now_millis() - 60_000);
-    let framed = wire::frame_protobuf(
-        schema_id,
-        proto::MEASUREMENT_INDEX,
-        &proto::encode_measurement(&reading),
-    );
-    let raw: FutureProducer = stack.settings.client_config(&[]).unwrap().create().unwrap();
-    let partition = partition_for(patient.key().as_bytes(), PARTITIONS);
-    raw.send(
-        FutureRecord::to(&topics.measurements())
-            .key(patient.key())
-            .payload(&framed)
-            .partition(partition),
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+    let receipt = protobuf.publish_measurement(&reading).await.unwrap();
+    let raw = dho_tests::read_topic(&stack.settings, &topics.measurements());
+    let record = raw
+        .iter()
+        .find(|r| r.offset == receipt.offset && r.partition == receipt.partition)
+        .unwrap();
+    let frame =
+        wire::unframe_protobuf(record.value.as_deref().unwrap()).expect("Protobuf on the wire");
+    assert_eq!(frame.message_index, proto::MEASUREMENT_INDEX);
 
     let router = stack.spawn_router("router").await;
     let delivered: Vec<Delivery> = wait_for(&stack.settings, &topics.deliver("gp"), 1).await;
