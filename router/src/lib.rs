@@ -2,6 +2,7 @@
 //! decides (a pure function, [`decision`]) and delivers to one topic per subscriber with an
 //! audit record per delivery. See `pipeline` for the guarantees and how they are kept.
 
+pub mod alerts;
 mod config;
 pub mod decision;
 pub mod metrics;
