@@ -8,6 +8,8 @@
 mod admin;
 mod error;
 mod serde;
+#[cfg(feature = "service")]
+pub mod service;
 mod settings;
 
 pub use admin::{TopicSpec, ensure_topics, hub_topics, partition_count};

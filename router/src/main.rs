@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use dho_kafka::KafkaSettings;
+use dho_kafka::service::{KafkaArgs, init_logging, shutdown_signal};
 use dho_router::{Router, RouterConfig};
 
 #[derive(Debug, Parser)]
@@ -15,18 +16,8 @@ struct Args {
     /// TOML configuration file (see config/router.example.toml).
     #[arg(long, env = "DHO_CONFIG")]
     config: Option<PathBuf>,
-    /// Kafka bootstrap servers (overrides the file).
-    #[arg(long, env = "DHO_BOOTSTRAP_SERVERS")]
-    bootstrap_servers: Option<String>,
-    /// Schema registry URL (overrides the file).
-    #[arg(long, env = "DHO_SCHEMA_REGISTRY_URL")]
-    schema_registry_url: Option<String>,
-    /// Topic prefix (overrides the file).
-    #[arg(long, env = "DHO_TOPIC_PREFIX")]
-    topic_prefix: Option<String>,
-    /// Partitions of the ingest and state topics (overrides the file).
-    #[arg(long, env = "DHO_PARTITIONS")]
-    partitions: Option<i32>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Consumer group of the router instances (overrides the file).
     #[arg(long, env = "DHO_GROUP_ID")]
     group_id: Option<String>,
@@ -51,18 +42,7 @@ fn load(args: &Args) -> anyhow::Result<RouterConfig> {
             "http://localhost:8081",
         )),
     };
-    if let Some(v) = &args.bootstrap_servers {
-        config.kafka.bootstrap_servers = v.clone();
-    }
-    if let Some(v) = &args.schema_registry_url {
-        config.kafka.schema_registry_url = v.clone();
-    }
-    if let Some(v) = &args.topic_prefix {
-        config.kafka.topic_prefix = v.clone();
-    }
-    if let Some(v) = args.partitions {
-        config.kafka.partitions = v;
-    }
+    args.kafka.apply(&mut config.kafka);
     if let Some(v) = &args.group_id {
         config.group_id = v.clone();
     }
@@ -75,16 +55,7 @@ fn load(args: &Args) -> anyhow::Result<RouterConfig> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    init_logging(args.log_json);
     let config = load(&args)?;
     if let Some(addr) = config.metrics_listen {
         metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -100,16 +71,6 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("routing stopped with an error")?;
     Ok(())
-}
-
-/// Ctrl-C or SIGTERM (what orchestrators send) stops the router gracefully.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 #[cfg(test)]

@@ -132,14 +132,20 @@ impl Event {
             },
         }
     }
+    fn event_id(&self) -> &str {
+        match self {
+            Event::Measurement(e) => &e.event_id,
+            Event::SelfReport(e) => &e.event_id,
+        }
+    }
     fn reference(&self) -> EventReference {
         let view = self.view();
-        let (event_id, effective_time) = match self {
-            Event::Measurement(e) => (&e.event_id, e.effective_time),
-            Event::SelfReport(e) => (&e.event_id, e.authored_time),
+        let effective_time = match self {
+            Event::Measurement(e) => e.effective_time,
+            Event::SelfReport(e) => e.authored_time,
         };
         EventReference {
-            event_id: event_id.clone(),
+            event_id: self.event_id().to_string(),
             category: view.category,
             code: view.code.map(str::to_string),
             effective_time,
@@ -673,6 +679,7 @@ impl Router {
         for reason in withheld {
             metrics::counter!(m::WITHHELD, "reason" => reason.as_str()).increment(1);
         }
+        let category = event.view().category;
         for (subscription, consent) in grants {
             let delivery = self.delivery(&event, &source, &subscription, &consent, now);
             let record = DisclosureRecord {
@@ -686,8 +693,8 @@ impl Router {
                 decision_reference: consent.consent_id.clone(),
                 legal_basis: consent.legal_basis.clone(),
                 data_controller: event.data_controller().clone(),
-                category: event.view().category,
-                event_id: event.reference().event_id,
+                category,
+                event_id: event.event_id().to_string(),
                 content_level: delivery.content_level,
                 source: source.clone(),
             };
@@ -703,8 +710,7 @@ impl Router {
                 self.send(&self.topics.audit(), &patient_key, &audit_bytes, None)
                     .await?,
             );
-            metrics::counter!(m::DELIVERIES, "category" => event.view().category.as_str())
-                .increment(1);
+            metrics::counter!(m::DELIVERIES, "category" => category.as_str()).increment(1);
         }
         Ok(())
     }

@@ -5,12 +5,27 @@
 use std::time::Duration;
 
 use dho_consumer::{Subscriber, SubscriberConfig};
+use dho_producer::Publisher;
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
 use dho_tests::scenario::{consent, gp_and_home, subscribe};
 use dho_tests::{Stack, read_decoded, read_topic, wait_for, wait_routed};
 
 const GROUP: &str = "router";
+
+/// Separate consents for the GP (`c-gp`) and home care (`c-home`); both subscribe.
+async fn consent_to_gp_and_home(publisher: &Publisher, patient: &PatientIdentifier) {
+    consent(publisher, patient, "c-gp", &[fixtures::gp()]).await;
+    consent(publisher, patient, "c-home", &[fixtures::home_care()]).await;
+    subscribe(publisher, patient, &gp_and_home()).await;
+}
+
+/// The patient withdraws the GP's consent (status inactive), acknowledged by the broker.
+async fn withdraw_gp_consent(publisher: &Publisher, patient: &PatientIdentifier) {
+    let mut revoked = fixtures::consent(patient, "c-gp", &[fixtures::gp()]);
+    revoked.status = ConsentStatus::Inactive;
+    publisher.put_consent(&revoked).await.unwrap();
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_entitled_subscriber_receives_the_measurement_and_the_unconsented_one_nothing() {
@@ -75,9 +90,7 @@ async fn a_revoked_consent_stops_later_deliveries() {
     let publisher = stack.publisher().await;
     let topics = stack.settings.topics();
     let patient = fixtures::patient(2);
-    consent(&publisher, &patient, "c-gp", &[fixtures::gp()]).await;
-    consent(&publisher, &patient, "c-home", &[fixtures::home_care()]).await;
-    subscribe(&publisher, &patient, &gp_and_home()).await;
+    consent_to_gp_and_home(&publisher, &patient).await;
     let router = stack.spawn_router(GROUP).await;
 
     let first = fixtures::spo2(&patient, 95.0, now_millis() - 60_000);
@@ -87,9 +100,7 @@ async fn a_revoked_consent_stops_later_deliveries() {
 
     // The patient withdraws consent for the GP; the broker acknowledges it before the next
     // reading is published.
-    let mut revoked = fixtures::consent(&patient, "c-gp", &[fixtures::gp()]);
-    revoked.status = ConsentStatus::Inactive;
-    publisher.put_consent(&revoked).await.unwrap();
+    withdraw_gp_consent(&publisher, &patient).await;
     let second = fixtures::spo2(&patient, 89.0, now_millis() - 30_000);
     let receipt = publisher.publish_measurement(&second).await.unwrap();
 
@@ -136,16 +147,12 @@ async fn a_revocation_acknowledged_before_routing_applies_even_when_the_router_l
     let publisher = stack.publisher().await;
     let topics = stack.settings.topics();
     let patient = fixtures::patient(3);
-    consent(&publisher, &patient, "c-gp", &[fixtures::gp()]).await;
-    consent(&publisher, &patient, "c-home", &[fixtures::home_care()]).await;
-    subscribe(&publisher, &patient, &gp_and_home()).await;
+    consent_to_gp_and_home(&publisher, &patient).await;
     // The reading is published while consent is given, but the router is not running yet;
     // the revocation is acknowledged before the router gets to route the reading.
     let reading = fixtures::spo2(&patient, 93.0, now_millis() - 60_000);
     let receipt = publisher.publish_measurement(&reading).await.unwrap();
-    let mut revoked = fixtures::consent(&patient, "c-gp", &[fixtures::gp()]);
-    revoked.status = ConsentStatus::Inactive;
-    publisher.put_consent(&revoked).await.unwrap();
+    withdraw_gp_consent(&publisher, &patient).await;
 
     let router = stack.spawn_router(GROUP).await;
     wait_routed(

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use dho_kafka::KafkaSettings;
+use dho_kafka::service::KafkaArgs;
 use dho_producer::{ConsentAudit, Publisher, state};
 use dho_schemas::model::*;
 use dho_schemas::{Policy, ids};
@@ -21,18 +22,8 @@ struct Args {
     /// A TOML file with a [kafka] table (the router's or the gateway's config will do).
     #[arg(long, env = "DHO_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// Kafka bootstrap servers (overrides the file).
-    #[arg(long, env = "DHO_BOOTSTRAP_SERVERS", global = true)]
-    bootstrap_servers: Option<String>,
-    /// Schema registry URL (overrides the file).
-    #[arg(long, env = "DHO_SCHEMA_REGISTRY_URL", global = true)]
-    schema_registry_url: Option<String>,
-    /// Topic prefix (overrides the file).
-    #[arg(long, env = "DHO_TOPIC_PREFIX", global = true)]
-    topic_prefix: Option<String>,
-    /// Partitions of the ingest and state topics (overrides the file).
-    #[arg(long, env = "DHO_PARTITIONS", global = true)]
-    partitions: Option<i32>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Refuse synthetic test identities (production).
     #[arg(long, global = true)]
     refuse_synthetic: bool,
@@ -116,18 +107,7 @@ fn settings(args: &Args) -> anyhow::Result<KafkaSettings> {
         }
         None => KafkaSettings::new("localhost:9092", "http://localhost:8081"),
     };
-    if let Some(v) = &args.bootstrap_servers {
-        settings.bootstrap_servers = v.clone();
-    }
-    if let Some(v) = &args.schema_registry_url {
-        settings.schema_registry_url = v.clone();
-    }
-    if let Some(v) = &args.topic_prefix {
-        settings.topic_prefix = v.clone();
-    }
-    if let Some(v) = args.partitions {
-        settings.partitions = v;
-    }
+    args.kafka.apply(&mut settings);
     Ok(settings)
 }
 

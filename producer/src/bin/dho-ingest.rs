@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use dho_kafka::service::{KafkaArgs, init_logging, shutdown_signal};
 use dho_producer::gateway::{Gateway, GatewayConfig, install_metrics};
 
 #[derive(Debug, Parser)]
@@ -17,18 +18,8 @@ struct Args {
     /// Listen address (overrides the file); port 0 picks a free port.
     #[arg(long, env = "DHO_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Kafka bootstrap servers (overrides the file).
-    #[arg(long, env = "DHO_BOOTSTRAP_SERVERS")]
-    bootstrap_servers: Option<String>,
-    /// Schema registry URL (overrides the file).
-    #[arg(long, env = "DHO_SCHEMA_REGISTRY_URL")]
-    schema_registry_url: Option<String>,
-    /// Topic prefix (overrides the file).
-    #[arg(long, env = "DHO_TOPIC_PREFIX")]
-    topic_prefix: Option<String>,
-    /// Partitions of the ingest and state topics (overrides the file).
-    #[arg(long, env = "DHO_PARTITIONS")]
-    partitions: Option<i32>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Log as JSON lines (production) instead of human-readable text.
     #[arg(long, env = "DHO_LOG_JSON")]
     log_json: bool,
@@ -42,38 +33,14 @@ fn load(args: &Args) -> anyhow::Result<GatewayConfig> {
     if let Some(v) = args.listen {
         config.listen = v;
     }
-    if let Some(v) = &args.bootstrap_servers {
-        config.kafka.bootstrap_servers = v.clone();
-    }
-    if let Some(v) = &args.schema_registry_url {
-        config.kafka.schema_registry_url = v.clone();
-    }
-    if let Some(v) = &args.topic_prefix {
-        config.kafka.topic_prefix = v.clone();
-    }
-    if let Some(v) = args.partitions {
-        config.kafka.partitions = v;
-    }
+    args.kafka.apply(&mut config.kafka);
     Ok(config)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    init_logging(args.log_json);
     let config = load(&args)?;
     let metrics = install_metrics().context("installing the metrics recorder")?;
     let gateway = Gateway::connect(config, Some(metrics))
@@ -88,16 +55,6 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("the gateway stopped with an error")?;
     Ok(())
-}
-
-/// Ctrl-C or SIGTERM stops the gateway gracefully: requests in flight are answered.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 #[cfg(test)]

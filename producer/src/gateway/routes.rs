@@ -152,6 +152,30 @@ fn refuse(endpoint: Endpoint, refusal: Refusal) -> Response {
     refusal.into_response()
 }
 
+/// A record the validators refused: 422 naming the field and the rule.
+fn refuse_invalid(endpoint: Endpoint, e: dho_schemas::ValidationError) -> Response {
+    m::entries("rejected", e.reason.as_str(), 1);
+    refuse(
+        endpoint,
+        Refusal::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            e.reason.as_str(),
+            &e.detail,
+        )
+        .at(e.field),
+    )
+}
+
+/// 201 Created with the new resource's location.
+fn created(body: serde_json::Value, location: &str) -> Response {
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
 // ---------------------------------------------------------------------------------------
 // Common steps
 
@@ -603,35 +627,15 @@ async fn native(
         Ok(receipt) => {
             m::entries("accepted", "none", 1);
             m::request(ep, "accepted");
-            let location = format!("/{}/{}", ep_path(ep), event.event_id());
-            let mut response = (
-                StatusCode::CREATED,
-                Json(json!({
-                    "event_id": event.event_id(),
-                    "topic": receipt.topic,
-                    "partition": receipt.partition,
-                    "offset": receipt.offset,
-                })),
-            )
-                .into_response();
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                response.headers_mut().insert(header::LOCATION, v);
-            }
-            response
+            let body = json!({
+                "event_id": event.event_id(),
+                "topic": receipt.topic,
+                "partition": receipt.partition,
+                "offset": receipt.offset,
+            });
+            created(body, &format!("/{}/{}", ep_path(ep), event.event_id()))
         }
-        Err(crate::Error::Invalid(e)) => {
-            m::entries("rejected", e.reason.as_str(), 1);
-            refuse(
-                ep,
-                Refusal::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid",
-                    e.reason.as_str(),
-                    &e.detail,
-                )
-                .at(e.field),
-            )
-        }
+        Err(crate::Error::Invalid(e)) => refuse_invalid(ep, e),
         Err(e) => {
             let (reason, status, code) = publish_failure(&e);
             m::entries("failed", reason, 1);
@@ -900,25 +904,9 @@ async fn upsert_subscription(
         Ok(_) => {
             m::entries("accepted", "none", 1);
             m::request(EP, "accepted");
-            let mut response = (StatusCode::CREATED, Json(json)).into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("/subscriptions/{id}")) {
-                response.headers_mut().insert(header::LOCATION, v);
-            }
-            response
+            created(json, &format!("/subscriptions/{id}"))
         }
-        Err(crate::Error::Invalid(e)) => {
-            m::entries("rejected", e.reason.as_str(), 1);
-            refuse(
-                EP,
-                Refusal::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid",
-                    e.reason.as_str(),
-                    &e.detail,
-                )
-                .at(e.field),
-            )
-        }
+        Err(crate::Error::Invalid(e)) => refuse_invalid(EP, e),
         Err(e) => subscription_failure(&gw, e),
     }
 }
