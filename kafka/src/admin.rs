@@ -62,6 +62,7 @@ pub fn hub_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
         TopicSpec::state(t.consents(), n),
         TopicSpec::state(t.subscriptions(), n),
         TopicSpec::state(t.careplans(), n),
+        TopicSpec::state(t.alert_state(), n),
         TopicSpec::output(t.audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.deadletter(), n, None),
     ]
@@ -96,7 +97,7 @@ pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Res
             Err((topic, code)) => {
                 return Err(Error::Topic {
                     topic,
-                    detail: code.to_string(),
+                    detail: format!("could not be created: {code}"),
                 });
             }
         }
@@ -136,4 +137,29 @@ pub async fn partition_count(settings: &KafkaSettings, topic: &str) -> Result<i3
     })
     .await
     .map_err(|e| Error::Config(format!("metadata task failed: {e}")))?
+}
+
+/// Checks topics provisioned by operators, creating nothing: each must exist, and a
+/// co-partitioned one must have the expected partition count. Needs only metadata access
+/// (no CreateTopics right, no controller), so it works where creation is not allowed.
+pub async fn check_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Result<()> {
+    for spec in specs {
+        let actual = partition_count(settings, &spec.name)
+            .await
+            .map_err(|e| match e {
+                Error::Topic { topic, .. } => Error::Topic {
+                    topic,
+                    detail: "does not exist, and creating topics is off".into(),
+                },
+                other => other,
+            })?;
+        if spec.co_partitioned && actual != spec.partitions {
+            return Err(Error::PartitionMismatch {
+                topic: spec.name.clone(),
+                expected: spec.partitions,
+                actual,
+            });
+        }
+    }
+    Ok(())
 }

@@ -10,7 +10,7 @@ pub enum Error {
     ConflictingOption { key: String },
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
-    #[error("creating topic {topic}: {detail}")]
+    #[error("topic {topic}: {detail}")]
     Topic { topic: String, detail: String },
     #[error(
         "topic {topic} has {actual} partitions but the hub's input topics must all have {expected} \

@@ -259,6 +259,117 @@ impl AlertState {
     }
 }
 
+/// What the router keeps per (patient, code) between readings, persisted on the compacted
+/// alert-state topic so a restart or a rebalance continues exactly where it stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Track {
+    pub state: AlertState,
+    /// When the last reading was received (its `received_time`, never later than when it
+    /// was routed): the start of the silence the no-data timer measures.
+    pub last_reading_at: Millis,
+    /// The offset of the last reading applied, in the patient's measurements partition. A
+    /// replayed reading at or below it was applied before the crash, and its alert (if
+    /// any) was acknowledged before this record was written: it is not applied again.
+    pub applied_through: i64,
+    /// The plan target codes that classified the last reading (a panel's components):
+    /// the silence interval is the shortest of theirs.
+    pub target_codes: Vec<String>,
+}
+
+/// What one reading did to its track.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observed {
+    /// Already applied before a restart (a replay): nothing changes, nothing is raised.
+    Replayed,
+    /// No plan target applies to the reading: the track is untouched.
+    Unclassified,
+    /// The track changed (persist it), and maybe raised an alert.
+    Applied(Option<Alert>),
+}
+
+impl Track {
+    pub fn new(patient: PatientIdentifier, code: impl Into<String>) -> Self {
+        Self {
+            state: AlertState::new(patient, code),
+            last_reading_at: 0,
+            applied_through: -1,
+            target_codes: vec![],
+        }
+    }
+
+    /// Feeds the reading at `offset` of its measurements partition (see [`Observed`]).
+    pub fn observe(
+        &mut self,
+        reading: &Measurement,
+        offset: i64,
+        plan: &CarePlan,
+        now: Millis,
+    ) -> Observed {
+        if offset <= self.applied_through {
+            return Observed::Replayed;
+        }
+        let Some(classification) = classify(reading, plan) else {
+            return Observed::Unclassified;
+        };
+        let alert = self.state.observe(&classification, reading, plan, now);
+        self.last_reading_at = reading.received_time.min(now);
+        self.applied_through = offset;
+        self.target_codes = target_codes(reading, plan);
+        Observed::Applied(alert)
+    }
+
+    /// The timer's check: `NO_DATA` once the shortest expected interval of the track's
+    /// targets in `plan` has passed since the last reading.
+    pub fn check_silence(&mut self, plan: &CarePlan, now: Millis) -> Option<Alert> {
+        let target = plan
+            .targets
+            .iter()
+            .filter(|t| self.target_codes.contains(&t.code))
+            .filter(|t| t.expected_interval_hours.is_some_and(|h| h > 0))
+            .min_by_key(|t| t.expected_interval_hours)?;
+        self.state
+            .check_silence(plan, target, self.last_reading_at, now)
+    }
+
+    /// The worst zone of the open episode is red.
+    pub fn in_red(&self) -> bool {
+        self.state.zone == Some(Zone::Red)
+    }
+}
+
+/// The codes of `plan`'s targets that apply to `reading` (its own code and its components').
+fn target_codes(reading: &Measurement, plan: &CarePlan) -> Vec<String> {
+    let own = std::iter::once(reading.code.as_str());
+    let components = reading.components.iter().map(|c| c.code.as_str());
+    let mut codes: Vec<String> = own
+        .chain(components)
+        .filter(|code| plan.targets.iter().any(|t| t.code == *code))
+        .map(str::to_owned)
+        .collect();
+    codes.dedup();
+    codes
+}
+
+/// The plan that speaks about `code` (a target for the code or one of `component_codes`):
+/// of several, the most recently updated (then the highest version, then the plan id, so
+/// the choice never depends on map order).
+pub fn plan_for<'a>(
+    plans: impl IntoIterator<Item = &'a CarePlan>,
+    code: &str,
+    component_codes: &[&str],
+) -> Option<&'a CarePlan> {
+    plans
+        .into_iter()
+        .filter(|p| {
+            p.targets
+                .iter()
+                .any(|t| t.code == code || component_codes.contains(&t.code.as_str()))
+        })
+        .max_by(|a, b| {
+            (a.updated_at, a.version, &a.plan_id).cmp(&(b.updated_at, b.version, &b.plan_id))
+        })
+}
+
 /// The VKP severity of a zone: green `NORMAL`, yellow `MODERATE`, red `SEVERE`.
 pub fn severity_of(zone: Zone) -> VkpSeverity {
     match zone {

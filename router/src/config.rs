@@ -37,6 +37,10 @@ pub struct RouterConfig {
     /// Accept identifiers from synthetic test populations (false in production).
     #[serde(default = "default_true")]
     pub allow_synthetic_identifiers: bool,
+    /// How often the no-data timer looks for patients silent past their care plan's
+    /// expected interval (seconds).
+    #[serde(default = "default_silence_check_interval", with = "humantime_secs")]
+    pub silence_check_interval: Duration,
     /// Where `/metrics` is served; none if unset.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
@@ -53,6 +57,9 @@ fn default_state_sync_timeout() -> Duration {
 }
 fn default_session_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_silence_check_interval() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_true() -> bool {
     true
@@ -86,6 +93,7 @@ impl RouterConfig {
             transactional_id: None,
             create_topics: true,
             allow_synthetic_identifiers: true,
+            silence_check_interval: default_silence_check_interval(),
             metrics_listen: None,
         }
     }

@@ -10,12 +10,23 @@ use std::collections::BTreeMap;
 
 use dho_schemas::model::*;
 
-/// What the router knows about one patient: their consent directives and the
-/// subscriptions to them, by record id.
+/// What the router knows about one patient: their consent directives, the subscriptions
+/// to them and their care plans, by record id; and the alert tracks, by measurement code.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PatientState {
     pub consents: BTreeMap<String, Consent>,
     pub subscriptions: BTreeMap<String, Subscription>,
+    pub care_plans: BTreeMap<String, CarePlan>,
+    pub alerts: BTreeMap<String, crate::alerts::Track>,
+}
+
+impl PatientState {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.consents.is_empty()
+            && self.subscriptions.is_empty()
+            && self.care_plans.is_empty()
+            && self.alerts.is_empty()
+    }
 }
 
 /// The routing-relevant view of an event.

@@ -14,3 +14,10 @@ pub const OWNED_PARTITIONS: &str = "dho_router_owned_partitions";
 pub const CONSUMER_LAG: &str = "dho_router_consumer_lag_records";
 /// Average broker round-trip time seen by the router's consumer.
 pub const BROKER_RTT: &str = "dho_router_broker_rtt_seconds";
+/// Alerts raised, by `zone` (green/yellow/red) and `kind` (zone_entered, escalated,
+/// resolved, no_data).
+pub const ALERTS_RAISED: &str = "dho_router_alerts_raised_total";
+/// Alerts that closed an episode (kind resolved), by the zone the patient is back in.
+pub const ALERTS_RESOLVED: &str = "dho_router_alerts_resolved_total";
+/// Patients (of this instance's partitions) whose open alert episode is red.
+pub const PATIENTS_IN_RED: &str = "dho_router_patients_in_red";

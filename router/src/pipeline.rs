@@ -12,7 +12,7 @@ use dho_kafka::{AvroSerde, Encoder, TopicSpec};
 use dho_schemas::codec::AvroRecord;
 use dho_schemas::model::*;
 use dho_schemas::partition::partition_for;
-use dho_schemas::topics::headers;
+use dho_schemas::topics::{headers, patient_key, state_key};
 use dho_schemas::{Policy, TopicNames};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -24,7 +24,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
 use crate::RouterConfig;
-use crate::decision::{EventView, Grant, Withheld, decide};
+use crate::alerts::{self, Observed, Track};
+use crate::decision::{EventView, Grant, decide};
 use crate::metrics as m;
 use crate::state::PartitionState;
 
@@ -159,6 +160,122 @@ impl Event {
     }
 }
 
+/// What a delivery discloses: an ingest event, or an alert about the patient.
+#[derive(Debug, Clone, Copy)]
+enum Outgoing<'a> {
+    Event(&'a Event),
+    Alert(&'a Alert),
+}
+
+impl Outgoing<'_> {
+    fn category(self) -> DataCategory {
+        match self {
+            Outgoing::Event(e) => e.view().category,
+            Outgoing::Alert(_) => DataCategory::Alert,
+        }
+    }
+
+    fn patient(&self) -> &PatientIdentifier {
+        match self {
+            Outgoing::Event(e) => e.patient(),
+            Outgoing::Alert(a) => &a.patient,
+        }
+    }
+
+    /// The audit record's event id: the event's, or the alert's.
+    fn event_id(&self) -> &str {
+        match self {
+            Outgoing::Event(e) => e.event_id(),
+            Outgoing::Alert(a) => &a.alert_id,
+        }
+    }
+
+    /// The delivery to `subscription`'s subscriber. A minimal delivery carries no values:
+    /// a reference for an event, the alert without its reading.
+    fn delivery(
+        self,
+        source: &SourcePosition,
+        subscription: &Subscription,
+        consent: &Consent,
+        now: Millis,
+    ) -> Delivery {
+        let subscriber = &subscription.subscriber_id;
+        let mut delivery = Delivery {
+            delivery_id: match self {
+                Outgoing::Event(_) => delivery_id(source, subscriber),
+                Outgoing::Alert(a) => alert_delivery_id(&a.alert_id, subscriber),
+            },
+            subscriber_id: subscriber.clone(),
+            subscription_id: subscription.subscription_id.clone(),
+            consent_id: consent.consent_id.clone(),
+            patient: self.patient().clone(),
+            source: source.clone(),
+            content_level: subscription.content_level,
+            routed_at: now,
+            measurement: None,
+            self_report: None,
+            alert: None,
+            reference: None,
+        };
+        match (subscription.content_level, self) {
+            (ContentLevel::Minimal, Outgoing::Event(e)) => delivery.reference = Some(e.reference()),
+            (ContentLevel::Full, Outgoing::Event(Event::Measurement(e))) => {
+                delivery.measurement = Some(e.clone())
+            }
+            (ContentLevel::Full, Outgoing::Event(Event::SelfReport(e))) => {
+                delivery.self_report = Some(e.clone())
+            }
+            (ContentLevel::Full, Outgoing::Alert(a)) => delivery.alert = Some(a.clone()),
+            (ContentLevel::Minimal, Outgoing::Alert(a)) => {
+                delivery.alert = Some(Alert {
+                    reading: None,
+                    ..a.clone()
+                })
+            }
+        }
+        delivery
+    }
+}
+
+/// The deterministic id of an alert's delivery to a subscriber (the alert id is
+/// deterministic too, so a replay produces the same delivery id).
+pub fn alert_delivery_id(alert_id: &str, subscriber_id: &str) -> String {
+    let name = format!("alert/{alert_id}/{subscriber_id}");
+    uuid::Uuid::new_v5(&DELIVERY_ID_NAMESPACE, name.as_bytes()).to_string()
+}
+
+/// A bounded label value for a zone.
+fn zone_label(zone: Zone) -> &'static str {
+    match zone {
+        Zone::Green => "green",
+        Zone::Yellow => "yellow",
+        Zone::Red => "red",
+    }
+}
+
+/// What routing one batch produced, before it is acknowledged.
+#[derive(Default)]
+struct BatchOutputs {
+    /// Deliveries, audit records and alerts, awaiting acknowledgement.
+    pending: Vec<DeliveryFuture>,
+    /// Alert tracks changed in the batch, by (partition, `patient|code` key): `true` when
+    /// the track raised an alert, so it is written only after the alert is acknowledged.
+    tracks: BTreeMap<(i32, String), bool>,
+}
+
+/// Waits for the broker's acknowledgement of every record; returns where each landed.
+async fn await_acks(pending: Vec<DeliveryFuture>) -> Result<Vec<(i32, i64)>> {
+    let mut written = Vec::with_capacity(pending.len());
+    for result in futures::future::join_all(pending).await {
+        match result {
+            Ok(Ok(delivered)) => written.push((delivered.partition, delivered.offset)),
+            Ok(Err((e, _))) => return Err(Error::NotAcknowledged(e)),
+            Err(_) => return Err(Error::NotAcknowledged(KafkaError::Canceled)),
+        }
+    }
+    Ok(written)
+}
+
 /// Why a record went to the dead-letter topic (bounded: a metric label and a header).
 #[derive(Debug)]
 struct DeadLetter {
@@ -170,7 +287,31 @@ struct DeadLetter {
 enum StateTopic {
     Consents,
     Subscriptions,
+    CarePlans,
+    /// The router's own alert tracks (written by the router, read back on assignment).
+    AlertState,
 }
+
+impl StateTopic {
+    const ALL: [StateTopic; 4] = [
+        StateTopic::Consents,
+        StateTopic::Subscriptions,
+        StateTopic::CarePlans,
+        StateTopic::AlertState,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            StateTopic::Consents => "consents",
+            StateTopic::Subscriptions => "subscriptions",
+            StateTopic::CarePlans => "careplans",
+            StateTopic::AlertState => "alertstate",
+        }
+    }
+}
+
+/// The router's clock (a function, so tests can move time forward to reach a silence).
+pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
 
 /// What one router instance did in its run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -201,6 +342,7 @@ pub struct Router {
     audit: Encoder<DisclosureRecord>,
     deliver: HashMap<String, Encoder<Delivery>>,
     stats: RunStats,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Router {
@@ -218,6 +360,9 @@ impl Router {
         settings.validate()?;
         if config.create_topics {
             dho_kafka::ensure_topics(settings, &dho_kafka::hub_topics(settings)).await?;
+        } else {
+            // Provisioned by operators: only check that they exist and are co-partitioned.
+            dho_kafka::check_topics(settings, &dho_kafka::hub_topics(settings)).await?;
         }
         let topics = settings.topics();
         let serde = AvroSerde::new(&settings.schema_registry_url);
@@ -263,6 +408,8 @@ impl Router {
                 // Catching up a newly owned partition waits on this; state changes are rare,
                 // so short long-polls cost little.
                 ("fetch.wait.max.ms", "50"),
+                // The router's own alert-state writes are transactional in exactly-once mode.
+                ("isolation.level", "read_committed"),
             ])?
             .create()?;
         let state_ends: BaseConsumer = settings
@@ -305,7 +452,18 @@ impl Router {
             audit,
             deliver: HashMap::new(),
             stats: RunStats::default(),
+            clock: Arc::new(now_millis),
         })
+    }
+
+    /// Replaces the router's clock (tests move time forward to reach a silence).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> Millis {
+        (self.clock)()
     }
 
     /// Routes until `shutdown` resolves, then finishes the batch, commits and leaves the group.
@@ -314,9 +472,15 @@ impl Router {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<RunStats> {
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut silence_timer = tokio::time::interval(self.config.silence_check_interval);
+        silence_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let first = tokio::select! {
                 _ = &mut shutdown => break,
+                _ = silence_timer.tick() => {
+                    self.check_silences().await?;
+                    continue;
+                }
                 message = self.events.recv() => message,
             };
             let first = match first {
@@ -347,39 +511,138 @@ impl Router {
         Ok(self.stats)
     }
 
+    /// The no-data timer: in every partition this instance owns whose readings are all
+    /// routed (so a reading waiting in the backlog cannot be mistaken for silence), raises
+    /// `NO_DATA` for each alert track silent past its plan's interval.
+    async fn check_silences(&mut self) -> Result<()> {
+        self.drop_revoked();
+        let measurements = self.topics.measurements();
+        let partitions: BTreeSet<i32> = self
+            .events
+            .assignment()?
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == measurements)
+            .map(|e| e.partition())
+            .collect();
+        let caught_up = self.caught_up(&measurements, &partitions)?;
+        if caught_up.is_empty() {
+            return Ok(());
+        }
+        self.sync_state(&caught_up).await?;
+        let now = self.now();
+        let mut raised = Vec::new();
+        for &partition in &caught_up {
+            let Some(state) = self.owned.get(&partition) else {
+                continue;
+            };
+            for (patient_key, patient) in state.iter() {
+                for (code, track) in &patient.alerts {
+                    let codes: Vec<&str> = track.target_codes.iter().map(String::as_str).collect();
+                    let Some(plan) = alerts::plan_for(patient.care_plans.values(), code, &codes)
+                    else {
+                        continue;
+                    };
+                    let mut track = track.clone();
+                    if let Some(alert) = track.check_silence(plan, now) {
+                        let key = format!("{patient_key}|{code}");
+                        raised.push((partition, key, track, alert, plan.updated_by.clone()));
+                    }
+                }
+            }
+        }
+        if raised.is_empty() {
+            return Ok(());
+        }
+        self.begin()?;
+        let mut out = BatchOutputs::default();
+        for (partition, key, track, alert, controller) in raised {
+            // The silence follows the last reading: its position names the source.
+            let source = SourcePosition {
+                topic: measurements.clone(),
+                partition,
+                offset: track.applied_through,
+            };
+            self.state_mut(partition).apply_track(&key, Some(track));
+            out.tracks.insert((partition, key), true);
+            self.raise(
+                &alert,
+                partition,
+                &source,
+                &controller,
+                now,
+                &mut out.pending,
+            )
+            .await?;
+        }
+        self.acknowledge(out).await?;
+        if self.config.transactional_id.is_some() {
+            self.commit_transaction(&TopicPartitionList::new())?;
+        }
+        self.state_gauges();
+        Ok(())
+    }
+
+    /// The partitions of `topic` whose committed position has reached the end.
+    fn caught_up(&self, topic: &str, partitions: &BTreeSet<i32>) -> Result<BTreeSet<i32>> {
+        if partitions.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let mut ends = TopicPartitionList::new();
+        let mut list = TopicPartitionList::new();
+        for &partition in partitions {
+            ends.add_partition_offset(topic, partition, Offset::End)?;
+            list.add_partition(topic, partition);
+        }
+        let (ends, committed) = tokio::task::block_in_place(|| {
+            let ends = self
+                .state_ends
+                .offsets_for_times(ends, Duration::from_secs(10))?;
+            let committed = self
+                .events
+                .committed_offsets(list, Duration::from_secs(10))?;
+            Ok::<_, KafkaError>((ends, committed))
+        })?;
+        let offset_of = |list: &TopicPartitionList, partition: i32| {
+            list.find_partition(topic, partition).map(|e| e.offset())
+        };
+        Ok(partitions
+            .iter()
+            .copied()
+            .filter(|&p| match (offset_of(&ends, p), offset_of(&committed, p)) {
+                (Some(Offset::Offset(end)), Some(Offset::Offset(next))) => next >= end,
+                (Some(Offset::Offset(0) | Offset::End | Offset::Beginning), _) => true,
+                _ => false,
+            })
+            .collect())
+    }
+
     async fn route_batch(&mut self, batch: Vec<OwnedMessage>) -> Result<()> {
         let started = Instant::now();
         self.drop_revoked();
         let partitions: BTreeSet<i32> = batch.iter().map(|msg| msg.partition()).collect();
         self.sync_state(&partitions).await?;
-        let transactional = self.config.transactional_id.is_some();
-        if transactional {
-            tokio::task::block_in_place(|| self.producer.begin_transaction())
-                .map_err(Error::Transaction)?;
-        }
+        self.begin()?;
 
-        let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(batch.len() * 3);
+        let mut out = BatchOutputs {
+            pending: Vec::with_capacity(batch.len() * 3),
+            ..Default::default()
+        };
         let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for message in &batch {
-            self.route_one(message, &mut pending).await?;
+            self.route_one(message, &mut out).await?;
             next_offsets.insert(
                 (message.topic().to_string(), message.partition()),
                 message.offset() + 1,
             );
         }
-        for result in futures::future::join_all(pending).await {
-            match result {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(Error::NotAcknowledged(e)),
-                Err(_) => return Err(Error::NotAcknowledged(KafkaError::Canceled)),
-            }
-        }
+        self.acknowledge(out).await?;
         // Outputs acknowledged: only now may the input offsets move on.
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), next) in &next_offsets {
             offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
         }
-        if transactional {
+        if self.config.transactional_id.is_some() {
             self.commit_transaction(&offsets)?;
         } else {
             self.events.commit(&offsets, CommitMode::Async)?;
@@ -388,19 +651,117 @@ impl Router {
         self.stats.events += batch.len() as u64;
         metrics::counter!(m::BATCHES).increment(1);
         metrics::histogram!(m::ROUTING_LATENCY).record(started.elapsed().as_secs_f64());
+        self.state_gauges();
+        Ok(())
+    }
+
+    fn state_gauges(&self) {
         let patients: usize = self.owned.values().map(PartitionState::patients).sum();
         metrics::gauge!(m::STATE_PATIENTS).set(patients as f64);
         metrics::gauge!(m::OWNED_PARTITIONS).set(self.owned.len() as f64);
+        let in_red: usize = self
+            .owned
+            .values()
+            .map(PartitionState::patients_in_red)
+            .sum();
+        metrics::gauge!(m::PATIENTS_IN_RED).set(in_red as f64);
+    }
+
+    /// Starts the batch's transaction in exactly-once mode.
+    fn begin(&self) -> Result<()> {
+        if self.config.transactional_id.is_some() {
+            tokio::task::block_in_place(|| self.producer.begin_transaction())
+                .map_err(Error::Transaction)?;
+        }
         Ok(())
+    }
+
+    /// Waits until the broker acknowledged every output, then writes the changed alert
+    /// tracks. A track that raised an alert is written only after the alert is
+    /// acknowledged: a crash in between replays the reading, which raises the same alert
+    /// (same id) again, where writing the track first could lose it. In exactly-once mode
+    /// the transaction makes both one step.
+    async fn acknowledge(&mut self, out: BatchOutputs) -> Result<()> {
+        let BatchOutputs { pending, tracks } = out;
+        let transactional = self.config.transactional_id.is_some();
+        let (after, now): (Vec<_>, Vec<_>) = tracks
+            .into_iter()
+            .partition(|(_, alerted)| *alerted && !transactional);
+        let mut track_writes = Vec::with_capacity(now.len());
+        for ((partition, key), _) in &now {
+            track_writes.push(self.write_track(*partition, key).await?);
+        }
+        let (outputs, written) = futures::join!(await_acks(pending), await_acks(track_writes));
+        outputs?;
+        self.note_own_writes(written?);
+        let mut track_writes = Vec::with_capacity(after.len());
+        for ((partition, key), _) in &after {
+            track_writes.push(self.write_track(*partition, key).await?);
+        }
+        let written = await_acks(track_writes).await?;
+        self.note_own_writes(written);
+        Ok(())
+    }
+
+    /// Produces the current alert track under `key` to the alert-state topic.
+    async fn write_track(&self, partition: i32, key: &str) -> Result<DeliveryFuture> {
+        let track = self
+            .owned
+            .get(&partition)
+            .and_then(|s| s.patient(patient_key(key)))
+            .and_then(|p| {
+                p.alerts
+                    .get(key.split_once('|').map_or("", |(_, code)| code))
+            });
+        let bytes = match track {
+            Some(track) => Some(serde_json::to_vec(track).map_err(|e| {
+                Error::Setup(dho_kafka::Error::Config(format!("alert state: {e}")))
+            })?),
+            None => None,
+        };
+        let topic = self.topics.alert_state();
+        let mut record: FutureRecord<'_, str, [u8]> =
+            FutureRecord::to(&topic).key(key).partition(partition);
+        if let Some(bytes) = &bytes {
+            record = record.payload(bytes.as_slice());
+        }
+        loop {
+            match self.producer.send_result(record) {
+                Ok(future) => return Ok(future),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(Error::NotAcknowledged(e)),
+            }
+        }
+    }
+
+    /// The router's own alert-state writes are already applied in memory: when nothing
+    /// else was written before one, move the state position past it, so the next batch
+    /// does not wait to read it back.
+    fn note_own_writes(&mut self, written: Vec<(i32, i64)>) {
+        for (partition, offset) in written {
+            let position = self
+                .positions
+                .entry((StateTopic::AlertState, partition))
+                .or_insert(0);
+            if *position == offset {
+                *position = offset + 1;
+            }
+        }
     }
 
     /// Offsets and outputs become visible together; on failure everything is aborted and
     /// the router stops, so the batch is routed again from the last committed offsets.
     fn commit_transaction(&self, offsets: &TopicPartitionList) -> Result<()> {
         let result = tokio::task::block_in_place(|| {
-            let group = self.events.group_metadata().ok_or(KafkaError::Canceled)?;
-            self.producer
-                .send_offsets_to_transaction(offsets, &group, TXN_TIMEOUT)?;
+            // The no-data timer's transactions consume nothing: no offsets to send.
+            if offsets.count() > 0 {
+                let group = self.events.group_metadata().ok_or(KafkaError::Canceled)?;
+                self.producer
+                    .send_offsets_to_transaction(offsets, &group, TXN_TIMEOUT)?;
+            }
             self.producer.commit_transaction(TXN_TIMEOUT)
         });
         if let Err(e) = result {
@@ -419,7 +780,7 @@ impl Router {
         let mut list = TopicPartitionList::new();
         for partition in revoked {
             if self.owned.remove(&partition).is_some() {
-                for topic in [StateTopic::Consents, StateTopic::Subscriptions] {
+                for topic in StateTopic::ALL {
                     self.positions.remove(&(topic, partition));
                     list.add_partition(&self.state_topic_name(topic), partition);
                 }
@@ -440,13 +801,22 @@ impl Router {
         match topic {
             StateTopic::Consents => self.topics.consents(),
             StateTopic::Subscriptions => self.topics.subscriptions(),
+            StateTopic::CarePlans => self.topics.careplans(),
+            StateTopic::AlertState => self.topics.alert_state(),
         }
+    }
+
+    fn state_topic(&self, name: &str) -> StateTopic {
+        StateTopic::ALL
+            .into_iter()
+            .find(|t| self.state_topic_name(*t) == name)
+            .unwrap_or(StateTopic::Consents)
     }
 
     /// Reads the state topics of `partitions` up to their current high watermarks: any
     /// change acknowledged before now is applied before the batch is routed.
     async fn sync_state(&mut self, partitions: &BTreeSet<i32>) -> Result<()> {
-        let state_topics = [StateTopic::Consents, StateTopic::Subscriptions];
+        let state_topics = StateTopic::ALL;
         let mut assign = TopicPartitionList::new();
         for &partition in partitions {
             if let std::collections::hash_map::Entry::Vacant(slot) = self.owned.entry(partition) {
@@ -482,11 +852,7 @@ impl Router {
         })?;
         let mut targets = Vec::new();
         for element in ends.elements() {
-            let topic = if element.topic() == self.topics.consents() {
-                StateTopic::Consents
-            } else {
-                StateTopic::Subscriptions
-            };
+            let topic = self.state_topic(element.topic());
             match element.offset() {
                 Offset::Offset(end) => targets.push(((topic, element.partition()), end)),
                 // An empty partition has nothing to apply.
@@ -521,25 +887,46 @@ impl Router {
                     self.apply_state(&message).await?;
                 }
                 Some(Err(e)) => warn!(error = %e, "state consumer error; retrying"),
-                None => {}
+                None => self.step_over_control_records(),
+            }
+        }
+    }
+
+    /// Transaction markers and aborted records take offsets but never reach the
+    /// application, so a partition ending in one would look unread forever. The reader's
+    /// own position steps over them (it only moves past records it handed over, each
+    /// applied at once, or past records it never hands over).
+    /// Only in exactly-once mode: nothing else writes state transactionally.
+    fn step_over_control_records(&mut self) {
+        if self.config.transactional_id.is_none() {
+            return;
+        }
+        let Ok(read) = self.state_consumer.position() else {
+            return;
+        };
+        for element in read.elements() {
+            if let Offset::Offset(next) = element.offset() {
+                let key = (self.state_topic(element.topic()), element.partition());
+                let position = self.positions.entry(key).or_insert(0);
+                *position = (*position).max(next);
             }
         }
     }
 
     async fn apply_state(&mut self, message: &OwnedMessage) -> Result<()> {
-        let topic = if message.topic() == self.topics.consents() {
-            StateTopic::Consents
-        } else {
-            StateTopic::Subscriptions
-        };
+        let topic = self.state_topic(message.topic());
         let partition = message.partition();
-        self.positions
-            .insert((topic, partition), message.offset() + 1);
-        metrics::counter!(m::STATE_RECORDS, "topic" => match topic {
-            StateTopic::Consents => "consents",
-            StateTopic::Subscriptions => "subscriptions",
-        })
-        .increment(1);
+        let position = (topic, partition);
+        if self
+            .positions
+            .get(&position)
+            .is_some_and(|p| message.offset() < *p)
+        {
+            // Already applied: the router's own alert-state write, known since its ack.
+            return Ok(());
+        }
+        self.positions.insert(position, message.offset() + 1);
+        metrics::counter!(m::STATE_RECORDS, "topic" => topic.label()).increment(1);
         let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             return self
                 .dead_letter(
@@ -554,37 +941,54 @@ impl Router {
             // Revoked while the record was in flight.
             return Ok(());
         }
-        match (topic, message.payload()) {
-            (StateTopic::Consents, None) => self.state_mut(partition).apply_consent(&key, None),
-            (StateTopic::Subscriptions, None) => {
-                self.state_mut(partition).apply_subscription(&key, None)
+        let Some(bytes) = message.payload() else {
+            let state = self.state_mut(partition);
+            match topic {
+                StateTopic::Consents => state.apply_consent(&key, None),
+                StateTopic::Subscriptions => state.apply_subscription(&key, None),
+                StateTopic::CarePlans => state.apply_care_plan(&key, None),
+                StateTopic::AlertState => state.apply_track(&key, None),
             }
-            (StateTopic::Consents, Some(bytes)) => match self.decode::<Consent>(bytes).await {
-                Ok(c) => match c.validate(self.policy) {
-                    Ok(()) => self.state_mut(partition).apply_consent(&key, Some(c)),
-                    Err(e) => {
-                        return self
-                            .dead_letter(message, e.reason.as_str(), e.to_string())
-                            .await;
-                    }
-                },
-                Err(dl) => return self.dead_letter(message, dl.reason, dl.detail).await,
-            },
-            (StateTopic::Subscriptions, Some(bytes)) => {
-                match self.decode::<Subscription>(bytes).await {
-                    Ok(s) => match s.validate(self.policy) {
-                        Ok(()) => self.state_mut(partition).apply_subscription(&key, Some(s)),
-                        Err(e) => {
-                            return self
-                                .dead_letter(message, e.reason.as_str(), e.to_string())
-                                .await;
-                        }
-                    },
-                    Err(dl) => return self.dead_letter(message, dl.reason, dl.detail).await,
-                }
-            }
+            return Ok(());
+        };
+        let applied = match topic {
+            StateTopic::Consents => self
+                .decode_state::<Consent>(bytes, Consent::validate)
+                .await
+                .map(|c| self.state_mut(partition).apply_consent(&key, Some(c))),
+            StateTopic::Subscriptions => self
+                .decode_state::<Subscription>(bytes, Subscription::validate)
+                .await
+                .map(|s| self.state_mut(partition).apply_subscription(&key, Some(s))),
+            StateTopic::CarePlans => self
+                .decode_state::<CarePlan>(bytes, CarePlan::validate)
+                .await
+                .map(|p| self.state_mut(partition).apply_care_plan(&key, Some(p))),
+            StateTopic::AlertState => serde_json::from_slice::<Track>(bytes)
+                .map_err(|e| DeadLetter {
+                    reason: "undecodable",
+                    detail: format!("alert state: {e}"),
+                })
+                .map(|t| self.state_mut(partition).apply_track(&key, Some(t))),
+        };
+        match applied {
+            Ok(()) => Ok(()),
+            Err(dl) => self.dead_letter(message, dl.reason, dl.detail).await,
         }
-        Ok(())
+    }
+
+    /// Decodes and validates a state record; a bad one is a dead letter, never state.
+    async fn decode_state<T: AvroRecord>(
+        &self,
+        bytes: &[u8],
+        validate: impl Fn(&T, Policy) -> std::result::Result<(), dho_schemas::ValidationError>,
+    ) -> Result<T, DeadLetter> {
+        let value = self.decode::<T>(bytes).await?;
+        validate(&value, self.policy).map_err(|e| DeadLetter {
+            reason: e.reason.as_str(),
+            detail: e.to_string(),
+        })?;
+        Ok(value)
     }
 
     fn state_mut(&mut self, partition: i32) -> &mut PartitionState {
@@ -611,11 +1015,11 @@ impl Router {
         };
         let (event, validation) = if message.topic() == self.topics.measurements() {
             let m = self.decode::<Measurement>(bytes).await?;
-            let check = m.validate(self.policy, now_millis());
+            let check = m.validate(self.policy, self.now());
             (Event::Measurement(m), check)
         } else {
             let r = self.decode::<SelfReport>(bytes).await?;
-            let check = r.validate(self.policy, now_millis());
+            let check = r.validate(self.policy, self.now());
             (Event::SelfReport(r), check)
         };
         validation.map_err(|e| DeadLetter {
@@ -633,11 +1037,7 @@ impl Router {
         Ok(event)
     }
 
-    async fn route_one(
-        &mut self,
-        message: &OwnedMessage,
-        pending: &mut Vec<DeliveryFuture>,
-    ) -> Result<()> {
+    async fn route_one(&mut self, message: &OwnedMessage, out: &mut BatchOutputs) -> Result<()> {
         let kind = if message.topic() == self.topics.measurements() {
             "measurements"
         } else {
@@ -653,48 +1053,81 @@ impl Router {
             partition: message.partition(),
             offset: message.offset(),
         };
-        let now = now_millis();
-        let patient_key = event.patient().key().to_string();
-        // Collect owned grants first, so the state borrow ends before producing.
-        let (grants, withheld): (Vec<(Subscription, Consent)>, Vec<Withheld>) = {
-            let state = self
-                .owned
-                .get(&message.partition())
-                .and_then(|s| s.patient(&patient_key));
-            let decision = decide(state, event.view(), now);
-            (
-                decision
-                    .grants
-                    .iter()
-                    .map(
-                        |Grant {
-                             subscription,
-                             consent,
-                         }| ((*subscription).clone(), (*consent).clone()),
-                    )
-                    .collect(),
-                decision.withheld,
-            )
-        };
-        for reason in withheld {
+        let now = self.now();
+        let grants = self.grants(source.partition, event.patient().key(), event.view(), now);
+        let controller = event.data_controller().clone();
+        self.disclose(
+            Outgoing::Event(&event),
+            &source,
+            &controller,
+            grants,
+            now,
+            &mut out.pending,
+        )
+        .await?;
+        if let Event::Measurement(reading) = &event {
+            self.observe_reading(reading, &source, now, out).await?;
+        }
+        Ok(())
+    }
+
+    /// Who receives `view` about the patient now, with the subscription and consent that
+    /// entitle each; counts the rest as withheld.
+    fn grants(
+        &self,
+        partition: i32,
+        patient_key: &str,
+        view: EventView<'_>,
+        now: Millis,
+    ) -> Vec<(Subscription, Consent)> {
+        let state = self
+            .owned
+            .get(&partition)
+            .and_then(|s| s.patient(patient_key));
+        let decision = decide(state, view, now);
+        for reason in &decision.withheld {
             metrics::counter!(m::WITHHELD, "reason" => reason.as_str()).increment(1);
         }
-        let category = event.view().category;
+        // Owned copies, so the state borrow ends before producing.
+        decision
+            .grants
+            .iter()
+            .map(
+                |Grant {
+                     subscription,
+                     consent,
+                 }| ((*subscription).clone(), (*consent).clone()),
+            )
+            .collect()
+    }
+
+    /// Produces one delivery and its disclosure record per grant.
+    async fn disclose(
+        &mut self,
+        outgoing: Outgoing<'_>,
+        source: &SourcePosition,
+        data_controller: &OrganisationIdentifier,
+        grants: Vec<(Subscription, Consent)>,
+        now: Millis,
+        pending: &mut Vec<DeliveryFuture>,
+    ) -> Result<()> {
+        let category = outgoing.category();
+        let patient = outgoing.patient();
         for (subscription, consent) in grants {
-            let delivery = self.delivery(&event, &source, &subscription, &consent, now);
+            let delivery = outgoing.delivery(source, &subscription, &consent, now);
             let record = DisclosureRecord {
                 delivery_id: delivery.delivery_id.clone(),
                 recorded_at: now,
-                patient: event.patient().clone(),
+                patient: patient.clone(),
                 recipient: subscription.subscriber_org.clone(),
                 subscriber_id: subscription.subscriber_id.clone(),
                 subscription_id: subscription.subscription_id.clone(),
                 purpose_of_use: subscription.purpose_of_use.clone(),
                 decision_reference: consent.consent_id.clone(),
                 legal_basis: consent.legal_basis.clone(),
-                data_controller: event.data_controller().clone(),
+                data_controller: data_controller.clone(),
                 category,
-                event_id: event.event_id().to_string(),
+                event_id: outgoing.event_id().to_string(),
                 content_level: delivery.content_level,
                 source: source.clone(),
             };
@@ -702,12 +1135,13 @@ impl Router {
             let delivery_bytes = encoder.encode(&delivery)?;
             let audit_bytes = self.audit.encode(&record)?;
             let topic = self.topics.deliver(&subscription.subscriber_id);
+            let patient_key = patient.key();
             pending.push(
-                self.send(&topic, &patient_key, &delivery_bytes, None)
+                self.send(&topic, patient_key, &delivery_bytes, None)
                     .await?,
             );
             pending.push(
-                self.send(&self.topics.audit(), &patient_key, &audit_bytes, None)
+                self.send(&self.topics.audit(), patient_key, &audit_bytes, None)
                     .await?,
             );
             metrics::counter!(m::DELIVERIES, "category" => category.as_str()).increment(1);
@@ -715,48 +1149,109 @@ impl Router {
         Ok(())
     }
 
-    fn delivery(
-        &self,
-        event: &Event,
+    /// Classifies a reading against the patient's care plan, moves its alert track on and
+    /// discloses the alert it raises, if any, through the consent path.
+    async fn observe_reading(
+        &mut self,
+        reading: &Measurement,
         source: &SourcePosition,
-        subscription: &Subscription,
-        consent: &Consent,
         now: Millis,
-    ) -> Delivery {
-        let mut delivery = Delivery {
-            delivery_id: delivery_id(source, &subscription.subscriber_id),
-            subscriber_id: subscription.subscriber_id.clone(),
-            subscription_id: subscription.subscription_id.clone(),
-            consent_id: consent.consent_id.clone(),
-            patient: event.patient().clone(),
-            source: source.clone(),
-            content_level: subscription.content_level,
-            routed_at: now,
-            measurement: None,
-            self_report: None,
-            alert: None,
-            reference: None,
+        out: &mut BatchOutputs,
+    ) -> Result<()> {
+        let partition = source.partition;
+        let Some(patient) = self
+            .owned
+            .get(&partition)
+            .and_then(|s| s.patient(reading.patient.key()))
+        else {
+            return Ok(());
         };
-        match (subscription.content_level, event) {
-            (ContentLevel::Minimal, _) => delivery.reference = Some(event.reference()),
-            (ContentLevel::Full, Event::Measurement(e)) => delivery.measurement = Some(e.clone()),
-            (ContentLevel::Full, Event::SelfReport(e)) => delivery.self_report = Some(e.clone()),
+        let components: Vec<&str> = reading.components.iter().map(|c| c.code.as_str()).collect();
+        let Some(plan) = alerts::plan_for(patient.care_plans.values(), &reading.code, &components)
+        else {
+            return Ok(());
+        };
+        let plan = plan.clone();
+        let mut track = patient
+            .alerts
+            .get(&reading.code)
+            .cloned()
+            .unwrap_or_else(|| Track::new(reading.patient.clone(), reading.code.clone()));
+        let alert = match track.observe(reading, source.offset, &plan, now) {
+            Observed::Replayed | Observed::Unclassified => return Ok(()),
+            Observed::Applied(alert) => alert,
+        };
+        let key = state_key(&reading.patient, &reading.code);
+        self.state_mut(partition).apply_track(&key, Some(track));
+        *out.tracks.entry((partition, key)).or_default() |= alert.is_some();
+        if let Some(alert) = alert {
+            self.raise(
+                &alert,
+                partition,
+                source,
+                &reading.data_controller,
+                now,
+                &mut out.pending,
+            )
+            .await?;
         }
-        delivery
+        Ok(())
     }
 
-    /// The encoder for a subscriber's topic, creating the topic and subject on first use.
+    /// Counts an alert and discloses it to the subscribers entitled to the patient's alerts.
+    async fn raise(
+        &mut self,
+        alert: &Alert,
+        partition: i32,
+        source: &SourcePosition,
+        data_controller: &OrganisationIdentifier,
+        now: Millis,
+        pending: &mut Vec<DeliveryFuture>,
+    ) -> Result<()> {
+        let zone = zone_label(alert.zone);
+        let kind = match alert.kind {
+            AlertKind::ZoneEntered => "zone_entered",
+            AlertKind::Escalated => "escalated",
+            AlertKind::Resolved => "resolved",
+            AlertKind::NoData => "no_data",
+        };
+        metrics::counter!(m::ALERTS_RAISED, "zone" => zone, "kind" => kind).increment(1);
+        if alert.kind == AlertKind::Resolved {
+            metrics::counter!(m::ALERTS_RESOLVED, "zone" => zone).increment(1);
+        }
+        let view = EventView {
+            category: DataCategory::Alert,
+            code: Some(&alert.code),
+        };
+        let grants = self.grants(partition, alert.patient.key(), view, now);
+        self.disclose(
+            Outgoing::Alert(alert),
+            source,
+            data_controller,
+            grants,
+            now,
+            pending,
+        )
+        .await
+    }
+
+    /// The encoder for a subscriber's topic, creating (or checking) the topic and registering
+    /// the subject on first use.
     async fn deliver_encoder(&mut self, subscriber_id: &str) -> Result<Encoder<Delivery>> {
         if let Some(encoder) = self.deliver.get(subscriber_id) {
             return Ok(encoder.clone());
         }
         let topic = self.topics.deliver(subscriber_id);
         let settings = &self.config.kafka;
-        dho_kafka::ensure_topics(
-            settings,
-            &[TopicSpec::output(topic.clone(), settings.partitions, None)],
-        )
-        .await?;
+        let spec = [TopicSpec::output(topic.clone(), settings.partitions, None)];
+        if self.config.create_topics {
+            dho_kafka::ensure_topics(settings, &spec).await?;
+        } else {
+            // Provisioned by operators: CreateTopics may be denied to the router, or not be
+            // served at all (librdkafka's mock cluster has no controller for it, so the
+            // admin request would wait out its 60 s timeout). A metadata check is enough.
+            dho_kafka::check_topics(settings, &spec).await?;
+        }
         let encoder = self.serde.register::<Delivery>(&topic).await?;
         self.deliver
             .insert(subscriber_id.to_string(), encoder.clone());

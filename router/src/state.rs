@@ -5,14 +5,17 @@
 use std::collections::HashMap;
 
 use dho_schemas::topics::patient_key;
-use dho_schemas::{Consent, Subscription};
+use dho_schemas::{CarePlan, Consent, Subscription};
 
+use crate::alerts::Track;
 use crate::decision::PatientState;
 
 /// The state of the patients of one partition.
 #[derive(Debug, Default)]
 pub struct PartitionState {
     patients: HashMap<String, PatientState>,
+    /// Patients with a red alert episode open (kept as tracks change, for the gauge).
+    patients_in_red: usize,
 }
 
 /// Which state record a key's id part names.
@@ -27,6 +30,16 @@ impl PartitionState {
 
     pub fn patients(&self) -> usize {
         self.patients.len()
+    }
+
+    /// Patients with a red alert episode open, for any code.
+    pub fn patients_in_red(&self) -> usize {
+        self.patients_in_red
+    }
+
+    /// Every patient of the partition, by patient key.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &PatientState)> {
+        self.patients.iter()
     }
 
     /// Applies a consent record (`None` = tombstone) under its `patient|consent_id` key.
@@ -62,11 +75,53 @@ impl PartitionState {
         }
     }
 
+    pub fn apply_care_plan(&mut self, key: &str, value: Option<CarePlan>) {
+        let id = record_id(key).to_string();
+        match value {
+            Some(p) => {
+                self.patients
+                    .entry(patient_key(key).to_string())
+                    .or_default()
+                    .care_plans
+                    .insert(id, p);
+            }
+            None => self.remove(key, |p| {
+                p.care_plans.remove(&id);
+            }),
+        }
+    }
+
+    /// Applies an alert track under its `patient|code` key (`None` = tombstone).
+    pub fn apply_track(&mut self, key: &str, value: Option<Track>) {
+        let code = record_id(key).to_string();
+        let patient = patient_key(key);
+        let in_red = |s: &Self| {
+            s.patients
+                .get(patient)
+                .is_some_and(|p| p.alerts.values().any(Track::in_red))
+        };
+        let old_red = in_red(self);
+        match value {
+            Some(t) => {
+                self.patients
+                    .entry(patient.to_string())
+                    .or_default()
+                    .alerts
+                    .insert(code, t);
+            }
+            None => self.remove(key, |p| {
+                p.alerts.remove(&code);
+            }),
+        }
+        self.patients_in_red =
+            self.patients_in_red + usize::from(in_red(self)) - usize::from(old_red);
+    }
+
     fn remove(&mut self, key: &str, f: impl FnOnce(&mut PatientState)) {
         let patient = patient_key(key);
         if let Some(state) = self.patients.get_mut(patient) {
             f(state);
-            if state.consents.is_empty() && state.subscriptions.is_empty() {
+            if state.is_empty() {
                 self.patients.remove(patient);
             }
         }

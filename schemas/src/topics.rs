@@ -40,6 +40,12 @@ impl TopicNames {
     pub fn careplans(&self) -> String {
         format!("{}.careplans", self.prefix)
     }
+    /// The router's own alert state per (patient, code): compacted and co-partitioned like
+    /// the other state topics, so alerts survive restarts and rebalances. Internal to the
+    /// router (JSON values), not a contract topic.
+    pub fn alert_state(&self) -> String {
+        format!("{}.alertstate", self.prefix)
+    }
     pub fn audit(&self) -> String {
         format!("{}.audit", self.prefix)
     }

@@ -654,3 +654,119 @@ fn blood_pressure_state_is_per_panel_code() {
     );
     assert!(alerts.iter().all(|a| a.code == codes::BLOOD_PRESSURE));
 }
+
+// ---- Track: what the router persists per (patient, code) ----
+
+fn received_at(value: f64, hour: i64) -> Measurement {
+    let mut m = fixtures::spo2(&fixtures::patient(1), value, T0 + hour * HOUR);
+    m.received_time = T0 + hour * HOUR;
+    m
+}
+
+#[test]
+fn track_replay_at_or_below_the_applied_offset_changes_nothing() {
+    let plan = fixtures::care_plan(&fixtures::patient(1));
+    let mut track = Track::new(fixtures::patient(1), codes::SPO2);
+    let now = T0 + HOUR;
+    let Observed::Applied(Some(alert)) = track.observe(&received_at(90.0, 0), 7, &plan, now) else {
+        panic!("a yellow reading raises an alert");
+    };
+    assert_eq!(alert.kind, AlertKind::ZoneEntered);
+    assert_eq!((track.applied_through, track.last_reading_at), (7, T0));
+    let before = track.clone();
+    // The same reading replayed after a crash, and an older one: nothing again.
+    assert_eq!(
+        track.observe(&received_at(90.0, 0), 7, &plan, now),
+        Observed::Replayed
+    );
+    assert_eq!(
+        track.observe(&received_at(80.0, 0), 3, &plan, now),
+        Observed::Replayed
+    );
+    assert_eq!(track, before);
+    // The next offset is applied: red escalates.
+    let Observed::Applied(Some(alert)) = track.observe(&received_at(80.0, 1), 8, &plan, now) else {
+        panic!("red after yellow escalates");
+    };
+    assert_eq!(alert.kind, AlertKind::Escalated);
+    assert!(track.in_red());
+}
+
+#[test]
+fn track_ignores_unclassified_readings_and_survives_serde() {
+    let plan = fixtures::care_plan(&fixtures::patient(1));
+    let mut track = Track::new(fixtures::patient(1), codes::SPO2);
+    let mut other_unit = received_at(50.0, 0);
+    other_unit.value.as_mut().unwrap().unit = "1".into();
+    assert_eq!(
+        track.observe(&other_unit, 1, &plan, T0),
+        Observed::Unclassified
+    );
+    assert_eq!(track.applied_through, -1, "untouched");
+    track.observe(&received_at(85.0, 0), 2, &plan, T0);
+    let json = serde_json::to_vec(&track).unwrap();
+    let back: Track = serde_json::from_slice(&json).unwrap();
+    assert_eq!(back, track);
+}
+
+#[test]
+fn track_silence_uses_the_shortest_interval_and_the_received_time() {
+    let mut plan = plan_with(bp_targets());
+    plan.targets[0].expected_interval_hours = Some(48);
+    plan.targets[1].expected_interval_hours = Some(12);
+    let mut bp = fixtures::blood_pressure(&fixtures::patient(1), 120.0, 80.0, T0);
+    bp.received_time = T0 + HOUR;
+    let mut track = Track::new(fixtures::patient(1), codes::BLOOD_PRESSURE);
+    assert!(matches!(
+        track.observe(&bp, 1, &plan, T0 + 2 * HOUR),
+        Observed::Applied(None)
+    ));
+    assert_eq!(track.last_reading_at, T0 + HOUR);
+    assert_eq!(
+        track.target_codes,
+        [codes::SYSTOLIC_BP, codes::DIASTOLIC_BP]
+    );
+    assert!(track.check_silence(&plan, T0 + 13 * HOUR - 1).is_none());
+    let alert = track
+        .check_silence(&plan, T0 + 13 * HOUR)
+        .expect("12 h passed");
+    assert_eq!(alert.kind, AlertKind::NoData);
+    assert!(track.check_silence(&plan, T0 + 40 * HOUR).is_none(), "once");
+}
+
+#[test]
+fn track_received_time_in_the_future_counts_from_now() {
+    let plan = fixtures::care_plan(&fixtures::patient(1));
+    let mut track = Track::new(fixtures::patient(1), codes::SPO2);
+    track.observe(&received_at(95.0, 10), 1, &plan, T0);
+    assert_eq!(track.last_reading_at, T0);
+}
+
+#[test]
+fn plan_for_picks_the_latest_plan_that_speaks_about_the_code() {
+    let p = fixtures::patient(1);
+    let spo2_old = fixtures::care_plan(&p);
+    let spo2_new = CarePlan {
+        plan_id: "plan-2".into(),
+        version: 3,
+        updated_at: spo2_old.updated_at + 1,
+        ..spo2_old.clone()
+    };
+    let bp = CarePlan {
+        plan_id: "plan-bp".into(),
+        targets: bp_targets(),
+        updated_at: spo2_old.updated_at + 2,
+        ..spo2_old.clone()
+    };
+    let plans = [spo2_old.clone(), spo2_new.clone(), bp.clone()];
+    assert_eq!(plan_for(&plans, codes::SPO2, &[]), Some(&spo2_new));
+    assert_eq!(
+        plan_for(
+            &plans,
+            codes::BLOOD_PRESSURE,
+            &[codes::SYSTOLIC_BP, codes::DIASTOLIC_BP]
+        ),
+        Some(&bp)
+    );
+    assert_eq!(plan_for(&plans, codes::BODY_WEIGHT, &[]), None);
+}

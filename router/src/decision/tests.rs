@@ -14,6 +14,7 @@ fn state(consents: Vec<Consent>, subs: Vec<Subscription>) -> PatientState {
             .into_iter()
             .map(|s| (s.subscription_id.clone(), s))
             .collect(),
+        ..Default::default()
     }
 }
 
