@@ -179,7 +179,7 @@ where
     assert_eq!(
         summary(&before_silence),
         expected()[..3],
-        "no no-data alert before the interval has passed"
+        "zone alerts before the silence (and no no-data alert yet)"
     );
     // 25 hours of silence.
     clock.store(25 * HOUR, Ordering::SeqCst);
