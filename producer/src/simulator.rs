@@ -33,6 +33,77 @@ pub struct SimPatient {
     baseline_weight: f64,
 }
 
+impl SimPatient {
+    /// The self-management plan a clinician would agree with this patient: stable
+    /// readings stay green, an exacerbation leaves the zone. One reading a day expected.
+    pub fn care_plan(&self) -> CarePlan {
+        let zone = |low: Option<f64>, high: Option<f64>| ZoneRange { low, high };
+        let target = |code: &str, unit: &str, green: ZoneRange, yellow: ZoneRange| PlanTarget {
+            code: code.into(),
+            unit: unit.into(),
+            green,
+            yellow,
+            expected_interval_hours: Some(24),
+        };
+        let targets = match self.diagnosis {
+            Diagnosis::Copd => vec![
+                target(
+                    codes::SPO2,
+                    "%",
+                    zone(Some(92.0), None),
+                    zone(Some(88.0), None),
+                ),
+                target(
+                    codes::HEART_RATE,
+                    "/min",
+                    zone(Some(50.0), Some(100.0)),
+                    zone(Some(40.0), Some(120.0)),
+                ),
+            ],
+            Diagnosis::HeartFailure => {
+                let w = self.baseline_weight;
+                vec![
+                    target(
+                        codes::BODY_WEIGHT,
+                        "kg",
+                        zone(Some(w - 1.0), Some(w + 1.0)),
+                        zone(Some(w - 2.5), Some(w + 2.5)),
+                    ),
+                    target(
+                        codes::SYSTOLIC_BP,
+                        "mm[Hg]",
+                        zone(Some(90.0), Some(145.0)),
+                        zone(Some(80.0), Some(165.0)),
+                    ),
+                    target(
+                        codes::DIASTOLIC_BP,
+                        "mm[Hg]",
+                        zone(Some(55.0), Some(90.0)),
+                        zone(Some(50.0), Some(100.0)),
+                    ),
+                ]
+            }
+            Diagnosis::Diabetes => vec![target(
+                codes::BLOOD_GLUCOSE,
+                "mmol/L",
+                zone(Some(4.0), Some(10.0)),
+                zone(Some(3.0), Some(15.0)),
+            )],
+        };
+        CarePlan {
+            plan_id: "egenbehandlingsplan".into(),
+            patient: self.id.clone(),
+            version: 1,
+            targets,
+            updated_by: match self.diagnosis {
+                Diagnosis::Copd => fixtures::lung_clinic(),
+                _ => fixtures::gp(),
+            },
+            updated_at: 1_700_000_000_000,
+        }
+    }
+}
+
 /// What the fleet produced next.
 #[derive(Debug, Clone)]
 pub enum SimEvent {
