@@ -51,6 +51,30 @@ struct Args {
     /// librdkafka pass-through, `key=value` (repeatable): TLS, SASL, timeouts.
     #[arg(long = "librdkafka", value_parser = key_value)]
     librdkafka: Vec<(String, String)>,
+    /// Serve the SDK's Prometheus metrics (`dho_consumer_*`), `/healthz` and `/readyz` here;
+    /// none if unset. The compose stack scrapes it for the dashboard's subscriber panels.
+    #[arg(long, env = "DHO_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// The SDK records through the `metrics` facade; the application chooses the exporter. This
+/// one serves `/metrics`, `/healthz` and `/readyz` the way the hub's services do
+/// (latencies as histograms, so Prometheus can aggregate quantiles over instances).
+async fn serve_operations(
+    addr: std::net::SocketAddr,
+    readiness: dho_telemetry::Readiness,
+) -> anyhow::Result<()> {
+    let metrics = dho_telemetry::install_recorder()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("serving metrics on {addr}"))?;
+    tokio::spawn(dho_telemetry::server::serve(
+        listener,
+        Some(metrics),
+        readiness,
+        std::future::pending(),
+    ));
+    Ok(())
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -135,6 +159,12 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    // Ready once connected to Kafka and the registry.
+    let readiness = dho_telemetry::Readiness::new();
+    let connected = readiness.check("kafka");
+    if let Some(addr) = args.metrics_listen {
+        serve_operations(addr, readiness).await?;
+    }
     let conn = Arc::new(Mutex::new(open_journal(&args.db)?));
     let mut config = SubscriberConfig::builder(
         args.bootstrap_servers,
@@ -149,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
         config = config.librdkafka(key, value);
     }
     let subscriber = Subscriber::connect(config).await?;
+    connected.store(true, std::sync::atomic::Ordering::Relaxed);
     println!("ready");
     subscriber
         .run(

@@ -88,8 +88,11 @@
 //! # Metrics
 //!
 //! Names are in [`metrics`](crate::metrics): deliveries handled, handler duration and
-//! failures, duplicates dropped, parked deliveries, and consumer lag per partition from
-//! librdkafka's statistics. Install any `metrics` recorder to export them.
+//! failures, duplicates dropped, parked deliveries, the end-to-end latency from the
+//! gateway's acknowledgement to the hand-over (`dho_consumer_end_to_end_latency_seconds`),
+//! and consumer lag and broker round-trip time from librdkafka's statistics. Install any
+//! `metrics` recorder to export them (latencies are histograms: give the exporter buckets,
+//! for example `dho_telemetry::server::recorder_builder`).
 
 mod config;
 mod dedup;

@@ -1,30 +1,21 @@
-//! The SDK's metric names, in one place, and the observable events that log and count
-//! together so the two never drift apart. Labels are bounded (an outcome, a reason, a
-//! partition number); never patient ids, delivery ids or error text.
+//! The SDK's metric names (kept with every component's in [`dho_telemetry::names`], with
+//! their labels) and the observable events that log and count together so the two never
+//! drift apart. Labels are bounded (an outcome, a reason, a category, the subscriber's own
+//! group and topic); never patient ids, delivery ids or error text.
 //!
 //! The SDK records through the `metrics` facade; install any recorder (for example
 //! `metrics-exporter-prometheus`) in the application to export them.
 
 use std::time::Duration;
 
-use rdkafka::ClientContext;
-use rdkafka::consumer::ConsumerContext;
-use rdkafka::statistics::Statistics;
+use dho_schemas::model::{Delivery, Millis, Payload};
+use dho_telemetry::{KafkaStats, StatsContext};
 use tracing::{debug, error, warn};
 
-/// Deliveries the handler finished successfully (counter).
-pub const DELIVERIES_HANDLED: &str = "dho_consumer_deliveries_handled_total";
-/// Time one handler call took, failed calls included (histogram, seconds).
-pub const HANDLER_DURATION: &str = "dho_consumer_handler_duration_seconds";
-/// Failed handler calls, label `outcome` = `retry` | `stop` | `park` (counter).
-pub const HANDLER_FAILURES: &str = "dho_consumer_handler_failures_total";
-/// Deliveries dropped because their id was handled before (counter).
-pub const DUPLICATES_DROPPED: &str = "dho_consumer_duplicates_dropped_total";
-/// Deliveries parked on the `.dlq` topic, label `reason` (counter).
-pub const DELIVERIES_PARKED: &str = "dho_consumer_deliveries_parked_total";
-/// Records between the committed offset and the high watermark, label `partition`
-/// (gauge, from librdkafka statistics).
-pub const LAG: &str = "dho_consumer_lag_records";
+pub use dho_telemetry::names::consumer::{
+    DELIVERIES_HANDLED, DELIVERIES_PARKED, DUPLICATES_DROPPED, END_TO_END_LATENCY,
+    HANDLER_DURATION, HANDLER_FAILURES, LAG,
+};
 
 /// Bounded reasons a delivery is parked (a metric label and the reason header).
 pub mod reasons {
@@ -68,22 +59,76 @@ pub(crate) fn parked(reason: &'static str, partition: i32, offset: i64) {
     );
 }
 
-/// Feeds librdkafka's statistics into the lag gauge (as vector's `KafkaStatisticsContext`).
-#[derive(Debug, Default)]
-pub(crate) struct StatsContext;
+/// The consumer's client context: librdkafka's statistics as the lag and broker
+/// round-trip gauges, labelled with the subscriber's group.
+pub(crate) fn stats_context(group: &str) -> StatsContext {
+    StatsContext::new(KafkaStats::new(
+        dho_telemetry::names::consumer::STATS,
+        group,
+    ))
+}
 
-impl ClientContext for StatsContext {
-    fn stats(&self, statistics: Statistics) {
-        for topic in statistics.topics.values() {
-            for (partition, stats) in &topic.partitions {
-                // Partition -1 is librdkafka's internal unassigned queue; lag -1 is unknown.
-                if *partition >= 0 && stats.consumer_lag >= 0 {
-                    metrics::gauge!(LAG, "partition" => partition.to_string())
-                        .set(stats.consumer_lag as f64);
-                }
-            }
-        }
+/// A delivery handed to the application: records [`end_to_end`] if it has one.
+pub(crate) fn handed_over(delivery: &Delivery, now: Millis) {
+    if let Some((category, seconds)) = end_to_end(delivery, now) {
+        metrics::histogram!(END_TO_END_LATENCY, "category" => category).record(seconds);
     }
 }
 
-impl ConsumerContext for StatsContext {}
+/// The category label and the seconds since the gateway acknowledged the event a delivery
+/// carries (its `received_time`). A MINIMAL reference, or an alert without its reading,
+/// carries no ingest time: `None`. A clock behind the gateway's counts as 0.
+fn end_to_end(delivery: &Delivery, now: Millis) -> Option<(&'static str, f64)> {
+    let (category, received) = match delivery.payload()? {
+        Payload::Measurement(m) => ("measurement", m.received_time),
+        Payload::SelfReport(r) => ("self_report", r.received_time),
+        Payload::Alert(a) => ("alert", a.reading.as_ref()?.received_time),
+        Payload::Reference(_) => return None,
+    };
+    Some((category, (now - received).max(0) as f64 / 1000.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dho_schemas::fixtures;
+    use dho_schemas::model::{ContentLevel, EventReference, SelfReport};
+
+    #[test]
+    fn end_to_end_runs_from_the_ingest_acknowledgement() {
+        let patient = fixtures::patient(1);
+        let m = fixtures::spo2(&patient, 95.0, 1_000_000);
+        let delivery = fixtures::delivery_of(&m);
+        let now = m.received_time + 1_250;
+        assert_eq!(end_to_end(&delivery, now), Some(("measurement", 1.25)));
+        // Not the routing time, not the reading's own time.
+        assert_ne!(delivery.routed_at, m.received_time);
+        assert_ne!(m.effective_time, m.received_time);
+        // A clock behind the gateway's never gives a negative latency.
+        assert_eq!(
+            end_to_end(&delivery, m.received_time - 10),
+            Some(("measurement", 0.0))
+        );
+
+        let r: SelfReport = fixtures::self_report(&patient, 1_000_000);
+        let mut delivery = fixtures::delivery_of(&m);
+        delivery.measurement = None;
+        delivery.self_report = Some(r.clone());
+        assert_eq!(
+            end_to_end(&delivery, r.received_time + 500),
+            Some(("self_report", 0.5))
+        );
+
+        // MINIMAL: a reference has no ingest time.
+        let mut minimal = fixtures::delivery_of(&m);
+        minimal.measurement = None;
+        minimal.content_level = ContentLevel::Minimal;
+        minimal.reference = Some(EventReference {
+            event_id: m.event_id.clone(),
+            category: dho_schemas::model::DataCategory::Measurement,
+            code: Some(m.code.clone()),
+            effective_time: m.effective_time,
+        });
+        assert_eq!(end_to_end(&minimal, now), None);
+    }
+}

@@ -17,6 +17,7 @@ use dho_registry::RegistryConfig;
 use dho_router::{Router, RouterConfig};
 use dho_schemas::model::*;
 use dho_schemas::{Policy, fixtures};
+use dho_telemetry::Readiness;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
@@ -81,11 +82,23 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("starting the schema registry")?;
     println!("    schema registry on {}", registry.url());
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(args.metrics)
-        .install()
+    // The same operations endpoints as the services: /metrics, /healthz, /readyz.
+    let metrics = dho_telemetry::install_recorder()?;
+    let listener = tokio::net::TcpListener::bind(args.metrics)
+        .await
         .with_context(|| format!("serving metrics on {}", args.metrics))?;
-    println!("    Prometheus metrics on http://{}/metrics", args.metrics);
+    println!(
+        "    Prometheus metrics on http://{}/metrics",
+        listener.local_addr()?
+    );
+    let readiness = Readiness::new();
+    let router_connected = readiness.check("router");
+    tokio::spawn(dho_telemetry::server::serve(
+        listener,
+        Some(metrics),
+        readiness.clone(),
+        std::future::pending(),
+    ));
 
     let settings = KafkaSettings::new(broker.bootstrap_servers(), registry.url());
     let publisher = Publisher::connect(&settings, Policy::default()).await?;
@@ -97,6 +110,8 @@ async fn main() -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let router = Router::connect(RouterConfig::new(settings.clone())).await?;
+    readiness.watch("state", router.state_loaded());
+    router_connected.store(true, std::sync::atomic::Ordering::Relaxed);
     let router = tokio::spawn(router.run(stopped(stop_rx.clone())));
     let mut subscribers = vec![];
     for service in care_services() {
@@ -180,6 +195,7 @@ async fn record_consents_and_subscriptions(
             });
         }
         publisher.put_consent(&consent).await?;
+        publisher.put_care_plan(&patient.care_plan()).await?;
         consents += 1;
         for service in &services {
             if service.subscriber_id == "lung-clinic" && patient.diagnosis != Diagnosis::Copd {
@@ -196,7 +212,7 @@ async fn record_consents_and_subscriptions(
         }
     }
     println!(
-        "    recorded {consents} consents and {subscriptions} subscriptions for {} patients",
+        "    recorded {consents} consents, care plans and {subscriptions} subscriptions for {} patients",
         fleet.patients().len()
     );
     Ok(())

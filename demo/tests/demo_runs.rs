@@ -1,5 +1,6 @@
 //! The README's demo command, run for real: it starts, delivers to every care service,
-//! prints no national identifier anywhere, and stops cleanly by itself.
+//! raises alerts from the care plans, prints no national identifier anywhere, and stops
+//! cleanly by itself.
 
 use std::process::Command;
 
@@ -25,6 +26,11 @@ fn the_demo_delivers_to_every_care_service_and_never_prints_an_identifier() {
             "no delivery printed for {service}:\n{stdout}"
         );
     }
+    // Exacerbations leave the patients' care plans: alerts reach the care services.
+    assert!(
+        stdout.lines().any(|l| l.contains("ALERT ZoneEntered")),
+        "no alert printed:\n{stdout}"
+    );
     assert!(stdout.contains("stopped cleanly"), "{stdout}");
     // The fleet is deterministic: none of its numbers may appear in any output line.
     let fleet = dho_producer_fleet_numbers();

@@ -277,6 +277,9 @@ pub struct Track {
 }
 
 /// What one reading did to its track.
+// Returned once per reading and matched at once, never stored: boxing the alert would
+// only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observed {
     /// Already applied before a restart (a replay): nothing changes, nothing is raised.

@@ -3,12 +3,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use clap::Parser;
 use dho_kafka::KafkaSettings;
 use dho_kafka::service::{KafkaArgs, init_logging, shutdown_signal};
 use dho_router::{Router, RouterConfig};
+use dho_telemetry::{Readiness, install_recorder, server};
 
 #[derive(Debug, Parser)]
 #[command(about = "The DHO hub's consent-first router")]
@@ -21,7 +23,8 @@ struct Args {
     /// Consumer group of the router instances (overrides the file).
     #[arg(long, env = "DHO_GROUP_ID")]
     group_id: Option<String>,
-    /// Serve Prometheus metrics here (overrides the file).
+    /// Serve `/metrics`, `/healthz` and `/readyz` here (overrides the file); port 0 picks a
+    /// free port, printed on stdout.
     #[arg(long, env = "DHO_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
     /// Log as JSON lines (production) instead of human-readable text.
@@ -57,15 +60,30 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.log_json);
     let config = load(&args)?;
+    // The operations endpoints come up first: /healthz answers while the router connects,
+    // /readyz only once it is connected (broker and registry reached) and its state loaded.
+    let readiness = Readiness::new();
+    let connected = readiness.check("kafka");
     if let Some(addr) = config.metrics_listen {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()
+        let metrics = install_recorder()?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
             .with_context(|| format!("serving metrics on {addr}"))?;
+        // The bound address on stdout (logs go to stderr), for supervisors and tests that
+        // asked for port 0.
+        println!("operations endpoints on http://{}", listener.local_addr()?);
+        tokio::spawn(server::serve(
+            listener,
+            Some(metrics),
+            readiness.clone(),
+            std::future::pending(),
+        ));
     }
     let router = Router::connect(config)
         .await
         .context("connecting the router")?;
+    readiness.watch("state", router.state_loaded());
+    connected.store(true, Ordering::Relaxed);
     router
         .run(shutdown_signal())
         .await

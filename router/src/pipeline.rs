@@ -5,6 +5,7 @@
 //! ids let the SDK drop the repeats (effectively once on any Kafka-API broker).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use dho_schemas::model::*;
 use dho_schemas::partition::partition_for;
 use dho_schemas::topics::{headers, patient_key, state_key};
 use dho_schemas::{Policy, TopicNames};
+use dho_telemetry::{KafkaStats, StatsContext};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -68,33 +70,14 @@ pub fn delivery_id(source: &SourcePosition, subscriber_id: &str) -> String {
 /// Remembers revoked partitions so the loop drops their state before the next batch.
 struct RebalanceTracker {
     revoked: Arc<Mutex<Vec<i32>>>,
+    stats: StatsContext,
 }
 
 impl ClientContext for RebalanceTracker {
-    /// librdkafka's periodic statistics: consumer lag per input topic kind, and the
-    /// broker round-trip time.
+    /// librdkafka's periodic statistics: consumer lag per group and input topic, the broker
+    /// round-trip time; and "state loaded" once the group assigned this member nothing.
     fn stats(&self, statistics: rdkafka::Statistics) {
-        for (topic, stats) in &statistics.topics {
-            let kind = if topic.ends_with(".measurements") {
-                "measurements"
-            } else {
-                "selfreports"
-            };
-            // -1 means unknown (partition not fetched yet); count only known lag.
-            let lag: i64 = stats
-                .partitions
-                .values()
-                .map(|p| p.consumer_lag.max(0))
-                .sum();
-            metrics::gauge!(m::CONSUMER_LAG, "topic" => kind).set(lag as f64);
-        }
-        let rtt = statistics
-            .brokers
-            .values()
-            .filter_map(|b| b.rtt.as_ref().map(|w| w.avg))
-            .max()
-            .unwrap_or(0);
-        metrics::gauge!(m::BROKER_RTT).set(rtt as f64 / 1e6);
+        self.stats.observe(&statistics);
     }
 }
 
@@ -310,6 +293,66 @@ impl StateTopic {
     }
 }
 
+/// Topic names the router uses per record.
+#[derive(Debug)]
+struct Names {
+    measurements: String,
+    audit: String,
+    /// Indexed by `StateTopic as usize`.
+    state: [String; 4],
+}
+
+impl Names {
+    fn new(topics: &TopicNames) -> Self {
+        Self {
+            measurements: topics.measurements(),
+            audit: topics.audit(),
+            state: [
+                topics.consents(),
+                topics.subscriptions(),
+                topics.careplans(),
+                topics.alert_state(),
+            ],
+        }
+    }
+}
+
+/// The per-record counters, resolved once: `counter!` with labels hashes its key on every
+/// call. (So the metrics recorder must be installed before the router connects.)
+#[derive(Debug)]
+struct Counters {
+    /// Indexed measurements, self-reports.
+    events_in: [metrics::Counter; 2],
+    /// Indexed by `Withheld as usize`.
+    withheld: [metrics::Counter; 4],
+    /// Indexed by `DataCategory as usize`.
+    deliveries: [metrics::Counter; 3],
+}
+
+impl Counters {
+    fn new() -> Self {
+        use crate::decision::Withheld as W;
+        let events_in = |topic: &'static str| metrics::counter!(m::EVENTS_IN, "topic" => topic);
+        let withheld = |w: W| metrics::counter!(m::WITHHELD, "reason" => w.as_str());
+        let deliveries =
+            |c: DataCategory| metrics::counter!(m::DELIVERIES, "category" => c.as_str());
+        Self {
+            events_in: [events_in("measurements"), events_in("selfreports")],
+            withheld: [
+                withheld(W::NoSubscription),
+                withheld(W::NotRequested),
+                withheld(W::NoConsent),
+                withheld(W::ConsentDenied),
+            ],
+            deliveries: [
+                deliveries(DataCategory::Measurement),
+                deliveries(DataCategory::SelfReport),
+                deliveries(DataCategory::Alert),
+            ],
+        }
+    }
+}
+
 /// The router's clock (a function, so tests can move time forward to reach a silence).
 pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
 
@@ -326,6 +369,9 @@ pub struct RunStats {
 pub struct Router {
     config: RouterConfig,
     topics: TopicNames,
+    /// Topic names used per record, made once (`TopicNames` formats on every call).
+    names: Names,
+    counters: Counters,
     policy: Policy,
     serde: AvroSerde,
     events: StreamConsumer<RebalanceTracker>,
@@ -334,8 +380,10 @@ pub struct Router {
     /// long-polling Fetch in flight, and a broker answers a connection's requests in order,
     /// so a ListOffsets on the reader's connection would wait up to fetch.wait.max.ms.
     state_ends: BaseConsumer,
-    producer: FutureProducer,
+    producer: FutureProducer<StatsContext>,
     revoked: Arc<Mutex<Vec<i32>>>,
+    /// Readiness: set once state has been caught up (or the group assigned nothing).
+    state_loaded: Arc<AtomicBool>,
     owned: HashMap<i32, PartitionState>,
     /// Next offset to apply, per state topic and partition.
     positions: HashMap<(StateTopic, i32), i64>,
@@ -354,7 +402,8 @@ impl std::fmt::Debug for Router {
 }
 
 impl Router {
-    /// Creates the hub's topics if missing, registers schemas and joins the group.
+    /// Creates the hub's topics if missing (or, with `create_topics` off, checks that they
+    /// exist), registers schemas and joins the group.
     pub async fn connect(config: RouterConfig) -> Result<Self> {
         let settings = &config.kafka;
         settings.validate()?;
@@ -379,6 +428,8 @@ impl Router {
         let audit = serde.register::<DisclosureRecord>(&topics.audit()).await?;
 
         let revoked = Arc::new(Mutex::new(Vec::new()));
+        let state_loaded = Arc::new(AtomicBool::new(false));
+        let kafka_stats = KafkaStats::new(m::STATS, config.group_id.clone());
         let session_timeout = config.session_timeout.as_millis().to_string();
         let heartbeat = (config.session_timeout.as_millis() / 4)
             .max(100)
@@ -396,6 +447,8 @@ impl Router {
             ])?
             .create_with_context(RebalanceTracker {
                 revoked: revoked.clone(),
+                stats: StatsContext::new(kafka_stats.clone())
+                    .ready_when_unassigned(state_loaded.clone()),
             })?;
         events.subscribe(&[&topics.measurements(), &topics.selfreports()])?;
         // State topics are read by assignment, not by the group: each instance reads the
@@ -424,11 +477,14 @@ impl Router {
             ("acks", "all"),
             ("linger.ms", "2"),
             ("partitioner", "murmur2_random"),
+            ("statistics.interval.ms", "5000"),
         ];
         if let Some(id) = &config.transactional_id {
             own.push(("transactional.id", id.as_str()));
         }
-        let producer: FutureProducer = settings.client_config(&own)?.create()?;
+        let producer: FutureProducer<StatsContext> = settings
+            .client_config(&own)?
+            .create_with_context(StatsContext::new(kafka_stats))?;
         if config.transactional_id.is_some() {
             // Fences any older instance with the same id and aborts its open transaction.
             tokio::task::block_in_place(|| producer.init_transactions(TXN_TIMEOUT))
@@ -440,6 +496,8 @@ impl Router {
                 allow_synthetic: config.allow_synthetic_identifiers,
             },
             config,
+            names: Names::new(&topics),
+            counters: Counters::new(),
             topics,
             serde,
             events,
@@ -447,6 +505,7 @@ impl Router {
             state_ends,
             producer,
             revoked,
+            state_loaded,
             owned: HashMap::new(),
             positions: HashMap::new(),
             audit,
@@ -454,6 +513,12 @@ impl Router {
             stats: RunStats::default(),
             clock: Arc::new(now_millis),
         })
+    }
+
+    /// Readiness: true once the state of the owned partitions has been caught up at least
+    /// once, or the group has assigned this instance nothing yet (for `/readyz`).
+    pub fn state_loaded(&self) -> Arc<AtomicBool> {
+        self.state_loaded.clone()
     }
 
     /// Replaces the router's clock (tests move time forward to reach a silence).
@@ -529,6 +594,8 @@ impl Router {
         if caught_up.is_empty() {
             return Ok(());
         }
+        // Begun before the state sync, which may dead-letter a state record (see route_batch).
+        self.begin()?;
         self.sync_state(&caught_up).await?;
         let now = self.now();
         let mut raised = Vec::new();
@@ -552,9 +619,13 @@ impl Router {
             }
         }
         if raised.is_empty() {
+            if self.config.transactional_id.is_some() {
+                // Holds at most dead letters of the state sync; librdkafka ends a transaction
+                // with nothing in it locally.
+                self.commit_transaction(&TopicPartitionList::new())?;
+            }
             return Ok(());
         }
-        self.begin()?;
         let mut out = BatchOutputs::default();
         for (partition, key, track, alert, controller) in raised {
             // The silence follows the last reading: its position names the source.
@@ -621,8 +692,10 @@ impl Router {
         let started = Instant::now();
         self.drop_revoked();
         let partitions: BTreeSet<i32> = batch.iter().map(|msg| msg.partition()).collect();
-        self.sync_state(&partitions).await?;
+        // Begun before the state sync: a state record dead-lettered there is an output of
+        // this batch, and a transactional producer refuses to produce outside a transaction.
         self.begin()?;
+        self.sync_state(&partitions).await?;
 
         let mut out = BatchOutputs {
             pending: Vec::with_capacity(batch.len() * 3),
@@ -782,7 +855,7 @@ impl Router {
             if self.owned.remove(&partition).is_some() {
                 for topic in StateTopic::ALL {
                     self.positions.remove(&(topic, partition));
-                    list.add_partition(&self.state_topic_name(topic), partition);
+                    list.add_partition(self.state_topic_name(topic), partition);
                 }
             }
         }
@@ -797,13 +870,8 @@ impl Router {
         }
     }
 
-    fn state_topic_name(&self, topic: StateTopic) -> String {
-        match topic {
-            StateTopic::Consents => self.topics.consents(),
-            StateTopic::Subscriptions => self.topics.subscriptions(),
-            StateTopic::CarePlans => self.topics.careplans(),
-            StateTopic::AlertState => self.topics.alert_state(),
-        }
+    fn state_topic_name(&self, topic: StateTopic) -> &str {
+        &self.names.state[topic as usize]
     }
 
     fn state_topic(&self, name: &str) -> StateTopic {
@@ -824,7 +892,7 @@ impl Router {
                 for topic in state_topics {
                     self.positions.insert((topic, partition), 0);
                     assign.add_partition_offset(
-                        &self.state_topic_name(topic),
+                        self.state_topic_name(topic),
                         partition,
                         Offset::Beginning,
                     )?;
@@ -839,11 +907,7 @@ impl Router {
         let mut query = TopicPartitionList::new();
         for &partition in partitions {
             for topic in state_topics {
-                query.add_partition_offset(
-                    &self.state_topic_name(topic),
-                    partition,
-                    Offset::End,
-                )?;
+                query.add_partition_offset(self.state_topic_name(topic), partition, Offset::End)?;
             }
         }
         let client = &self.state_ends;
@@ -871,6 +935,7 @@ impl Router {
                 .iter()
                 .find(|(key, high)| self.positions.get(key).copied().unwrap_or(0) < *high);
             let Some(((_, partition), _)) = behind else {
+                self.state_loaded.store(true, Ordering::Relaxed);
                 return Ok(());
             };
             if Instant::now() > deadline {
@@ -1013,7 +1078,7 @@ impl Router {
                 detail: "an event record without a value".into(),
             });
         };
-        let (event, validation) = if message.topic() == self.topics.measurements() {
+        let (event, validation) = if message.topic() == self.names.measurements {
             let m = self.decode::<Measurement>(bytes).await?;
             let check = m.validate(self.policy, self.now());
             (Event::Measurement(m), check)
@@ -1038,12 +1103,8 @@ impl Router {
     }
 
     async fn route_one(&mut self, message: &OwnedMessage, out: &mut BatchOutputs) -> Result<()> {
-        let kind = if message.topic() == self.topics.measurements() {
-            "measurements"
-        } else {
-            "selfreports"
-        };
-        metrics::counter!(m::EVENTS_IN, "topic" => kind).increment(1);
+        let kind = usize::from(message.topic() != self.names.measurements);
+        self.counters.events_in[kind].increment(1);
         let event = match self.decode_event(message).await {
             Ok(event) => event,
             Err(dl) => return self.dead_letter(message, dl.reason, dl.detail).await,
@@ -1086,7 +1147,7 @@ impl Router {
             .and_then(|s| s.patient(patient_key));
         let decision = decide(state, view, now);
         for reason in &decision.withheld {
-            metrics::counter!(m::WITHHELD, "reason" => reason.as_str()).increment(1);
+            self.counters.withheld[*reason as usize].increment(1);
         }
         // Owned copies, so the state borrow ends before producing.
         decision
@@ -1141,10 +1202,10 @@ impl Router {
                     .await?,
             );
             pending.push(
-                self.send(&self.topics.audit(), patient_key, &audit_bytes, None)
+                self.send(&self.names.audit, patient_key, &audit_bytes, None)
                     .await?,
             );
-            metrics::counter!(m::DELIVERIES, "category" => category.as_str()).increment(1);
+            self.counters.deliveries[category as usize].increment(1);
         }
         Ok(())
     }

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use dho_kafka::KafkaSettings;
@@ -102,33 +101,9 @@ pub fn config_toml(config: &GatewayConfig) -> String {
     text
 }
 
-/// The path of one of dho-producer's programs (`dho-ingest`, `dho-admin`), built first,
-/// the way `sdk::example` builds the SDK's examples (see there why).
+/// The path of one of dho-producer's programs (`dho-ingest`, `dho-admin`), built first.
 pub fn program(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let profile_dir = BUILT.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
-            "debug" => "dev".to_string(),
-            other => other.to_string(),
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "dho-producer", "--bins"])
-            .args(["--profile", &profile, "--manifest-path", manifest])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building dho-producer's programs failed");
-        profile_dir
-    });
-    let path = profile_dir.join(name);
-    assert!(path.exists(), "program {} not found", path.display());
-    path
+    crate::binary("dho-producer", name)
 }
 
 /// `dho-ingest` as a child process with `config`; returns it and its address. Its log
@@ -138,12 +113,24 @@ pub async fn spawn_ingest(
     dir: &std::path::Path,
     log: &std::path::Path,
 ) -> (Child, String) {
+    spawn_ingest_with(config, dir, log, &[], "info").await
+}
+
+/// [`spawn_ingest`] with `args` added and `RUST_LOG` set to `rust_log`.
+pub async fn spawn_ingest_with(
+    config: &GatewayConfig,
+    dir: &std::path::Path,
+    log: &std::path::Path,
+    args: &[&str],
+    rust_log: &str,
+) -> (Child, String) {
     let path = dir.join("ingest.toml");
     std::fs::write(&path, config_toml(config)).unwrap();
     let mut child = Command::new(program("dho-ingest"))
         .arg("--config")
         .arg(&path)
-        .env("RUST_LOG", "info")
+        .args(args)
+        .env("RUST_LOG", rust_log)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap())
         .kill_on_drop(true)

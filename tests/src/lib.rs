@@ -4,11 +4,15 @@
 //! command; nothing is skipped.
 
 pub mod ingest;
+pub mod logscan;
 pub mod sdk;
 
 pub mod scenario;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use dho_devstack::Broker;
@@ -19,6 +23,7 @@ use dho_schemas::codec::AvroRecord;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -95,6 +100,125 @@ impl RunningRouter {
             .await
             .expect("router task")
             .expect("router ran without error")
+    }
+}
+
+/// The path of a workspace program (`dho-router`, `dho-ingest`, ...), built first with the
+/// cargo running this test, into this test binary's target directory and profile (see
+/// [`sdk::example`] for why). Each package is built once per process.
+pub fn binary(package: &str, name: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    // <target>/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.contains(package) {
+        let target_dir = profile_dir.parent().unwrap();
+        let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
+            "debug" => "dev".to_string(),
+            other => other.to_string(),
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", package, "--bins"])
+            .args(["--profile", &profile, "--manifest-path", manifest])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building {package}'s programs failed");
+        built.insert(package.to_string());
+    }
+    let path = profile_dir.join(name);
+    assert!(path.exists(), "program {} not found", path.display());
+    path
+}
+
+/// `dho-router` as the program it is, with its operations endpoints on a free port.
+#[derive(Debug)]
+pub struct RouterProcess {
+    pub child: tokio::process::Child,
+    /// `http://<addr>` of `/metrics`, `/healthz` and `/readyz`.
+    pub ops_url: String,
+}
+
+impl RouterProcess {
+    /// Starts `dho-router` for `stack` in `group` with `args` added and `RUST_LOG` set to
+    /// `rust_log`; its log (stderr) goes to `log`.
+    pub async fn start(
+        stack: &Stack,
+        group: &str,
+        args: &[&str],
+        rust_log: &str,
+        log: &Path,
+    ) -> RouterProcess {
+        let s = &stack.settings;
+        let mut child = tokio::process::Command::new(binary("dho-router", "dho-router"))
+            .args(["--bootstrap-servers", &s.bootstrap_servers])
+            .args(["--schema-registry-url", &s.schema_registry_url])
+            .args(["--topic-prefix", &s.topic_prefix])
+            .args(["--partitions", &s.partitions.to_string()])
+            .args(["--group-id", group])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("dho-router starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("dho-router announced its operations address in time")
+            .unwrap()
+            .expect("dho-router printed its operations address");
+        let ops_url = line
+            .strip_prefix("operations endpoints on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_string();
+        RouterProcess { child, ops_url }
+    }
+
+    /// `GET <ops_url><path>`: status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(format!("{}{path}", self.ops_url))
+            .await
+            .expect("the router's operations endpoint answers");
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// Waits until `GET path` answers 200, returning the body.
+    pub async fn wait_ok(&self, path: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, body) = self.get(path).await;
+            if status == 200 {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} still answers {status}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM, as an orchestrator stops it: it finishes its batch, commits, leaves the
+    /// group and exits 0.
+    pub async fn terminate(mut self) {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("dho-router stopped within 30 s of SIGTERM")
+            .unwrap();
+        assert!(exit.success(), "dho-router exited with {exit}");
     }
 }
 

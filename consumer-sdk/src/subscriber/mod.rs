@@ -9,12 +9,14 @@ use std::time::Instant;
 
 use dho_kafka::{AvroSerde, TopicSpec};
 use dho_schemas::Delivery;
+use dho_schemas::model::now_millis;
+use dho_telemetry::StatsContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::info;
 
-use crate::metrics::{self, StatsContext, reasons};
+use crate::metrics::{self, reasons};
 use crate::{
     Dedup, DedupStore, Error, FailurePolicy, MemoryStore, Result, SqliteStore, StartFrom,
     SubscriberConfig,
@@ -120,7 +122,7 @@ impl Subscriber {
                 ("isolation.level", "read_committed"),
                 ("statistics.interval.ms", statistics_ms.as_str()),
             ])?
-            .create_with_context(StatsContext)?;
+            .create_with_context(metrics::stats_context(&config.group_id))?;
         consumer.subscribe(&[&topic])?;
         let parking = match config.failure_policy {
             FailurePolicy::Park => Some(Parking::new(&config.kafka, config.dlq_topic())?),
@@ -185,6 +187,7 @@ impl Subscriber {
                 self.commit_position(partition, offset)?;
                 continue;
             }
+            metrics::handed_over(&delivery, now_millis());
             return Ok(Received {
                 delivery,
                 partition,

@@ -1,23 +1,13 @@
-//! The gateway's metric names, in one place, and the events that log and count together.
-//! Labels are bounded: endpoint, outcome, reason, principal kind. Never identifiers,
-//! organisation numbers, subscriber ids or tokens.
+//! The events that log and count together; the gateway's metric names live with every
+//! other component's in [`dho_telemetry::names::ingest`]. Labels are bounded: endpoint,
+//! outcome, reason, principal kind. Never identifiers, organisation numbers, subscriber ids
+//! or tokens.
 
 use std::time::Duration;
 
-/// Requests by endpoint and outcome (`accepted`, `partial`, `rejected`, `unauthorized`,
-/// `forbidden`, `too_large`, `unavailable`, `error`).
-pub const REQUESTS: &str = "dho_ingest_requests_total";
-/// Entries (bundle entries, JSON records, consents, subscriptions) by outcome
-/// (`accepted`, `rejected`, `forbidden`, `unavailable`, `failed`) and reason.
-pub const ENTRIES: &str = "dho_ingest_entries_total";
-/// Authentication and authorisation refusals, by reason and endpoint.
-pub const AUTH_FAILURES: &str = "dho_ingest_auth_failures_total";
-/// Time from handing a record to the producer until the broker acknowledged it.
-pub const PUBLISH_LATENCY: &str = "dho_ingest_publish_latency_seconds";
-/// Records handed to the producer and not yet acknowledged (librdkafka's queue).
-pub const PRODUCER_QUEUE_DEPTH: &str = "dho_ingest_producer_queue_depth";
-/// Entries being published right now by this gateway (bounded by `max_in_flight`).
-pub const IN_FLIGHT: &str = "dho_ingest_in_flight_entries";
+pub use dho_telemetry::names::ingest::{
+    AUTH_FAILURES, ENTRIES, IN_FLIGHT, PRODUCER_QUEUE_DEPTH, PUBLISH_LATENCY, REQUESTS,
+};
 
 /// The endpoints, as bounded label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,10 +31,10 @@ pub mod metrics;
 mod routes;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use dho_schemas::Policy;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use dho_telemetry::server::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -192,20 +192,5 @@ impl RunningGateway {
 /// Installs the process-wide Prometheus recorder once and returns its handle (later calls
 /// return the same one). Fails if another recorder was installed first.
 pub fn install_metrics() -> Result<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(metrics::PUBLISH_LATENCY.into()),
-                    &[
-                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    ],
-                )
-                .ok()?
-                .install_recorder()
-                .ok()
-        })
-        .clone()
-        .ok_or_else(|| Error::Config("another metrics recorder is installed".into()))
+    dho_telemetry::install_recorder().map_err(|e| Error::Config(e.to_string()))
 }

@@ -989,14 +989,7 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
 
 async fn render_metrics(State(gw): State<Gateway>) -> Response {
     gw.observe_queue();
-    match &gw.inner.metrics {
-        Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            handle.render(),
-        )
-            .into_response(),
-        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
-    }
+    dho_telemetry::server::metrics_response(gw.inner.metrics.as_ref())
 }
 
 #[cfg(test)]
