@@ -13,7 +13,7 @@ use dho_kafka::{AvroSerde, Encoder, TopicSpec};
 use dho_schemas::codec::AvroRecord;
 use dho_schemas::model::*;
 use dho_schemas::partition::partition_for;
-use dho_schemas::topics::{headers, patient_key, state_key};
+use dho_schemas::topics::{headers, state_key};
 use dho_schemas::{Policy, TopicNames};
 use dho_telemetry::{KafkaStats, StatsContext};
 use rdkafka::consumer::{
@@ -241,9 +241,18 @@ fn zone_label(zone: Zone) -> &'static str {
 struct BatchOutputs {
     /// Deliveries, audit records and alerts, awaiting acknowledgement.
     pending: Vec<DeliveryFuture>,
-    /// Alert tracks changed in the batch, by (partition, `patient|code` key): `true` when
-    /// the track raised an alert, so it is written only after the alert is acknowledged.
-    tracks: BTreeMap<(i32, String), bool>,
+    /// Alert tracks changed in the batch, as they were at its end, by (partition,
+    /// `patient|code` key): written once the batch's outputs are acknowledged.
+    tracks: BTreeMap<(i32, String), Track>,
+}
+
+/// A routed batch whose outputs may not be acknowledged yet.
+struct InFlight {
+    out: BatchOutputs,
+    /// The input offsets to commit once it is acknowledged.
+    offsets: TopicPartitionList,
+    started: Instant,
+    events: usize,
 }
 
 /// Waits for the broker's acknowledgement of every record; returns where each landed.
@@ -390,6 +399,8 @@ pub struct Router {
     audit: Encoder<DisclosureRecord>,
     deliver: HashMap<String, Encoder<Delivery>>,
     stats: RunStats,
+    /// The batch routed last, until its acknowledgements are in (effectively-once mode).
+    in_flight: Option<InFlight>,
     clock: Clock,
 }
 
@@ -511,6 +522,7 @@ impl Router {
             audit,
             deliver: HashMap::new(),
             stats: RunStats::default(),
+            in_flight: None,
             clock: Arc::new(now_millis),
         })
     }
@@ -540,6 +552,21 @@ impl Router {
         let mut silence_timer = tokio::time::interval(self.config.silence_check_interval);
         silence_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if self.in_flight.is_some() {
+                if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
+                    break;
+                }
+                // Keep the pipeline full while a backlog lasts; when nothing is waiting,
+                // finish the routed batch now rather than when the next reading comes.
+                match futures::FutureExt::now_or_never(self.events.recv()) {
+                    Some(Ok(message)) => {
+                        let batch = self.fill_batch(message.detach()).await;
+                        self.route_batch(batch).await?;
+                        continue;
+                    }
+                    _ => self.finish_in_flight().await?,
+                }
+            }
             let first = tokio::select! {
                 _ = &mut shutdown => break,
                 _ = silence_timer.tick() => {
@@ -555,16 +582,11 @@ impl Router {
                     continue;
                 }
             };
-            let mut batch = vec![first];
-            while batch.len() < self.config.max_batch {
-                match tokio::time::timeout(Duration::from_millis(2), self.events.recv()).await {
-                    Ok(Ok(message)) => batch.push(message.detach()),
-                    _ => break,
-                }
-            }
+            let batch = self.fill_batch(first).await;
             self.route_batch(batch).await?;
         }
         info!("router stopping: committing and leaving the group");
+        self.finish_in_flight().await?;
         if let Ok(assignment) = self.events.assignment()
             && assignment.count() > 0
         {
@@ -576,10 +598,23 @@ impl Router {
         Ok(self.stats)
     }
 
+    /// A batch: `first` and what else arrives within 2 ms, up to `max_batch`.
+    async fn fill_batch(&mut self, first: OwnedMessage) -> Vec<OwnedMessage> {
+        let mut batch = vec![first];
+        while batch.len() < self.config.max_batch {
+            match tokio::time::timeout(Duration::from_millis(2), self.events.recv()).await {
+                Ok(Ok(message)) => batch.push(message.detach()),
+                _ => break,
+            }
+        }
+        batch
+    }
+
     /// The no-data timer: in every partition this instance owns whose readings are all
     /// routed (so a reading waiting in the backlog cannot be mistaken for silence), raises
     /// `NO_DATA` for each alert track silent past its plan's interval.
     async fn check_silences(&mut self) -> Result<()> {
+        self.finish_in_flight().await?;
         self.drop_revoked();
         let measurements = self.topics.measurements();
         let partitions: BTreeSet<i32> = self
@@ -634,8 +669,9 @@ impl Router {
                 partition,
                 offset: track.applied_through,
             };
-            self.state_mut(partition).apply_track(&key, Some(track));
-            out.tracks.insert((partition, key), true);
+            self.state_mut(partition)
+                .apply_track(&key, Some(track.clone()));
+            out.tracks.insert((partition, key), track);
             self.raise(
                 &alert,
                 partition,
@@ -709,19 +745,55 @@ impl Router {
                 message.offset() + 1,
             );
         }
-        self.acknowledge(out).await?;
-        // Outputs acknowledged: only now may the input offsets move on.
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), next) in &next_offsets {
             offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
         }
+        let routed = InFlight {
+            out,
+            offsets,
+            started,
+            events: batch.len(),
+        };
+        if self.config.transactional_id.is_some() {
+            // One transaction at a time: finished before the next batch begins.
+            return self.finish(routed).await;
+        }
+        // Pipelined: this batch's outputs are on their way while the previous batch's
+        // acknowledgements are collected and its offsets committed. Batches finish in
+        // order, so committed offsets still never pass an unacknowledged output.
+        if let Some(previous) = self.in_flight.replace(routed) {
+            self.finish(previous).await?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the batch still waiting for its acknowledgements, if any.
+    async fn finish_in_flight(&mut self) -> Result<()> {
+        match self.in_flight.take() {
+            Some(batch) => self.finish(batch).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for a routed batch's acknowledgements, writes its alert tracks, then commits
+    /// its input offsets (in exactly-once mode, commits its transaction).
+    async fn finish(&mut self, batch: InFlight) -> Result<()> {
+        let InFlight {
+            out,
+            offsets,
+            started,
+            events,
+        } = batch;
+        self.acknowledge(out).await?;
+        // Outputs acknowledged: only now may the input offsets move on.
         if self.config.transactional_id.is_some() {
             self.commit_transaction(&offsets)?;
         } else {
             self.events.commit(&offsets, CommitMode::Async)?;
         }
         self.stats.batches += 1;
-        self.stats.events += batch.len() as u64;
+        self.stats.events += events as u64;
         metrics::counter!(m::BATCHES).increment(1);
         metrics::histogram!(m::ROUTING_LATENCY).record(started.elapsed().as_secs_f64());
         self.state_gauges();
@@ -749,55 +821,50 @@ impl Router {
         Ok(())
     }
 
-    /// Waits until the broker acknowledged every output, then writes the changed alert
-    /// tracks. A track that raised an alert is written only after the alert is
-    /// acknowledged: a crash in between replays the reading, which raises the same alert
-    /// (same id) again, where writing the track first could lose it. In exactly-once mode
-    /// the transaction makes both one step.
+    /// Waits until the broker acknowledged every output, then writes the batch's alert
+    /// tracks (as they were at the end of the batch). A track is written only after the
+    /// alerts it raised are acknowledged: a crash in between replays the reading, which
+    /// raises the same alert (same id) again, where writing the track first could lose it.
+    /// In exactly-once mode the transaction makes both one step.
     async fn acknowledge(&mut self, out: BatchOutputs) -> Result<()> {
         let BatchOutputs { pending, tracks } = out;
-        let transactional = self.config.transactional_id.is_some();
-        let (after, now): (Vec<_>, Vec<_>) = tracks
-            .into_iter()
-            .partition(|(_, alerted)| *alerted && !transactional);
-        let mut track_writes = Vec::with_capacity(now.len());
-        for ((partition, key), _) in &now {
-            track_writes.push(self.write_track(*partition, key).await?);
+        if self.config.transactional_id.is_some() {
+            let mut track_writes = Vec::with_capacity(tracks.len());
+            for ((partition, key), track) in &tracks {
+                track_writes.push(self.write_track(*partition, key, track).await?);
+            }
+            let (outputs, written) = futures::join!(await_acks(pending), await_acks(track_writes));
+            outputs?;
+            self.note_own_writes(written?);
+            return Ok(());
         }
-        let (outputs, written) = futures::join!(await_acks(pending), await_acks(track_writes));
-        outputs?;
-        self.note_own_writes(written?);
-        let mut track_writes = Vec::with_capacity(after.len());
-        for ((partition, key), _) in &after {
-            track_writes.push(self.write_track(*partition, key).await?);
+        await_acks(pending).await?;
+        if tracks.is_empty() {
+            return Ok(());
+        }
+        let mut track_writes = Vec::with_capacity(tracks.len());
+        for ((partition, key), track) in &tracks {
+            track_writes.push(self.write_track(*partition, key, track).await?);
         }
         let written = await_acks(track_writes).await?;
         self.note_own_writes(written);
         Ok(())
     }
 
-    /// Produces the current alert track under `key` to the alert-state topic.
-    async fn write_track(&self, partition: i32, key: &str) -> Result<DeliveryFuture> {
-        let track = self
-            .owned
-            .get(&partition)
-            .and_then(|s| s.patient(patient_key(key)))
-            .and_then(|p| {
-                p.alerts
-                    .get(key.split_once('|').map_or("", |(_, code)| code))
-            });
-        let bytes = match track {
-            Some(track) => Some(serde_json::to_vec(track).map_err(|e| {
-                Error::Setup(dho_kafka::Error::Config(format!("alert state: {e}")))
-            })?),
-            None => None,
-        };
-        let topic = self.topics.alert_state();
-        let mut record: FutureRecord<'_, str, [u8]> =
-            FutureRecord::to(&topic).key(key).partition(partition);
-        if let Some(bytes) = &bytes {
-            record = record.payload(bytes.as_slice());
-        }
+    /// Produces an alert track under its `patient|code` key to the alert-state topic.
+    async fn write_track(
+        &self,
+        partition: i32,
+        key: &str,
+        track: &Track,
+    ) -> Result<DeliveryFuture> {
+        let bytes = serde_json::to_vec(track)
+            .map_err(|e| Error::Setup(dho_kafka::Error::Config(format!("alert state: {e}"))))?;
+        let topic = self.state_topic_name(StateTopic::AlertState);
+        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
+            .key(key)
+            .payload(bytes.as_slice())
+            .partition(partition);
         loop {
             match self.producer.send_result(record) {
                 Ok(future) => return Ok(future),
@@ -1243,8 +1310,9 @@ impl Router {
             Observed::Applied(alert) => alert,
         };
         let key = state_key(&reading.patient, &reading.code);
-        self.state_mut(partition).apply_track(&key, Some(track));
-        *out.tracks.entry((partition, key)).or_default() |= alert.is_some();
+        self.state_mut(partition)
+            .apply_track(&key, Some(track.clone()));
+        out.tracks.insert((partition, key), track);
         if let Some(alert) = alert {
             self.raise(
                 &alert,
