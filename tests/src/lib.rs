@@ -107,12 +107,21 @@ impl RunningRouter {
 /// cargo running this test, into this test binary's target directory and profile (see
 /// [`sdk::example`] for why). Each package is built once per process.
 pub fn binary(package: &str, name: &str) -> PathBuf {
+    let path = build_programs(package, "--bins").join(name);
+    assert!(path.exists(), "program {} not found", path.display());
+    path
+}
+
+/// Builds `package`'s programs of one kind (`--bins`, `--examples`) once per process, with
+/// this test's profile into its target directory; returns `<target>/<profile>`.
+pub(crate) fn build_programs(package: &str, kind: &str) -> PathBuf {
     static BUILT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     // <target>/<profile>/deps/<test binary>
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !built.contains(package) {
+    let key = format!("{package} {kind}");
+    if !built.contains(&key) {
         let target_dir = profile_dir.parent().unwrap();
         let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
             "debug" => "dev".to_string(),
@@ -121,18 +130,19 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
         let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", package, "--bins"])
+            .args(["build", "--quiet", "-p", package, kind])
             .args(["--profile", &profile, "--manifest-path", manifest])
             .arg("--target-dir")
             .arg(target_dir)
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "building {package}'s programs failed");
-        built.insert(package.to_string());
+        assert!(
+            status.success(),
+            "building {package}'s programs ({kind}) failed"
+        );
+        built.insert(key);
     }
-    let path = profile_dir.join(name);
-    assert!(path.exists(), "program {} not found", path.display());
-    path
+    profile_dir
 }
 
 /// `dho-router` as the program it is, with its operations endpoints on a free port.

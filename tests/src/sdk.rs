@@ -3,7 +3,6 @@
 //! replaying router would), committed offsets of a group, and the SDK's example binaries.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use dho_kafka::{Encoder, KafkaSettings, TopicSpec};
@@ -212,37 +211,9 @@ pub fn high_watermarks(settings: &KafkaSettings, topic: &str) -> Vec<i64> {
 /// `cargo test` the lock is released before tests start. The build runs once per process
 /// and is a no-op when the examples are fresh.
 pub fn example(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let profile_dir = BUILT.get_or_init(|| {
-        // <target>/<profile>/deps/<test binary>
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
-            "debug" => "dev".to_string(),
-            other => other.to_string(),
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "dho-consumer", "--examples"])
-            .args([
-                "--profile",
-                &profile,
-                "--manifest-path",
-                manifest,
-                "--target-dir",
-            ])
-            .arg(target_dir)
-            .status()
-            .expect("cargo runs");
-        assert!(
-            status.success(),
-            "building the consumer SDK's examples failed"
-        );
-        profile_dir
-    });
-    let path = profile_dir.join("examples").join(name);
+    let path = crate::build_programs("dho-consumer", "--examples")
+        .join("examples")
+        .join(name);
     assert!(path.exists(), "example {} not found", path.display());
     path
 }

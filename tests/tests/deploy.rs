@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use dho_kafka::{KafkaSettings, TopicSpec, hub_topics};
@@ -335,17 +335,6 @@ fn stages(text: &str) -> Vec<Stage> {
 // ---------------------------------------------------------------------------------------
 // The workspace's programs
 
-/// `<target>/<profile>` of this test binary, and the cargo profile name.
-fn profile_dir() -> (PathBuf, String) {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let profile = match dir.file_name().unwrap().to_str().unwrap() {
-        "debug" => "dev".to_string(),
-        other => other.to_string(),
-    };
-    (dir, profile)
-}
-
 fn cargo() -> std::process::Command {
     let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
     cmd.current_dir(repo());
@@ -383,41 +372,18 @@ fn workspace_programs() -> &'static BTreeMap<String, (String, String)> {
     })
 }
 
-/// The path of a workspace program, built first (with this test's profile, into this
-/// test's target directory, like `dho_tests::ingest::program`).
+/// The path of a workspace program or example, built first (with this test's profile, into
+/// this test's target directory, as the other broker tests do).
 fn built(name: &str) -> PathBuf {
-    // One build at a time per process; cargo itself makes a fresh program a no-op.
-    static BUILT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     let (package, kind) = workspace_programs()
         .get(name)
-        .unwrap_or_else(|| panic!("no binary or example {name} in the workspace"))
-        .clone();
-    let (dir, profile) = profile_dir();
-    let mut done = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !done.contains(name) {
-        let status = cargo()
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                &package,
-                &format!("--{kind}"),
-                name,
-            ])
-            .args(["--profile", &profile, "--target-dir"])
-            .arg(dir.parent().unwrap())
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building {name} failed");
-        done.insert(name.to_string());
-    }
-    let path = if kind == "example" {
-        dir.join("examples").join(name)
+        .unwrap_or_else(|| panic!("no binary or example {name} in the workspace"));
+    if kind == "example" {
+        assert_eq!(package, "dho-consumer", "examples are the SDK's");
+        dho_tests::sdk::example(name)
     } else {
-        dir.join(name)
-    };
-    assert!(path.exists(), "{} not found", path.display());
-    path
+        dho_tests::binary(package, name)
+    }
 }
 
 /// What a program's command line reads: its flags and their `DHO_*` variables, from its
