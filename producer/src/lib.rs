@@ -1,7 +1,7 @@
 //! Publishing into the hub: the typed [`Publisher`] that device platforms written in Rust
 //! embed (and that the gateway, the admin tools and the simulator use), the ingest
-//! [`gateway`] (HTTP: FHIR Bundles, native JSON, consent and subscription intake), the
-//! current-[`state`] reader behind `dho-admin`, and the simulator.
+//! [`gateway`] (HTTP: FHIR Bundles, native JSON, consent, subscription and care plan
+//! intake), the current-[`state`] reader behind `dho-admin`, and the simulator.
 
 pub mod gateway;
 mod publisher;

@@ -333,6 +333,23 @@ impl Publisher {
         .await
     }
 
+    /// Deletes a care plan (a tombstone for its key): from then on it classifies nothing.
+    pub async fn delete_care_plan(
+        &self,
+        patient: &PatientIdentifier,
+        plan_id: &str,
+    ) -> Result<Receipt> {
+        let key = state_key(patient, plan_id);
+        self.send::<CarePlan>(
+            &self.topics.careplans(),
+            patient,
+            &key,
+            &self.careplans,
+            None,
+        )
+        .await
+    }
+
     /// Records handed to the producer and not yet acknowledged.
     pub fn queue_depth(&self) -> i32 {
         self.producer.in_flight_count()

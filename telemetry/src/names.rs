@@ -113,8 +113,8 @@ pub mod router {
 pub mod ingest {
     metric_names! {
         /// Counter. Requests, by `endpoint` (`fhir_bundle`, `fhir_consent`, `measurements`,
-        /// `selfreports`, `subscriptions`) and `outcome` (`accepted`, `partial`, `rejected`,
-        /// `unauthorized`, `forbidden`, `too_large`, `unavailable`, `error`).
+        /// `selfreports`, `subscriptions`, `careplans`) and `outcome` (`accepted`, `partial`,
+        /// `rejected`, `unauthorized`, `forbidden`, `too_large`, `unavailable`, `error`).
         Counter REQUESTS = "dho_ingest_requests_total";
         /// Counter. Entries (bundle entries, JSON records, consents, subscriptions), by
         /// `outcome` (`accepted`, `rejected`, `forbidden`, `unavailable`, `failed`) and

@@ -1043,6 +1043,25 @@ fn deploy_start_order_waits_on_healthchecks_and_mounts_exist() {
             .any(|c| c.subscriber_ids.contains(subscriber)),
         "no care organisation in the gateway owns {subscriber}"
     );
+    // The simulator enrols its fleet for that care service, as the care organisation whose
+    // token it holds: the gateway takes consents, subscriptions and care plans only from
+    // the organisation itself, for its own subscriber ids.
+    let enrol_token = hash_token(&simulator["DHO_ENROL_TOKEN"]);
+    let enrolling = gateway
+        .care_organisations
+        .iter()
+        .find(|c| c.token_sha256 == enrol_token)
+        .expect("the simulator's enrol token is one of the gateway's care organisations");
+    assert_eq!(
+        simulator["DHO_ENROL_ORGNR"], enrolling.orgnr,
+        "the enrolling organisation is the token's"
+    );
+    assert_eq!(&simulator["DHO_ENROL_SUBSCRIBER"], subscriber);
+    assert!(
+        enrolling.subscriber_ids.contains(subscriber),
+        "{} does not own {subscriber}",
+        enrolling.name
+    );
 }
 
 // ---------------------------------------------------------------------------------------

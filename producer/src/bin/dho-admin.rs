@@ -1,7 +1,8 @@
 //! `dho-admin`: the operator's command line. Grant or revoke a patient's consent (each
 //! change audited on `<prefix>.audit.consents`), list a patient's current consents or a
-//! subscriber's subscriptions (one JSON object per line, patients as pseudonyms), and make
-//! gateway tokens.
+//! subscriber's subscriptions (one JSON object per line, patients as pseudonyms), record or
+//! delete a patient's care plan (self-management plan) and list them, and make gateway
+//! tokens.
 //!
 //! Kafka settings come from `--config` (any service's TOML with a `[kafka]` table), then
 //! `DHO_*` environment, then flags.
@@ -17,7 +18,7 @@ use dho_schemas::model::*;
 use dho_schemas::{Policy, ids};
 
 #[derive(Debug, Parser)]
-#[command(about = "Operate the DHO hub: consents, subscriptions, tokens")]
+#[command(about = "Operate the DHO hub: consents, subscriptions, care plans, tokens")]
 struct Args {
     /// A TOML file with a [kafka] table (the router's or the gateway's config will do).
     #[arg(long, env = "DHO_CONFIG", global = true)]
@@ -82,6 +83,26 @@ enum Command {
         /// The subscriber id (its delivery topic's suffix).
         subscriber: String,
     },
+    /// Record a patient's care plan (self-management plan) from a JSON file in the native
+    /// form of CarePlan; replaces the plan with the same plan_id. `updated_at` defaults to
+    /// now. Checked like the gateway checks it (e.g. each yellow range holds its green one).
+    CarePlan {
+        /// The plan, as JSON (`-` reads standard input).
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Delete a patient's care plan (from then on it classifies nothing).
+    DeleteCarePlan {
+        #[arg(long)]
+        patient: String,
+        #[arg(long)]
+        plan_id: String,
+    },
+    /// The patient's current care plans.
+    CarePlans {
+        /// The patient's number.
+        patient: String,
+    },
     /// Make a new gateway token and the hash that goes in the gateway's config.
     Token,
 }
@@ -144,6 +165,37 @@ fn category(name: &str) -> anyhow::Result<DataCategory> {
         "alert" => DataCategory::Alert,
         other => bail!("unknown category '{other}' (measurement, self-report, alert)"),
     })
+}
+
+/// A care plan from a JSON file (`-`: standard input), checked before anything is sent.
+/// Errors name the file's field and the rule, never the values (they may identify the
+/// patient).
+fn care_plan(file: &std::path::Path, policy: Policy) -> anyhow::Result<CarePlan> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let mut json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: malformed JSON: {e}", file.display()))?;
+    if let Some(object) = json.as_object_mut() {
+        object
+            .entry("updated_at")
+            .or_insert_with(|| now_millis().into());
+    }
+    let plan: CarePlan = serde_path_to_error::deserialize(&json).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let what = inner
+            .find("expected")
+            .map(|at| inner[at..].to_string())
+            .or_else(|| inner.starts_with("missing field").then(|| inner.clone()))
+            .unwrap_or_else(|| "wrong JSON type".into());
+        anyhow::anyhow!("{}: not a care plan at '{path}': {what}", file.display())
+    })?;
+    plan.validate(policy)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    Ok(plan)
 }
 
 /// A record as a JSON line, with the patient replaced by its pseudonym.
@@ -255,6 +307,41 @@ async fn main() -> anyhow::Result<()> {
                     .await?;
             for consent in consents.values() {
                 println!("{}", listing(consent, &consent.patient));
+            }
+        }
+        Command::CarePlan { file } => {
+            let plan = care_plan(file, policy)?;
+            let publisher = Publisher::connect(&settings(&args)?, policy).await?;
+            let receipt = publisher.put_care_plan(&plan).await?;
+            println!(
+                "recorded care plan {} version {} for {} (partition {}, offset {})",
+                plan.plan_id,
+                plan.version,
+                plan.patient.log_tag(),
+                receipt.partition,
+                receipt.offset
+            );
+        }
+        Command::DeleteCarePlan {
+            patient: number,
+            plan_id,
+        } => {
+            let patient = patient(number, policy)?;
+            let publisher = Publisher::connect(&settings(&args)?, policy).await?;
+            publisher.delete_care_plan(&patient, plan_id).await?;
+            println!("deleted care plan {plan_id} for {}", patient.log_tag());
+        }
+        Command::CarePlans { patient: number } => {
+            let patient = patient(number, policy)?;
+            let settings = settings(&args)?;
+            let plans = state::patient_state::<CarePlan>(
+                &settings,
+                &settings.topics().careplans(),
+                &patient,
+            )
+            .await?;
+            for plan in plans.values() {
+                println!("{}", listing(plan, &plan.patient));
             }
         }
         Command::Subscriptions { subscriber } => {

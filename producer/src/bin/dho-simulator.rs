@@ -1,6 +1,12 @@
 //! `dho-simulator`: a fleet of synthetic patients offering a fixed rate of readings for a
 //! fixed duration, through the ingest gateway (`--gateway`) or straight to Kafka with the
 //! publishing library. Prints the totals as one JSON object.
+//!
+//! With `--enrol-token` (a care organisation's gateway token), `--enrol-orgnr` and
+//! `--enrol-subscriber`, it first records for every simulated patient, through the
+//! gateway: a consent permitting that organisation, a subscription for the subscriber and
+//! the patient's care plan (by that organisation), so the readings are delivered and raise
+//! alerts instead of being withheld.
 
 use std::time::Duration;
 
@@ -8,8 +14,10 @@ use anyhow::Context;
 use clap::Parser;
 use dho_kafka::KafkaSettings;
 use dho_producer::Publisher;
-use dho_producer::simulator::{Fleet, GatewayClient, SimOptions, Sink, run};
-use dho_schemas::Policy;
+use dho_producer::simulator::{
+    Enrolment, Fleet, GatewayClient, SimOptions, Sink, enrol_fleet, run,
+};
+use dho_schemas::{OrganisationIdentifier, Policy};
 
 #[derive(Debug, Parser)]
 #[command(about = "Simulate a fleet of home-monitoring patients")]
@@ -23,6 +31,18 @@ struct Args {
     /// The platform's bearer token for the gateway.
     #[arg(long, env = "DHO_GATEWAY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A care organisation's gateway token: before streaming, enrol every simulated patient
+    /// for it (consent, subscription, care plan through the gateway). Needs --gateway,
+    /// --enrol-orgnr and --enrol-subscriber.
+    #[arg(long, env = "DHO_ENROL_TOKEN", hide_env_values = true)]
+    enrol_token: Option<String>,
+    /// The enrolling organisation's number (the one whose token --enrol-token is): the
+    /// consents' permitted recipient and the care plans' author.
+    #[arg(long, env = "DHO_ENROL_ORGNR")]
+    enrol_orgnr: Option<String>,
+    /// The enrolling organisation's subscriber id (delivery topic) to subscribe.
+    #[arg(long, env = "DHO_ENROL_SUBSCRIBER")]
+    enrol_subscriber: Option<String>,
     /// Kafka bootstrap servers (library mode).
     #[arg(long, env = "DHO_BOOTSTRAP_SERVERS", default_value = "localhost:9092")]
     bootstrap_servers: String,
@@ -99,6 +119,39 @@ async fn main() -> anyhow::Result<()> {
         ..SimOptions::default()
     };
     let fleet = Fleet::with_options(args.seed, args.patients, options);
+    let mut enrolled = 0;
+    if let Some(token) = &args.enrol_token {
+        let url = args
+            .gateway
+            .as_deref()
+            .context("--enrol-token enrols through the gateway: --gateway is required")?;
+        let org = OrganisationIdentifier {
+            system: dho_schemas::OrgIdSystem::Orgnr,
+            value: args
+                .enrol_orgnr
+                .clone()
+                .context("--enrol-orgnr is required with --enrol-token")?,
+            name: None,
+        };
+        dho_schemas::validate::organisation("enrol-orgnr", &org)?;
+        let subscriber_id = args
+            .enrol_subscriber
+            .clone()
+            .context("--enrol-subscriber is required with --enrol-token")?;
+        dho_schemas::validate::subscriber_id(&subscriber_id)?;
+        let enrolment = Enrolment { org, subscriber_id };
+        enrolled = enrol_fleet(
+            &GatewayClient::new(url, token),
+            &fleet,
+            args.seed,
+            &enrolment,
+        )
+        .await
+        .context("enrolling the fleet")?;
+        tracing::info!(enrolled, "fleet enrolled");
+    } else if args.enrol_orgnr.is_some() || args.enrol_subscriber.is_some() {
+        anyhow::bail!("--enrol-orgnr and --enrol-subscriber need --enrol-token");
+    }
     let started = std::time::Instant::now();
     let stats = run(
         fleet,
@@ -112,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
+            "enrolled": enrolled,
             "offered": stats.offered,
             "malformed": stats.malformed,
             "accepted": stats.accepted,

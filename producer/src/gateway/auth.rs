@@ -25,7 +25,8 @@ pub enum Principal {
         name: String,
         org: OrganisationIdentifier,
     },
-    /// A care organisation: may record consent and manage its own subscriptions.
+    /// A care organisation: may record consent and care plans (as itself) and manage its
+    /// own subscriptions.
     CareOrganisation {
         /// The operator-given name (for logs and audit; not a secret).
         name: String,

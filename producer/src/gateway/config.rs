@@ -35,7 +35,8 @@ pub struct GatewayConfig {
     /// Device platforms allowed to publish readings and self-reports.
     #[serde(default)]
     pub platforms: Vec<PlatformCredential>,
-    /// Care organisations allowed to record consent and manage their own subscriptions.
+    /// Care organisations allowed to record consent and care plans and manage their own
+    /// subscriptions.
     #[serde(default)]
     pub care_organisations: Vec<CareOrganisationCredential>,
 }

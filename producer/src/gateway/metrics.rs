@@ -17,6 +17,7 @@ pub enum Endpoint {
     Measurements,
     SelfReports,
     Subscriptions,
+    CarePlans,
 }
 
 impl Endpoint {
@@ -27,6 +28,7 @@ impl Endpoint {
             Endpoint::Measurements => "measurements",
             Endpoint::SelfReports => "selfreports",
             Endpoint::Subscriptions => "subscriptions",
+            Endpoint::CarePlans => "careplans",
         }
     }
 }

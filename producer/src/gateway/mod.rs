@@ -1,6 +1,6 @@
 //! The ingest gateway: an HTTP service through which device platforms hand readings and
 //! self-reports to the hub (FHIR R4 Bundles shaped like VKP's, or the native JSON form),
-//! and care organisations record consent and manage their own subscriptions.
+//! and care organisations record consent and care plans and manage their own subscriptions.
 //!
 //! Every `2xx` is sent only after the broker acknowledged the record (the [`Publisher`]
 //! is idempotent with `acks=all`), so an acknowledged reading is never lost; a gateway
@@ -16,10 +16,15 @@
 //! - `POST /subscriptions`, `PUT|DELETE /subscriptions/{id}`: a care service's own
 //!   (ids are `<subscriber_id>.<name>`; `DELETE` takes `{"patient": …}` as its body, since a
 //!   patient number never belongs in a URL).
+//! - `POST /careplans`, `PUT|DELETE /careplans/{id}`: a patient's self-management plan
+//!   (`CarePlan`, native JSON), by care organisations only, as themselves (`updated_by` is
+//!   the caller; ids are `<orgnr>.<name>`, so only the owner replaces or deletes a plan;
+//!   `DELETE` takes `{"patient": …}` as its body).
 //!
 //! Refusals: `401` (no or unknown token, with `WWW-Authenticate: Bearer`), `403` (wrong
-//! role, another platform's data controller, another care service's subscription), `400`
-//! (malformed JSON or shape), `413` (body or bundle too large), `422` (a rule broken),
+//! role, another platform's data controller, another care service's subscription, another
+//! organisation's care plan), `400` (malformed JSON or shape), `413` (body or bundle too
+//! large), `422` (a rule broken, naming the field),
 //! `503` with `Retry-After` (saturated, or the broker did not acknowledge). FHIR endpoints
 //! answer with an OperationOutcome naming the element (`expression`) and the rule.
 //! - `GET /healthz`, `/readyz`, `/metrics`.

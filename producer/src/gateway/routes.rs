@@ -43,6 +43,11 @@ pub(super) fn app(gateway: Gateway) -> axum::Router {
             "/subscriptions/{id}",
             put(put_subscription).delete(delete_subscription),
         )
+        .route("/careplans", post(create_care_plan))
+        .route(
+            "/careplans/{id}",
+            put(put_care_plan).delete(delete_care_plan),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
@@ -963,14 +968,259 @@ async fn delete_subscription(
 }
 
 fn subscription_failure(gw: &Gateway, e: crate::Error) -> Response {
+    state_failure(gw, Endpoint::Subscriptions, e)
+}
+
+/// A state change (subscription, care plan) the broker did not take: 503 with
+/// `Retry-After` when retrying may help, 500 otherwise.
+fn state_failure(gw: &Gateway, endpoint: Endpoint, e: crate::Error) -> Response {
     let (reason, status, code) = publish_failure(&e);
     m::entries("failed", reason, 1);
-    tracing::warn!(reason, error = %e, "subscription change not published");
+    tracing::warn!(
+        endpoint = endpoint.as_str(),
+        reason,
+        error = %e,
+        "state change not published"
+    );
     let mut r = Refusal::new(status, code, reason, &e.to_string());
     if status == StatusCode::SERVICE_UNAVAILABLE {
         r.retry_after = Some(gw.inner.config.retry_after.as_secs());
     }
-    refuse(Endpoint::Subscriptions, r)
+    refuse(endpoint, r)
+}
+
+// ---------------------------------------------------------------------------------------
+// Care plans
+
+/// A care plan id made through the gateway is `<orgnr>.<name>`, with the organisation number
+/// of the organisation that owns (and alone may replace or delete) it. Like subscription
+/// ids, the prefix names exactly one owner, so no organisation can overwrite another's plan;
+/// the router still reads every plan of the patient, and the most recently updated one
+/// that speaks about a code decides its zones.
+fn plan_owner(plan_id: &str) -> Option<&str> {
+    plan_id.split_once('.').map(|(owner, _)| owner)
+}
+
+/// The name after the owner: 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' and '.' (the
+/// id is part of the record's key and of the URL).
+fn plan_name_ok(plan_id: &str) -> bool {
+    plan_id.split_once('.').is_some_and(|(_, name)| {
+        !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    })
+}
+
+async fn create_care_plan(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    upsert_care_plan(gw, None, headers, body).await
+}
+
+async fn put_care_plan(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    upsert_care_plan(gw, Some(id), headers, body).await
+}
+
+/// The calling care organisation, or 401/403 (device platforms never write care plans).
+fn care_plan_author(
+    gw: &Gateway,
+    headers: &HeaderMap,
+) -> Result<(OrganisationIdentifier, String), Refusal> {
+    const EP: Endpoint = Endpoint::CarePlans;
+    match gw.authenticate(EP, headers, false)? {
+        Principal::CareOrganisation { org, name, .. } => Ok((org, name)),
+        Principal::Platform { .. } => Err(gw.forbid(
+            EP,
+            "wrong_role",
+            "only care organisations record care plans",
+            false,
+        )),
+    }
+}
+
+/// `POST /careplans`, `PUT /careplans/{id}`: a patient's self-management plan in the
+/// native JSON form of `CarePlan`. `updated_by` is the caller (403 if another
+/// organisation is named), `updated_at` is the gateway's clock (a sender cannot pin its
+/// plan as the newest), and the id is the caller's own `<orgnr>.<name>`.
+async fn upsert_care_plan(
+    gw: Gateway,
+    path_id: Option<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    const EP: Endpoint = Endpoint::CarePlans;
+    let (org, name) = match care_plan_author(&gw, &headers) {
+        Ok(o) => o,
+        Err(r) => return refuse(EP, r),
+    };
+    let mut json = match gw.body(body, false) {
+        Ok(json) => json,
+        Err(r) => return refuse(EP, r),
+    };
+    let Some(object) = json.as_object_mut() else {
+        return refuse(
+            EP,
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "structure",
+                "malformed",
+                "expected a JSON object",
+            ),
+        );
+    };
+    let id = match (&path_id, object.get("plan_id").and_then(Value::as_str)) {
+        (Some(path), Some(body)) if path != body => {
+            return refuse(
+                EP,
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "value",
+                    "malformed",
+                    "plan_id differs from the id in the path",
+                )
+                .at("plan_id"),
+            );
+        }
+        (Some(path), _) => path.clone(),
+        (None, Some(body)) => body.to_string(),
+        (None, None) => format!("{}.{}", org.value, uuid::Uuid::new_v4().simple()),
+    };
+    if plan_owner(&id) != Some(org.value.as_str()) {
+        return refuse(
+            EP,
+            gw.forbid(
+                EP,
+                "not_owner",
+                "a care plan id is '<orgnr>.<name>', with the caller's own organisation number",
+                false,
+            )
+            .at("plan_id"),
+        );
+    }
+    if !plan_name_ok(&id) {
+        m::entries("rejected", "malformed", 1);
+        return refuse(
+            EP,
+            Refusal::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "malformed",
+                "the name after '<orgnr>.' is 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' and '.'",
+            )
+            .at("plan_id"),
+        );
+    }
+    let me = serde_json::to_value(&org).unwrap_or(Value::Null);
+    let author_given = object.insert("updated_by".into(), me);
+    if author_given.is_some_and(|given| {
+        serde_json::from_value::<OrganisationIdentifier>(given)
+            .map_or(true, |g| !g.same_entity(&org))
+    }) {
+        m::entries("forbidden", "not_owner", 1);
+        return refuse(
+            EP,
+            gw.forbid(
+                EP,
+                "not_owner",
+                "updated_by must be the caller's organisation",
+                false,
+            )
+            .at("updated_by"),
+        );
+    }
+    object.insert("plan_id".into(), id.clone().into());
+    object.insert("updated_at".into(), json!(now_millis()));
+    let plan: CarePlan = match parse(&json) {
+        Ok(p) => p,
+        Err(r) => return refuse(EP, r),
+    };
+    let _permit = match gw.reserve(1, false) {
+        Ok(p) => p,
+        Err(r) => return refuse(EP, r),
+    };
+    match gw.inner.publisher.put_care_plan(&plan).await {
+        Ok(receipt) => {
+            m::entries("accepted", "none", 1);
+            m::request(EP, "accepted");
+            tracing::info!(
+                patient = %plan.patient.log_tag(),
+                author = %name,
+                version = plan.version,
+                targets = plan.targets.len(),
+                "care plan recorded"
+            );
+            json["topic"] = receipt.topic.into();
+            json["partition"] = receipt.partition.into();
+            json["offset"] = receipt.offset.into();
+            created(json, &format!("/careplans/{id}"))
+        }
+        Err(crate::Error::Invalid(e)) => refuse_invalid(EP, e),
+        Err(e) => state_failure(&gw, EP, e),
+    }
+}
+
+/// `DELETE /careplans/{id}` with body `{"patient": {"system": "FNR", "value": "…"}}`, by the
+/// plan's owner only: a tombstone for the plan's key, so it classifies nothing from then on.
+async fn delete_care_plan(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    const EP: Endpoint = Endpoint::CarePlans;
+    let (org, name) = match care_plan_author(&gw, &headers) {
+        Ok(o) => o,
+        Err(r) => return refuse(EP, r),
+    };
+    if plan_owner(&id) != Some(org.value.as_str()) {
+        return refuse(
+            EP,
+            gw.forbid(
+                EP,
+                "not_owner",
+                "not one of this organisation's care plans",
+                false,
+            ),
+        );
+    }
+    let json = match gw.body(body, false) {
+        Ok(json) => json,
+        Err(r) => return refuse(EP, r),
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        patient: PatientIdentifier,
+    }
+    let Body { patient } = match parse(&json) {
+        Ok(b) => b,
+        Err(r) => return refuse(EP, r),
+    };
+    if let Err(e) = dho_schemas::validate::patient("patient", &patient, gw.inner.policy) {
+        return refuse_invalid(EP, e);
+    }
+    let _permit = match gw.reserve(1, false) {
+        Ok(p) => p,
+        Err(r) => return refuse(EP, r),
+    };
+    match gw.inner.publisher.delete_care_plan(&patient, &id).await {
+        Ok(_) => {
+            m::entries("accepted", "none", 1);
+            m::request(EP, "accepted");
+            tracing::info!(patient = %patient.log_tag(), author = %name, "care plan deleted");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => state_failure(&gw, EP, e),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1003,6 +1253,20 @@ mod tests {
         assert_eq!(owner_of("sentrum-gp.a.b"), Some("sentrum-gp"));
         // The fixture convention ('-') names nobody: such ids are the operator's.
         assert_eq!(owner_of("bergen-home-care-p1"), None);
+    }
+
+    #[test]
+    fn a_care_plan_id_names_its_owning_organisation_and_a_key_safe_name() {
+        let home = fixtures::home_care().value;
+        let id = format!("{home}.egenbehandlingsplan");
+        assert_eq!(plan_owner(&id), Some(home.as_str()));
+        assert!(plan_name_ok(&id));
+        assert!(plan_name_ok(&format!("{home}.kols-2026.v2")));
+        assert_eq!(plan_owner("egenbehandlingsplan"), None);
+        assert!(!plan_name_ok("egenbehandlingsplan"));
+        assert!(!plan_name_ok(&format!("{home}.")));
+        assert!(!plan_name_ok(&format!("{home}.a|b")));
+        assert!(!plan_name_ok(&format!("{home}.{}", "x".repeat(65))));
     }
 
     #[test]
