@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use apache_avro::Schema;
 use dho_schemas::avro::SchemaKind;
-use dho_schemas::codec::{self, AvroRecord};
+use dho_schemas::codec::{self, AvroRecord, RecordView};
 use dho_schemas::{topics, wire};
 use schema_registry_converter::async_impl::schema_registry::{
     SrSettings, get_schema_by_id, post_schema,
@@ -66,6 +66,19 @@ impl<T: AvroRecord> Encoder<T> {
         wire::frame_into(self.id, &mut out);
         codec::encode_into(value, &mut out)?;
         Ok(out)
+    }
+
+    /// Replaces `out` with the framed record of a borrowed view of a `T` (same bytes as
+    /// [`encode`](Self::encode) of the owned record), reusing `out`'s allocation.
+    pub fn encode_view_into<V: RecordView<Record = T>>(
+        &self,
+        view: &V,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        out.clear();
+        wire::frame_into(self.id, out);
+        view.encode_into(out)?;
+        Ok(())
     }
 }
 

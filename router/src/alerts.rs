@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(test)]
 mod tests;
 
-/// The namespace of alert ids (UUID v5 of patient key, code, plan version, kind, trigger).
+/// The namespace of alert ids (UUID v5 of patient key, code, kind, trigger).
 const ALERT_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x3c9e_71a4_5b2d_4f60_8e1a_d47b_92c3_0f15);
 
@@ -186,13 +186,7 @@ impl AlertState {
             None => return None,
         };
         Some(Alert {
-            alert_id: alert_id(
-                &self.patient,
-                &self.code,
-                plan.version,
-                kind,
-                &reading.event_id,
-            ),
+            alert_id: alert_id(&self.patient, &self.code, kind, &reading.event_id),
             patient: self.patient.clone(),
             kind,
             zone,
@@ -238,13 +232,7 @@ impl AlertState {
         };
         let zone = self.zone.unwrap_or(Zone::Green);
         Some(Alert {
-            alert_id: alert_id(
-                &self.patient,
-                &self.code,
-                plan.version,
-                AlertKind::NoData,
-                &after,
-            ),
+            alert_id: alert_id(&self.patient, &self.code, AlertKind::NoData, &after),
             patient: self.patient.clone(),
             kind: AlertKind::NoData,
             zone,
@@ -324,14 +312,29 @@ impl Track {
     /// The timer's check: `NO_DATA` once the shortest expected interval of the track's
     /// targets in `plan` has passed since the last reading.
     pub fn check_silence(&mut self, plan: &CarePlan, now: Millis) -> Option<Alert> {
-        let target = plan
-            .targets
+        let target = self.interval_target(plan)?;
+        self.state
+            .check_silence(plan, target, self.last_reading_at, now)
+    }
+
+    /// When the silence after the last reading becomes a `NO_DATA` alert under `plan`:
+    /// `None` when no target expects readings, or one is open already. Cheap: the timer
+    /// asks it of every track before touching any.
+    pub fn silence_deadline(&self, plan: &CarePlan) -> Option<Millis> {
+        if self.state.no_data_open {
+            return None;
+        }
+        let hours = self.interval_target(plan)?.expected_interval_hours?;
+        Some(self.last_reading_at + i64::from(hours) * MILLIS_PER_HOUR)
+    }
+
+    /// The track's target with the shortest expected interval.
+    fn interval_target<'a>(&self, plan: &'a CarePlan) -> Option<&'a PlanTarget> {
+        plan.targets
             .iter()
             .filter(|t| self.target_codes.contains(&t.code))
             .filter(|t| t.expected_interval_hours.is_some_and(|h| h > 0))
-            .min_by_key(|t| t.expected_interval_hours)?;
-        self.state
-            .check_silence(plan, target, self.last_reading_at, now)
+            .min_by_key(|t| t.expected_interval_hours)
     }
 
     /// The worst zone of the open episode is red.
@@ -382,15 +385,11 @@ pub fn severity_of(zone: Zone) -> VkpSeverity {
     }
 }
 
-/// The deterministic id of an alert: UUID v5 of patient key, code, plan version, kind and
-/// the triggering event id (for `NO_DATA`, the silence it reports).
-pub fn alert_id(
-    patient: &PatientIdentifier,
-    code: &str,
-    plan_version: i32,
-    kind: AlertKind,
-    trigger: &str,
-) -> String {
+/// The deterministic id of an alert: UUID v5 of patient key, code, kind and the triggering
+/// event id (for `NO_DATA`, the silence it reports). Not the plan version: a reading
+/// replayed after a crash under a plan changed meanwhile must give the same id, so the
+/// subscriber drops the repeat (one reading raises at most one alert per code anyway).
+pub fn alert_id(patient: &PatientIdentifier, code: &str, kind: AlertKind, trigger: &str) -> String {
     let kind = match kind {
         AlertKind::ZoneEntered => "ZONE_ENTERED",
         AlertKind::Escalated => "ESCALATED",
@@ -398,7 +397,7 @@ pub fn alert_id(
         AlertKind::NoData => "NO_DATA",
     };
     let name = format!(
-        "{}|{}|{code}|{plan_version}|{kind}|{trigger}",
+        "{}|{}|{code}|{kind}|{trigger}",
         patient.system.oid(),
         patient.key()
     );

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dho_kafka::{AvroSerde, Encoder, TopicSpec};
-use dho_schemas::codec::AvroRecord;
+use dho_schemas::codec::{AvroRecord, DeliveryView, DisclosureView, ReferenceView};
 use dho_schemas::model::*;
 use dho_schemas::partition::partition_for;
 use dho_schemas::topics::{headers, state_key};
@@ -51,6 +51,10 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How far behind the newest routed reading a silence must have ended before it counts
+/// while the partition is not caught up: producers' clocks and in-flight records.
+const SILENCE_MARGIN_MS: Millis = 60_000;
+
 /// How long a transaction call may block.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -60,11 +64,26 @@ const DELIVERY_ID_NAMESPACE: uuid::Uuid =
 
 /// The deterministic id of the delivery of a source record to a subscriber.
 pub fn delivery_id(source: &SourcePosition, subscriber_id: &str) -> String {
-    let name = format!(
+    delivery_id_into(source, subscriber_id, &mut String::new(), &mut [0; 36]).to_string()
+}
+
+/// [`delivery_id`] written into `out`, with `name` as scratch (no allocation per delivery).
+fn delivery_id_into<'b>(
+    source: &SourcePosition,
+    subscriber_id: &str,
+    name: &mut String,
+    out: &'b mut [u8; 36],
+) -> &'b str {
+    use std::fmt::Write;
+    name.clear();
+    let _ = write!(
+        name,
         "{}/{}/{}/{}",
         source.topic, source.partition, source.offset, subscriber_id
     );
-    uuid::Uuid::new_v5(&DELIVERY_ID_NAMESPACE, name.as_bytes()).to_string()
+    uuid::Uuid::new_v5(&DELIVERY_ID_NAMESPACE, name.as_bytes())
+        .hyphenated()
+        .encode_lower(out)
 }
 
 /// Remembers revoked partitions so the loop drops their state before the next batch.
@@ -122,16 +141,17 @@ impl Event {
             Event::SelfReport(e) => &e.event_id,
         }
     }
-    fn reference(&self) -> EventReference {
+    /// What a minimal delivery carries instead of the values.
+    fn reference(&self) -> ReferenceView<'_> {
         let view = self.view();
         let effective_time = match self {
             Event::Measurement(e) => e.effective_time,
             Event::SelfReport(e) => e.authored_time,
         };
-        EventReference {
-            event_id: self.event_id().to_string(),
+        ReferenceView {
+            event_id: self.event_id(),
             category: view.category,
-            code: view.code.map(str::to_string),
+            code: view.code,
             effective_time,
         }
     }
@@ -173,58 +193,36 @@ impl Outgoing<'_> {
         }
     }
 
-    /// The delivery to `subscription`'s subscriber. A minimal delivery carries no values:
-    /// a reference for an event, the alert without its reading.
-    fn delivery(
+    /// The id of the delivery to `subscriber_id`, written into `out`.
+    fn delivery_id<'b>(
         self,
         source: &SourcePosition,
-        subscription: &Subscription,
-        consent: &Consent,
-        now: Millis,
-    ) -> Delivery {
-        let subscriber = &subscription.subscriber_id;
-        let mut delivery = Delivery {
-            delivery_id: match self {
-                Outgoing::Event(_) => delivery_id(source, subscriber),
-                Outgoing::Alert(a) => alert_delivery_id(&a.alert_id, subscriber),
-            },
-            subscriber_id: subscriber.clone(),
-            subscription_id: subscription.subscription_id.clone(),
-            consent_id: consent.consent_id.clone(),
-            patient: self.patient().clone(),
-            source: source.clone(),
-            content_level: subscription.content_level,
-            routed_at: now,
-            measurement: None,
-            self_report: None,
-            alert: None,
-            reference: None,
-        };
-        match (subscription.content_level, self) {
-            (ContentLevel::Minimal, Outgoing::Event(e)) => delivery.reference = Some(e.reference()),
-            (ContentLevel::Full, Outgoing::Event(Event::Measurement(e))) => {
-                delivery.measurement = Some(e.clone())
-            }
-            (ContentLevel::Full, Outgoing::Event(Event::SelfReport(e))) => {
-                delivery.self_report = Some(e.clone())
-            }
-            (ContentLevel::Full, Outgoing::Alert(a)) => delivery.alert = Some(a.clone()),
-            (ContentLevel::Minimal, Outgoing::Alert(a)) => {
-                delivery.alert = Some(Alert {
-                    reading: None,
-                    ..a.clone()
-                })
-            }
+        subscriber_id: &str,
+        name: &mut String,
+        out: &'b mut [u8; 36],
+    ) -> &'b str {
+        match self {
+            Outgoing::Event(_) => delivery_id_into(source, subscriber_id, name, out),
+            Outgoing::Alert(a) => alert_delivery_id_into(&a.alert_id, subscriber_id, name, out),
         }
-        delivery
     }
 }
 
 /// The deterministic id of an alert's delivery to a subscriber (the alert id is
-/// deterministic too, so a replay produces the same delivery id).
-pub fn alert_delivery_id(alert_id: &str, subscriber_id: &str) -> String {
-    let name = format!("alert/{alert_id}/{subscriber_id}");
-    uuid::Uuid::new_v5(&DELIVERY_ID_NAMESPACE, name.as_bytes()).to_string()
+/// deterministic too, so a replay produces the same delivery id), written into `out`, with
+/// `name` as scratch.
+fn alert_delivery_id_into<'b>(
+    alert_id: &str,
+    subscriber_id: &str,
+    name: &mut String,
+    out: &'b mut [u8; 36],
+) -> &'b str {
+    use std::fmt::Write;
+    name.clear();
+    let _ = write!(name, "alert/{alert_id}/{subscriber_id}");
+    uuid::Uuid::new_v5(&DELIVERY_ID_NAMESPACE, name.as_bytes())
+        .hyphenated()
+        .encode_lower(out)
 }
 
 /// A bounded label value for a zone.
@@ -300,6 +298,15 @@ impl StateTopic {
             StateTopic::AlertState => "alertstate",
         }
     }
+}
+
+/// Buffers the router reuses for every delivery.
+#[derive(Debug, Default)]
+struct Scratch {
+    delivery: Vec<u8>,
+    audit: Vec<u8>,
+    /// The name a delivery id is made from.
+    id_name: String,
 }
 
 /// Topic names the router uses per record.
@@ -397,10 +404,17 @@ pub struct Router {
     /// Next offset to apply, per state topic and partition.
     positions: HashMap<(StateTopic, i32), i64>,
     audit: Encoder<DisclosureRecord>,
-    deliver: HashMap<String, Encoder<Delivery>>,
+    /// Per subscriber: the encoder and the topic of its deliveries.
+    deliver: HashMap<String, (Encoder<Delivery>, String)>,
+    /// Buffers reused for every delivery (librdkafka copies the bytes it is given).
+    scratch: Scratch,
     stats: RunStats,
     /// The batch routed last, until its acknowledgements are in (effectively-once mode).
     in_flight: Option<InFlight>,
+    /// The offsets the last finished batch committed (asynchronously).
+    last_offsets: Option<TopicPartitionList>,
+    /// Per input partition, the newest measurement timestamp routed (see `check_silences`).
+    routed_until: HashMap<i32, Millis>,
     clock: Clock,
 }
 
@@ -521,8 +535,11 @@ impl Router {
             positions: HashMap::new(),
             audit,
             deliver: HashMap::new(),
+            scratch: Scratch::default(),
             stats: RunStats::default(),
             in_flight: None,
+            last_offsets: None,
+            routed_until: HashMap::new(),
             clock: Arc::new(now_millis),
         })
     }
@@ -587,12 +604,12 @@ impl Router {
         }
         info!("router stopping: committing and leaving the group");
         self.finish_in_flight().await?;
-        if let Ok(assignment) = self.events.assignment()
-            && assignment.count() > 0
+        // Batches commit asynchronously; the last one's offsets again, synchronously, so
+        // the group has them before this instance leaves.
+        if let Some(offsets) = self.last_offsets.take()
+            && let Err(e) = self.events.commit(&offsets, CommitMode::Sync)
         {
-            // Everything routed has been committed per batch; a final sync commit flushes
-            // any commit still in flight.
-            let _ = self.events.commit_consumer_state(CommitMode::Sync);
+            warn!(error = %e, "the last commit was not confirmed; the batch may be routed again");
         }
         let _ = self.producer.flush(Duration::from_secs(10));
         Ok(self.stats)
@@ -626,27 +643,53 @@ impl Router {
     async fn check_silences(&mut self) -> Result<()> {
         self.finish_in_flight().await?;
         self.drop_revoked();
-        let measurements = self.topics.measurements();
-        let partitions: BTreeSet<i32> = self
-            .events
-            .assignment()?
-            .elements()
-            .iter()
-            .filter(|e| e.topic() == measurements)
-            .map(|e| e.partition())
-            .collect();
-        let caught_up = self.caught_up(&measurements, &partitions)?;
-        if caught_up.is_empty() {
+        let measurements = self.names.measurements.clone();
+        // A question to the broker that fails skips this tick (the next one asks again);
+        // only a failure to deliver an alert stops the router.
+        let partitions: BTreeSet<i32> = match self.events.assignment() {
+            Ok(assignment) => assignment
+                .elements()
+                .iter()
+                .filter(|e| e.topic() == measurements)
+                .map(|e| e.partition())
+                .collect(),
+            Err(e) => {
+                warn!(error = %e, "no-data check skipped: the assignment is unknown");
+                return Ok(());
+            }
+        };
+        if partitions.is_empty() {
             return Ok(());
         }
+        let caught_up = match self.caught_up(&measurements, &partitions) {
+            Ok(caught_up) => caught_up,
+            Err(e) => {
+                warn!(error = %e, "no-data check skipped: the positions are unknown");
+                return Ok(());
+            }
+        };
         // Begun before the state sync, which may dead-letter a state record (see route_batch).
         self.begin()?;
-        self.sync_state(&caught_up).await?;
+        // Every owned partition, routed or not yet: after a restart an idle partition's
+        // tracks are loaded here.
+        self.sync_state(&partitions).await?;
         let now = self.now();
         let mut raised = Vec::new();
-        for &partition in &caught_up {
+        for &partition in &partitions {
             let Some(state) = self.owned.get(&partition) else {
                 continue;
+            };
+            // How far the partition is routed: all of it, or up to the newest reading's
+            // timestamp. A partition is in ingest order, so once a reading received after a
+            // track's deadline (with a margin for producers' clocks) is routed, no reading of
+            // that patient from before the deadline can still be waiting: under steady load
+            // a partition is never quite caught up, and silence must still be noticed.
+            let routed_until = if caught_up.contains(&partition) {
+                Millis::MAX
+            } else {
+                self.routed_until
+                    .get(&partition)
+                    .map_or(Millis::MIN, |t| t.saturating_sub(SILENCE_MARGIN_MS))
             };
             for (patient_key, patient) in state.iter() {
                 for (code, track) in &patient.alerts {
@@ -655,6 +698,10 @@ impl Router {
                     else {
                         continue;
                     };
+                    match track.silence_deadline(plan) {
+                        Some(deadline) if deadline <= now && deadline <= routed_until => {}
+                        _ => continue,
+                    }
                     let mut track = track.clone();
                     if let Some(alert) = track.check_silence(plan, now) {
                         let key = format!("{patient_key}|{code}");
@@ -736,7 +783,15 @@ impl Router {
 
     async fn route_batch(&mut self, batch: Vec<OwnedMessage>) -> Result<()> {
         let started = Instant::now();
-        self.drop_revoked();
+        // Records of a partition revoked while the batch filled are the new owner's now.
+        let revoked = self.drop_revoked();
+        let batch: Vec<OwnedMessage> = batch
+            .into_iter()
+            .filter(|m| !revoked.contains(&m.partition()))
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
         let partitions: BTreeSet<i32> = batch.iter().map(|msg| msg.partition()).collect();
         // Begun before the state sync: a state record dead-lettered there is an output of
         // this batch, and a transactional producer refuses to produce outside a transaction.
@@ -747,13 +802,20 @@ impl Router {
             pending: Vec::with_capacity(batch.len() * 3),
             ..Default::default()
         };
-        let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        // One time for the whole batch: consent, subscription and validity are judged at the
+        // batch's start, a few milliseconds before its records are routed (a change
+        // acknowledged after the state sync above applies from the next batch anyway).
+        let now = self.now();
+        let mut next_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
         for message in &batch {
-            self.route_one(message, &mut out).await?;
-            next_offsets.insert(
-                (message.topic().to_string(), message.partition()),
-                message.offset() + 1,
-            );
+            if message.topic() == self.names.measurements
+                && let Some(at) = message.timestamp().to_millis()
+            {
+                let until = self.routed_until.entry(message.partition()).or_insert(at);
+                *until = (*until).max(at);
+            }
+            self.route_one(message, now, &mut out).await?;
+            next_offsets.insert((message.topic(), message.partition()), message.offset() + 1);
         }
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), next) in &next_offsets {
@@ -801,6 +863,7 @@ impl Router {
             self.commit_transaction(&offsets)?;
         } else {
             self.events.commit(&offsets, CommitMode::Async)?;
+            self.last_offsets = Some(offsets);
         }
         self.stats.batches += 1;
         self.stats.events += events as u64;
@@ -921,14 +984,36 @@ impl Router {
         Ok(())
     }
 
-    fn drop_revoked(&mut self) {
+    /// Drops what this instance kept for the partitions the group took away: their state,
+    /// and the part of the batch in flight that is theirs (its offsets are not committed
+    /// and its alert tracks not written: the new owner routes those records again, with the
+    /// same ids, and a late write from here could overwrite the new owner's). Returns the
+    /// revoked partitions.
+    fn drop_revoked(&mut self) -> Vec<i32> {
         let revoked: Vec<i32> =
             std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()));
         if revoked.is_empty() {
-            return;
+            return revoked;
+        }
+        if let Some(in_flight) = &mut self.in_flight {
+            in_flight
+                .out
+                .tracks
+                .retain(|(partition, _), _| !revoked.contains(partition));
+            let mut kept = TopicPartitionList::new();
+            for e in in_flight.offsets.elements() {
+                if !revoked.contains(&e.partition())
+                    && let Err(err) =
+                        kept.add_partition_offset(e.topic(), e.partition(), e.offset())
+                {
+                    warn!(error = %err, "could not keep an in-flight offset");
+                }
+            }
+            in_flight.offsets = kept;
         }
         let mut list = TopicPartitionList::new();
-        for partition in revoked {
+        for &partition in &revoked {
+            self.routed_until.remove(&partition);
             if self.owned.remove(&partition).is_some() {
                 for topic in StateTopic::ALL {
                     self.positions.remove(&(topic, partition));
@@ -945,6 +1030,7 @@ impl Router {
                 warn!(error = %e, "could not unassign state partitions");
             }
         }
+        revoked
     }
 
     fn state_topic_name(&self, topic: StateTopic) -> &str {
@@ -1106,12 +1192,13 @@ impl Router {
                 .decode_state::<CarePlan>(bytes, CarePlan::validate)
                 .await
                 .map(|p| self.state_mut(partition).apply_care_plan(&key, Some(p))),
+            // The parser's message could quote a value (an identifier): a fixed detail.
             StateTopic::AlertState => serde_json::from_slice::<Track>(bytes)
-                .map_err(|e| DeadLetter {
+                .map_err(|_| DeadLetter {
                     reason: "undecodable",
-                    detail: format!("alert state: {e}"),
+                    detail: "an alert-state record this router cannot read".into(),
                 })
-                .map(|t| self.state_mut(partition).apply_track(&key, Some(t))),
+                .map(|t| self.apply_track_record(partition, &key, t)),
         };
         match applied {
             Ok(()) => Ok(()),
@@ -1133,6 +1220,22 @@ impl Router {
         Ok(value)
     }
 
+    /// Applies an alert track read from the topic, unless the one in memory has seen later
+    /// readings: a late write from a previous owner of the partition must not set the
+    /// patient's episode back.
+    fn apply_track_record(&mut self, partition: i32, key: &str, track: Track) {
+        let (patient, code) = key.split_once('|').unwrap_or((key, ""));
+        let newer_in_memory = self
+            .owned
+            .get(&partition)
+            .and_then(|s| s.patient(patient))
+            .and_then(|p| p.alerts.get(code))
+            .is_some_and(|current| current.applied_through > track.applied_through);
+        if !newer_in_memory {
+            self.state_mut(partition).apply_track(key, Some(track));
+        }
+    }
+
     fn state_mut(&mut self, partition: i32) -> &mut PartitionState {
         self.owned.entry(partition).or_default()
     }
@@ -1148,7 +1251,7 @@ impl Router {
         })
     }
 
-    async fn decode_event(&self, message: &OwnedMessage) -> Result<Event, DeadLetter> {
+    async fn decode_event(&self, message: &OwnedMessage, now: Millis) -> Result<Event, DeadLetter> {
         let Some(bytes) = message.payload() else {
             return Err(DeadLetter {
                 reason: "empty",
@@ -1157,11 +1260,11 @@ impl Router {
         };
         let (event, validation) = if message.topic() == self.names.measurements {
             let m = self.decode::<Measurement>(bytes).await?;
-            let check = m.validate(self.policy, self.now());
+            let check = m.validate(self.policy, now);
             (Event::Measurement(m), check)
         } else {
             let r = self.decode::<SelfReport>(bytes).await?;
-            let check = r.validate(self.policy, self.now());
+            let check = r.validate(self.policy, now);
             (Event::SelfReport(r), check)
         };
         validation.map_err(|e| DeadLetter {
@@ -1179,10 +1282,15 @@ impl Router {
         Ok(event)
     }
 
-    async fn route_one(&mut self, message: &OwnedMessage, out: &mut BatchOutputs) -> Result<()> {
+    async fn route_one(
+        &mut self,
+        message: &OwnedMessage,
+        now: Millis,
+        out: &mut BatchOutputs,
+    ) -> Result<()> {
         let kind = usize::from(message.topic() != self.names.measurements);
         self.counters.events_in[kind].increment(1);
-        let event = match self.decode_event(message).await {
+        let event = match self.decode_event(message, now).await {
             Ok(event) => event,
             Err(dl) => return self.dead_letter(message, dl.reason, dl.detail).await,
         };
@@ -1191,14 +1299,11 @@ impl Router {
             partition: message.partition(),
             offset: message.offset(),
         };
-        let now = self.now();
-        let grants = self.grants(source.partition, event.patient().key(), event.view(), now);
-        let controller = event.data_controller().clone();
         self.disclose(
             Outgoing::Event(&event),
+            event.view(),
             &source,
-            &controller,
-            grants,
+            event.data_controller(),
             now,
             &mut out.pending,
         )
@@ -1209,77 +1314,145 @@ impl Router {
         Ok(())
     }
 
-    /// Who receives `view` about the patient now, with the subscription and consent that
-    /// entitle each; counts the rest as withheld.
-    fn grants(
-        &self,
-        partition: i32,
-        patient_key: &str,
-        view: EventView<'_>,
-        now: Millis,
-    ) -> Vec<(Subscription, Consent)> {
-        let state = self
-            .owned
-            .get(&partition)
-            .and_then(|s| s.patient(patient_key));
-        let decision = decide(state, view, now);
-        for reason in &decision.withheld {
-            self.counters.withheld[*reason as usize].increment(1);
-        }
-        // Owned copies, so the state borrow ends before producing.
-        decision
-            .grants
-            .iter()
-            .map(
-                |Grant {
-                     subscription,
-                     consent,
-                 }| ((*subscription).clone(), (*consent).clone()),
-            )
-            .collect()
-    }
-
-    /// Produces one delivery and its disclosure record per grant.
+    /// Decides who receives `outgoing` (seen as `view`) about its patient now, and produces
+    /// one delivery and its disclosure record per grant; counts the rest as withheld.
     async fn disclose(
         &mut self,
         outgoing: Outgoing<'_>,
+        view: EventView<'_>,
         source: &SourcePosition,
         data_controller: &OrganisationIdentifier,
-        grants: Vec<(Subscription, Consent)>,
         now: Millis,
+        pending: &mut Vec<DeliveryFuture>,
+    ) -> Result<()> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = loop {
+            // The grants borrow the state: no copies of subscriptions or consents. A
+            // subscriber seen for the first time needs its topic made first, outside that
+            // borrow; then the decision is taken again.
+            let this = &*self;
+            let state = this
+                .owned
+                .get(&source.partition)
+                .and_then(|s| s.patient(outgoing.patient().key()));
+            let decision = decide(state, view, now);
+            if let Some(grant) = decision
+                .grants
+                .iter()
+                .find(|g| !this.deliver.contains_key(&g.subscription.subscriber_id))
+            {
+                let subscriber = grant.subscription.subscriber_id.clone();
+                if let Err(e) = self.deliver_encoder(&subscriber).await {
+                    break Err(e);
+                }
+                continue;
+            }
+            for reason in &decision.withheld {
+                this.counters.withheld[*reason as usize].increment(1);
+            }
+            break this
+                .produce_grants(
+                    &decision.grants,
+                    outgoing,
+                    source,
+                    data_controller,
+                    now,
+                    &mut scratch,
+                    pending,
+                )
+                .await;
+        };
+        self.scratch = scratch;
+        result
+    }
+
+    /// Produces one delivery and its disclosure record per grant. A minimal delivery carries
+    /// no values: a reference for an event, the alert without its reading.
+    #[allow(clippy::too_many_arguments)]
+    async fn produce_grants(
+        &self,
+        grants: &[Grant<'_>],
+        outgoing: Outgoing<'_>,
+        source: &SourcePosition,
+        data_controller: &OrganisationIdentifier,
+        now: Millis,
+        scratch: &mut Scratch,
         pending: &mut Vec<DeliveryFuture>,
     ) -> Result<()> {
         let category = outgoing.category();
         let patient = outgoing.patient();
-        for (subscription, consent) in grants {
-            let delivery = outgoing.delivery(source, &subscription, &consent, now);
-            let record = DisclosureRecord {
-                delivery_id: delivery.delivery_id.clone(),
-                recorded_at: now,
-                patient: patient.clone(),
-                recipient: subscription.subscriber_org.clone(),
-                subscriber_id: subscription.subscriber_id.clone(),
-                subscription_id: subscription.subscription_id.clone(),
-                purpose_of_use: subscription.purpose_of_use.clone(),
-                decision_reference: consent.consent_id.clone(),
-                legal_basis: consent.legal_basis.clone(),
-                data_controller: data_controller.clone(),
-                category,
-                event_id: outgoing.event_id().to_string(),
-                content_level: delivery.content_level,
-                source: source.clone(),
+        let patient_key = patient.key();
+        for Grant {
+            subscription,
+            consent,
+        } in grants
+        {
+            let subscriber = subscription.subscriber_id.as_str();
+            let Some((encoder, topic)) = self.deliver.get(subscriber) else {
+                // disclose made every grant's encoder before calling.
+                continue;
             };
-            let encoder = self.deliver_encoder(&subscription.subscriber_id).await?;
-            let delivery_bytes = encoder.encode(&delivery)?;
-            let audit_bytes = self.audit.encode(&record)?;
-            let topic = self.topics.deliver(&subscription.subscriber_id);
-            let patient_key = patient.key();
+            let mut id = [0; 36];
+            let delivery_id =
+                outgoing.delivery_id(source, subscriber, &mut scratch.id_name, &mut id);
+            let mut delivery = DeliveryView {
+                delivery_id,
+                subscriber_id: subscriber,
+                subscription_id: &subscription.subscription_id,
+                consent_id: &consent.consent_id,
+                patient,
+                source,
+                content_level: subscription.content_level,
+                routed_at: now,
+                measurement: None,
+                self_report: None,
+                alert: None,
+                reference: None,
+            };
+            let minimal_alert;
+            match (subscription.content_level, outgoing) {
+                (ContentLevel::Minimal, Outgoing::Event(e)) => {
+                    delivery.reference = Some(e.reference())
+                }
+                (ContentLevel::Full, Outgoing::Event(Event::Measurement(e))) => {
+                    delivery.measurement = Some(e)
+                }
+                (ContentLevel::Full, Outgoing::Event(Event::SelfReport(e))) => {
+                    delivery.self_report = Some(e)
+                }
+                (ContentLevel::Full, Outgoing::Alert(a)) => delivery.alert = Some(a),
+                (ContentLevel::Minimal, Outgoing::Alert(a)) => {
+                    minimal_alert = Alert {
+                        reading: None,
+                        ..a.clone()
+                    };
+                    delivery.alert = Some(&minimal_alert);
+                }
+            }
+            encoder.encode_view_into(&delivery, &mut scratch.delivery)?;
+            let record = DisclosureView {
+                delivery_id,
+                recorded_at: now,
+                patient,
+                recipient: &subscription.subscriber_org,
+                subscriber_id: subscriber,
+                subscription_id: &subscription.subscription_id,
+                purpose_of_use: &subscription.purpose_of_use,
+                decision_reference: &consent.consent_id,
+                legal_basis: &consent.legal_basis,
+                data_controller,
+                category,
+                event_id: outgoing.event_id(),
+                content_level: subscription.content_level,
+                source,
+            };
+            self.audit.encode_view_into(&record, &mut scratch.audit)?;
             pending.push(
-                self.send(&topic, patient_key, &delivery_bytes, None)
+                self.send(topic, patient_key, &scratch.delivery, None)
                     .await?,
             );
             pending.push(
-                self.send(&self.names.audit, patient_key, &audit_bytes, None)
+                self.send(&self.names.audit, patient_key, &scratch.audit, None)
                     .await?,
             );
             self.counters.deliveries[category as usize].increment(1);
@@ -1304,6 +1477,9 @@ impl Router {
         else {
             return Ok(());
         };
+        if patient.care_plans.is_empty() {
+            return Ok(());
+        }
         let components: Vec<&str> = reading.components.iter().map(|c| c.code.as_str()).collect();
         let Some(plan) = alerts::plan_for(patient.care_plans.values(), &reading.code, &components)
         else {
@@ -1362,12 +1538,12 @@ impl Router {
             category: DataCategory::Alert,
             code: Some(&alert.code),
         };
-        let grants = self.grants(partition, alert.patient.key(), view, now);
+        debug_assert_eq!(partition, source.partition);
         self.disclose(
             Outgoing::Alert(alert),
+            view,
             source,
             data_controller,
-            grants,
             now,
             pending,
         )
@@ -1376,9 +1552,9 @@ impl Router {
 
     /// The encoder for a subscriber's topic, creating (or checking) the topic and registering
     /// the subject on first use.
-    async fn deliver_encoder(&mut self, subscriber_id: &str) -> Result<Encoder<Delivery>> {
-        if let Some(encoder) = self.deliver.get(subscriber_id) {
-            return Ok(encoder.clone());
+    async fn deliver_encoder(&mut self, subscriber_id: &str) -> Result<()> {
+        if self.deliver.contains_key(subscriber_id) {
+            return Ok(());
         }
         let topic = self.topics.deliver(subscriber_id);
         let settings = &self.config.kafka;
@@ -1393,8 +1569,8 @@ impl Router {
         }
         let encoder = self.serde.register::<Delivery>(&topic).await?;
         self.deliver
-            .insert(subscriber_id.to_string(), encoder.clone());
-        Ok(encoder)
+            .insert(subscriber_id.to_string(), (encoder, topic));
+        Ok(())
     }
 
     /// Enqueues a record keyed and partitioned by patient; waits while the queue is full.
@@ -1481,5 +1657,36 @@ impl Router {
             .await
             .map(|_| ())
             .map_err(|(e, _)| Error::NotAcknowledged(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ids written into a buffer are the ids of the contract: UUID v5 of the names below.
+    #[test]
+    fn delivery_ids_are_uuid_v5_of_position_and_subscriber() {
+        let source = SourcePosition {
+            topic: "dho.measurements".into(),
+            partition: 2,
+            offset: 1_234_567,
+        };
+        let v5 =
+            |name: &str| uuid::Uuid::new_v5(&DELIVERY_ID_NAMESPACE, name.as_bytes()).to_string();
+        assert_eq!(
+            delivery_id(&source, "gp"),
+            v5("dho.measurements/2/1234567/gp")
+        );
+        let mut name = String::from("left over");
+        let mut out = [0; 36];
+        assert_eq!(
+            delivery_id_into(&source, "gp", &mut name, &mut out),
+            v5("dho.measurements/2/1234567/gp")
+        );
+        assert_eq!(
+            alert_delivery_id_into("a-1", "home", &mut name, &mut out),
+            v5("alert/a-1/home")
+        );
     }
 }

@@ -25,10 +25,27 @@ pub trait AvroRecord: Serialize + DeserializeOwned {
     fn from_protobuf(_message_index: &[i32], _body: &[u8]) -> Option<Result<Self>> {
         None
     }
+
+    /// Decodes a body written with this crate's own schema without apache-avro, where a
+    /// hand-written reader exists; `None` leaves the body (and any error) to apache-avro.
+    fn decode_direct(_body: &[u8]) -> Option<Self> {
+        None
+    }
 }
 
 impl AvroRecord for Measurement {
     const KIND: SchemaKind = SchemaKind::Measurement;
+
+    /// The router decodes every reading: read by hand (a rejected body goes to apache-avro,
+    /// which gives its own error).
+    fn decode_direct(body: &[u8]) -> Option<Self> {
+        if !*DIRECT_LAYOUT_MATCHES {
+            return None;
+        }
+        let mut reader = direct::Reader { bytes: body };
+        let value = reader.measurement()?;
+        reader.bytes.is_empty().then_some(value)
+    }
 
     fn from_protobuf(message_index: &[i32], body: &[u8]) -> Option<Result<Self>> {
         Some(match crate::proto::decode_event(message_index, body) {
@@ -127,6 +144,14 @@ pub fn encode<T: AvroRecord>(value: &T) -> Result<Vec<u8>> {
 
 /// Decodes a body written with this crate's own schema of `T`.
 pub fn decode<T: AvroRecord>(body: &[u8]) -> Result<T> {
+    if let Some(value) = T::decode_direct(body) {
+        return Ok(value);
+    }
+    decode_avro(body)
+}
+
+/// [`decode`] by apache-avro's schema-aware serde.
+fn decode_avro<T: AvroRecord>(body: &[u8]) -> Result<T> {
     let mut reader = body;
     let value = codec(T::KIND)
         .reader
@@ -163,6 +188,407 @@ fn decode_error<T: AvroRecord>(e: apache_avro::Error) -> Error {
     Error::Decode {
         kind: T::KIND.type_name(),
         detail: e.to_string(),
+    }
+}
+
+/// A borrowed form of a top-level record: encodes to exactly the bytes of the owned record
+/// it describes, without building (and cloning into) one. The router encodes its outputs
+/// this way, once per delivery.
+pub trait RecordView {
+    /// The record type whose schema (and registered id) these bytes are written with.
+    type Record: AvroRecord;
+
+    /// Appends the Avro body to `out`.
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<()>;
+}
+
+/// A [`Delivery`] over borrowed parts.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename = "Delivery")]
+pub struct DeliveryView<'a> {
+    pub delivery_id: &'a str,
+    pub subscriber_id: &'a str,
+    pub subscription_id: &'a str,
+    pub consent_id: &'a str,
+    pub patient: &'a PatientIdentifier,
+    pub source: &'a SourcePosition,
+    pub content_level: ContentLevel,
+    pub routed_at: Millis,
+    pub measurement: Option<&'a Measurement>,
+    pub self_report: Option<&'a SelfReport>,
+    pub alert: Option<&'a Alert>,
+    pub reference: Option<ReferenceView<'a>>,
+}
+
+/// An [`EventReference`] over borrowed parts.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename = "EventReference")]
+pub struct ReferenceView<'a> {
+    pub event_id: &'a str,
+    pub category: DataCategory,
+    pub code: Option<&'a str>,
+    pub effective_time: Millis,
+}
+
+/// A [`DisclosureRecord`] over borrowed parts.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename = "DisclosureRecord")]
+pub struct DisclosureView<'a> {
+    pub delivery_id: &'a str,
+    pub recorded_at: Millis,
+    pub patient: &'a PatientIdentifier,
+    pub recipient: &'a OrganisationIdentifier,
+    pub subscriber_id: &'a str,
+    pub subscription_id: &'a str,
+    pub purpose_of_use: &'a str,
+    pub decision_reference: &'a str,
+    pub legal_basis: &'a str,
+    pub data_controller: &'a OrganisationIdentifier,
+    pub category: DataCategory,
+    pub event_id: &'a str,
+    pub content_level: ContentLevel,
+    pub source: &'a SourcePosition,
+}
+
+impl RecordView for DeliveryView<'_> {
+    type Record = Delivery;
+
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        // Self-reports and alerts are rare on this path: apache-avro writes them.
+        if self.self_report.is_some() || self.alert.is_some() || !*DIRECT_LAYOUT_MATCHES {
+            return encode_ser(SchemaKind::Delivery, self, out);
+        }
+        direct::delivery(self, out);
+        Ok(())
+    }
+}
+
+impl RecordView for DisclosureView<'_> {
+    type Record = DisclosureRecord;
+
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        if !*DIRECT_LAYOUT_MATCHES {
+            return encode_ser(SchemaKind::DisclosureRecord, self, out);
+        }
+        direct::disclosure(self, out);
+        Ok(())
+    }
+}
+
+fn encode_ser<V: Serialize>(kind: SchemaKind, value: &V, out: &mut Vec<u8>) -> Result<()> {
+    codec(kind)
+        .writer
+        .write_ser(out, value)
+        .map(|_| ())
+        .map_err(|e| Error::Encode {
+            kind: kind.type_name(),
+            detail: e.to_string(),
+        })
+}
+
+/// FNV-1a of the parsing canonical forms of the schemas [`direct`] writes by hand. A schema
+/// change turns the direct writer off (apache-avro writes instead, so bytes stay right),
+/// and `the_direct_writer_knows_the_current_schemas` fails until it is brought up to date.
+const DIRECT_LAYOUT: [(SchemaKind, u64); 3] = [
+    (SchemaKind::Measurement, 9087324382522792467),
+    (SchemaKind::Delivery, 6546544479920636192),
+    (SchemaKind::DisclosureRecord, 4506977600737736652),
+];
+
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+static DIRECT_LAYOUT_MATCHES: LazyLock<bool> = LazyLock::new(|| {
+    DIRECT_LAYOUT
+        .iter()
+        .all(|&(kind, hash)| fnv1a(&kind.schema().canonical_form()) == hash)
+});
+
+/// Avro binary written by hand for the router's per-delivery records, field by field in
+/// schema order (checked by [`DIRECT_LAYOUT`]; tests compare every byte with apache-avro's),
+/// and read by hand for measurements. Enum indices are the symbols' positions, which the
+/// Rust enums declare in the same order.
+mod direct {
+    use super::{DeliveryView, DisclosureView, MAX_ALLOCATION_BYTES, ReferenceView};
+    use crate::model::*;
+
+    /// Reads what apache-avro reads, the same way (varints of at most 10 bytes, blocks with
+    /// negative counts, the same length limit, UTF-8 checked); `None` on anything else.
+    pub(super) struct Reader<'a> {
+        pub(super) bytes: &'a [u8],
+    }
+
+    impl Reader<'_> {
+        fn byte(&mut self) -> Option<u8> {
+            let (&byte, rest) = self.bytes.split_first()?;
+            self.bytes = rest;
+            Some(byte)
+        }
+
+        fn long(&mut self) -> Option<i64> {
+            let mut n = 0u64;
+            for shift in 0..10 {
+                let byte = self.byte()?;
+                n |= u64::from(byte & 0x7f) << (shift * 7);
+                if byte >> 7 == 0 {
+                    return Some(if n & 1 == 0 {
+                        (n >> 1) as i64
+                    } else {
+                        !(n >> 1) as i64
+                    });
+                }
+            }
+            None
+        }
+
+        fn string(&mut self) -> Option<String> {
+            let len = usize::try_from(self.long()?).ok()?;
+            if len > MAX_ALLOCATION_BYTES || len > self.bytes.len() {
+                return None;
+            }
+            let (text, rest) = self.bytes.split_at(len);
+            self.bytes = rest;
+            std::str::from_utf8(text).ok().map(str::to_owned)
+        }
+
+        fn double(&mut self) -> Option<f64> {
+            let (bytes, rest) = self.bytes.split_first_chunk::<8>()?;
+            self.bytes = rest;
+            Some(f64::from_le_bytes(*bytes))
+        }
+
+        fn symbol<T: Copy>(&mut self, symbols: &[T]) -> Option<T> {
+            symbols.get(usize::try_from(self.long()?).ok()?).copied()
+        }
+
+        /// A `["null", T]` union.
+        fn nullable<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+            match self.long()? {
+                0 => Some(None),
+                1 => read(self).map(Some),
+                _ => None,
+            }
+        }
+
+        fn opt_string(&mut self) -> Option<Option<String>> {
+            self.nullable(Self::string)
+        }
+
+        fn patient(&mut self) -> Option<PatientIdentifier> {
+            Some(PatientIdentifier {
+                system: self.symbol(&[
+                    PatientIdSystem::Fnr,
+                    PatientIdSystem::Dnr,
+                    PatientIdSystem::Fhn,
+                ])?,
+                value: self.string()?,
+            })
+        }
+
+        fn organisation(&mut self) -> Option<OrganisationIdentifier> {
+            Some(OrganisationIdentifier {
+                system: self.symbol(&[OrgIdSystem::Orgnr, OrgIdSystem::Resh])?,
+                value: self.string()?,
+                name: self.opt_string()?,
+            })
+        }
+
+        fn quantity(&mut self) -> Option<Quantity> {
+            Some(Quantity {
+                value: self.double()?,
+                unit: self.string()?,
+            })
+        }
+
+        fn component(&mut self) -> Option<Component> {
+            Some(Component {
+                code: self.string()?,
+                snomed_code: self.opt_string()?,
+                value: self.quantity()?,
+            })
+        }
+
+        /// An array's items: blocks of a count (negative: followed by the block's size in
+        /// bytes), ended by a zero count.
+        fn array<T>(&mut self, read: impl Fn(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+            let mut items = Vec::new();
+            loop {
+                let count = self.long()?;
+                if count == 0 {
+                    return Some(items);
+                }
+                if count < 0 {
+                    self.long()?;
+                }
+                for _ in 0..count.unsigned_abs() {
+                    items.push(read(self)?);
+                }
+            }
+        }
+
+        pub(super) fn measurement(&mut self) -> Option<Measurement> {
+            Some(Measurement {
+                event_id: self.string()?,
+                source_id: self.opt_string()?,
+                patient: self.patient()?,
+                source: Source {
+                    platform: self.organisation()?,
+                    device_id: self.opt_string()?,
+                    device_type: self.opt_string()?,
+                },
+                data_controller: self.organisation()?,
+                code: self.string()?,
+                snomed_code: self.opt_string()?,
+                value: self.nullable(Self::quantity)?,
+                components: self.array(Self::component)?,
+                effective_time: self.long()?,
+                received_time: self.long()?,
+                severity: self.nullable(|r| {
+                    r.symbol(&[
+                        VkpSeverity::NotReported,
+                        VkpSeverity::Normal,
+                        VkpSeverity::Moderate,
+                        VkpSeverity::Severe,
+                        VkpSeverity::Critical,
+                    ])
+                })?,
+                triage: self.nullable(|r| {
+                    r.symbol(&[
+                        TriageColour::Red,
+                        TriageColour::Orange,
+                        TriageColour::Yellow,
+                        TriageColour::Green,
+                        TriageColour::Blue,
+                        TriageColour::Black,
+                        TriageColour::NotReported,
+                    ])
+                })?,
+            })
+        }
+    }
+
+    fn long(out: &mut Vec<u8>, value: i64) {
+        let mut n = ((value << 1) ^ (value >> 63)) as u64;
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+
+    fn string(out: &mut Vec<u8>, value: &str) {
+        long(out, value.len() as i64);
+        out.extend_from_slice(value.as_bytes());
+    }
+
+    /// A `["null", T]` union: branch 0 (zig-zag 0) or branch 1 (zig-zag 2) and the value.
+    fn nullable<T>(out: &mut Vec<u8>, value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
+        match value {
+            None => out.push(0),
+            Some(value) => {
+                out.push(2);
+                write(out, value);
+            }
+        }
+    }
+
+    fn opt_string(out: &mut Vec<u8>, value: Option<&str>) {
+        nullable(out, value, string);
+    }
+
+    fn patient(out: &mut Vec<u8>, p: &PatientIdentifier) {
+        long(out, p.system as i64);
+        string(out, &p.value);
+    }
+
+    fn organisation(out: &mut Vec<u8>, o: &OrganisationIdentifier) {
+        long(out, o.system as i64);
+        string(out, &o.value);
+        opt_string(out, o.name.as_deref());
+    }
+
+    fn quantity(out: &mut Vec<u8>, q: &Quantity) {
+        out.extend_from_slice(&q.value.to_le_bytes());
+        string(out, &q.unit);
+    }
+
+    fn position(out: &mut Vec<u8>, s: &SourcePosition) {
+        string(out, &s.topic);
+        long(out, i64::from(s.partition));
+        long(out, s.offset);
+    }
+
+    fn measurement(out: &mut Vec<u8>, m: &Measurement) {
+        string(out, &m.event_id);
+        opt_string(out, m.source_id.as_deref());
+        patient(out, &m.patient);
+        organisation(out, &m.source.platform);
+        opt_string(out, m.source.device_id.as_deref());
+        opt_string(out, m.source.device_type.as_deref());
+        organisation(out, &m.data_controller);
+        string(out, &m.code);
+        opt_string(out, m.snomed_code.as_deref());
+        nullable(out, m.value.as_ref(), quantity);
+        if !m.components.is_empty() {
+            long(out, m.components.len() as i64);
+            for c in &m.components {
+                string(out, &c.code);
+                opt_string(out, c.snomed_code.as_deref());
+                quantity(out, &c.value);
+            }
+        }
+        out.push(0);
+        long(out, m.effective_time);
+        long(out, m.received_time);
+        nullable(out, m.severity, |out, s| long(out, s as i64));
+        nullable(out, m.triage, |out, t| long(out, t as i64));
+    }
+
+    fn reference(out: &mut Vec<u8>, r: ReferenceView<'_>) {
+        string(out, r.event_id);
+        long(out, r.category as i64);
+        opt_string(out, r.code);
+        long(out, r.effective_time);
+    }
+
+    /// A delivery carrying a measurement or a reference (the caller routes the rest to
+    /// apache-avro).
+    pub(super) fn delivery(d: &DeliveryView<'_>, out: &mut Vec<u8>) {
+        debug_assert!(d.self_report.is_none() && d.alert.is_none());
+        out.reserve(128 + d.measurement.map_or(0, |_| 256));
+        string(out, d.delivery_id);
+        string(out, d.subscriber_id);
+        string(out, d.subscription_id);
+        string(out, d.consent_id);
+        patient(out, d.patient);
+        position(out, d.source);
+        long(out, d.content_level as i64);
+        long(out, d.routed_at);
+        nullable(out, d.measurement, measurement);
+        out.push(0); // self_report
+        out.push(0); // alert
+        nullable(out, d.reference, reference);
+    }
+
+    pub(super) fn disclosure(r: &DisclosureView<'_>, out: &mut Vec<u8>) {
+        out.reserve(256);
+        string(out, r.delivery_id);
+        long(out, r.recorded_at);
+        patient(out, r.patient);
+        organisation(out, r.recipient);
+        string(out, r.subscriber_id);
+        string(out, r.subscription_id);
+        string(out, r.purpose_of_use);
+        string(out, r.decision_reference);
+        string(out, r.legal_basis);
+        organisation(out, r.data_controller);
+        long(out, r.category as i64);
+        string(out, r.event_id);
+        long(out, r.content_level as i64);
+        position(out, r.source);
     }
 }
 
@@ -289,10 +715,312 @@ mod tests {
         );
     }
 
+    fn delivery_view(d: &Delivery) -> (DeliveryView<'_>, Option<ReferenceView<'_>>) {
+        let reference = d.reference.as_ref().map(|r| ReferenceView {
+            event_id: &r.event_id,
+            category: r.category,
+            code: r.code.as_deref(),
+            effective_time: r.effective_time,
+        });
+        let view = DeliveryView {
+            delivery_id: &d.delivery_id,
+            subscriber_id: &d.subscriber_id,
+            subscription_id: &d.subscription_id,
+            consent_id: &d.consent_id,
+            patient: &d.patient,
+            source: &d.source,
+            content_level: d.content_level,
+            routed_at: d.routed_at,
+            measurement: d.measurement.as_ref(),
+            self_report: d.self_report.as_ref(),
+            alert: d.alert.as_ref(),
+            reference,
+        };
+        (view, reference)
+    }
+
+    /// The view's bytes (direct writer, or apache-avro for the payloads it leaves to it)
+    /// equal apache-avro's bytes of the owned record, and decode back to it.
+    fn same_bytes_as_owned(d: &Delivery) {
+        let (view, _) = delivery_view(d);
+        let mut direct = Vec::new();
+        view.encode_into(&mut direct).unwrap();
+        assert_eq!(direct, encode(d).unwrap(), "delivery bytes differ");
+        assert_eq!(&decode::<Delivery>(&direct).unwrap(), d);
+        let mut via_serde = Vec::new();
+        encode_ser(SchemaKind::Delivery, &view, &mut via_serde).unwrap();
+        assert_eq!(via_serde, direct);
+
+        let r = fixtures::disclosure_of(d);
+        let view = DisclosureView {
+            delivery_id: &r.delivery_id,
+            recorded_at: r.recorded_at,
+            patient: &r.patient,
+            recipient: &r.recipient,
+            subscriber_id: &r.subscriber_id,
+            subscription_id: &r.subscription_id,
+            purpose_of_use: &r.purpose_of_use,
+            decision_reference: &r.decision_reference,
+            legal_basis: &r.legal_basis,
+            data_controller: &r.data_controller,
+            category: r.category,
+            event_id: &r.event_id,
+            content_level: r.content_level,
+            source: &r.source,
+        };
+        let mut direct = Vec::new();
+        view.encode_into(&mut direct).unwrap();
+        assert_eq!(direct, encode(&r).unwrap(), "disclosure bytes differ");
+        let mut via_serde = Vec::new();
+        encode_ser(SchemaKind::DisclosureRecord, &view, &mut via_serde).unwrap();
+        assert_eq!(via_serde, direct);
+    }
+
+    #[test]
+    fn the_direct_writer_knows_the_current_schemas() {
+        for (kind, hash) in DIRECT_LAYOUT {
+            assert_eq!(
+                fnv1a(&kind.schema().canonical_form()),
+                hash,
+                "{kind:?} changed: update codec::direct to it, then its hash"
+            );
+        }
+        assert!(*DIRECT_LAYOUT_MATCHES);
+    }
+
+    #[test]
+    fn direct_bytes_equal_apache_avro_bytes() {
+        let at = 1_700_000_000_000;
+        let mut measurements = vec![
+            fixtures::spo2(&fixtures::patient(1), 93.0, at),
+            fixtures::blood_pressure(&fixtures::patient(2), 150.0, 95.0, at),
+        ];
+        // Every enum symbol, absent optionals, other identifier systems, odd numbers.
+        let severities = [
+            VkpSeverity::NotReported,
+            VkpSeverity::Normal,
+            VkpSeverity::Moderate,
+            VkpSeverity::Severe,
+            VkpSeverity::Critical,
+        ];
+        let triages = [
+            TriageColour::Red,
+            TriageColour::Orange,
+            TriageColour::Yellow,
+            TriageColour::Green,
+            TriageColour::Blue,
+            TriageColour::Black,
+            TriageColour::NotReported,
+        ];
+        for (i, triage) in triages.into_iter().enumerate() {
+            let mut m = fixtures::spo2(&fixtures::patient(3 + i as u64), -0.0, -5);
+            m.triage = Some(triage);
+            m.severity = Some(severities[i % severities.len()]);
+            m.source_id = None;
+            m.snomed_code = None;
+            m.source.device_id = None;
+            m.source.device_type = Some("æøå ✓".into());
+            m.source.platform.name = None;
+            m.data_controller.system = OrgIdSystem::Resh;
+            m.patient.system = [PatientIdSystem::Dnr, PatientIdSystem::Fhn][i % 2];
+            m.value = (i % 2 == 0).then(|| Quantity {
+                value: f64::MAX,
+                unit: String::new(),
+            });
+            m.received_time = i64::MAX - 10 - i as i64;
+            m.effective_time = i64::MIN + i as i64;
+            measurements.push(m);
+        }
+        let mut many = fixtures::blood_pressure(&fixtures::patient(9), 1.0, 2.0, at);
+        many.components = (0..200).flat_map(|_| many.components.clone()).collect();
+        measurements.push(many);
+
+        for m in &measurements {
+            let mut d = fixtures::delivery_of(m);
+            same_bytes_as_owned(&d);
+            d.source.offset = i64::MAX;
+            d.source.partition = i32::MAX;
+            d.routed_at = -1;
+            d.delivery_id = "x".repeat(300);
+            same_bytes_as_owned(&d);
+            // MINIMAL: a reference instead of the values, with and without a code.
+            d.measurement = None;
+            d.content_level = ContentLevel::Minimal;
+            for code in [Some(m.code.clone()), None] {
+                d.reference = Some(EventReference {
+                    event_id: m.event_id.clone(),
+                    category: DataCategory::Measurement,
+                    code,
+                    effective_time: m.effective_time,
+                });
+                same_bytes_as_owned(&d);
+            }
+        }
+        // Self-reports and alerts keep apache-avro's path.
+        let mut d = fixtures::delivery_of(&measurements[0]);
+        d.measurement = None;
+        d.self_report = Some(fixtures::self_report(&fixtures::patient(1), at));
+        same_bytes_as_owned(&d);
+        d.self_report = None;
+        for category in [DataCategory::SelfReport, DataCategory::Alert] {
+            d.reference = Some(EventReference {
+                event_id: "e".into(),
+                category,
+                code: Some("cat".into()),
+                effective_time: at,
+            });
+            same_bytes_as_owned(&d);
+        }
+        d.reference = None;
+        d.alert = Some(Alert {
+            alert_id: "a-1".into(),
+            patient: fixtures::patient(1),
+            kind: AlertKind::Escalated,
+            zone: Zone::Red,
+            severity: VkpSeverity::Severe,
+            code: measurements[1].code.clone(),
+            plan_id: "p".into(),
+            plan_version: 3,
+            triggering_event_id: Some("e".into()),
+            reading: Some(measurements[1].clone()),
+            raised_at: at,
+        });
+        same_bytes_as_owned(&d);
+    }
+
+    /// Whenever the hand-written reader accepts a body, apache-avro accepts it too and reads
+    /// the same value (compared by its bytes, so NaN payloads count); when it declines,
+    /// `decode` gives apache-avro's answer.
+    fn direct_reads_as_apache_avro(body: &[u8]) -> bool {
+        let avro = decode_avro::<Measurement>(body);
+        match Measurement::decode_direct(body) {
+            Some(direct) => {
+                let avro = avro.expect("apache-avro accepts what the direct reader accepts");
+                assert_eq!(encode(&direct).unwrap(), encode(&avro).unwrap());
+                true
+            }
+            None => {
+                assert_eq!(
+                    decode::<Measurement>(body).map_err(|e| e.to_string()),
+                    avro.map_err(|e| e.to_string())
+                );
+                false
+            }
+        }
+    }
+
+    #[test]
+    fn the_direct_reader_reads_what_apache_avro_reads() {
+        let at = 1_700_000_000_000;
+        let mut m = fixtures::blood_pressure(&fixtures::patient(2), 150.0, 95.0, at);
+        assert!(direct_reads_as_apache_avro(&encode(&m).unwrap()));
+        m.triage = Some(TriageColour::NotReported);
+        m.severity = Some(VkpSeverity::Critical);
+        m.patient.system = PatientIdSystem::Fhn;
+        m.data_controller.system = OrgIdSystem::Resh;
+        m.data_controller.name = None;
+        m.value = Some(Quantity {
+            value: f64::NAN,
+            unit: "æ".into(),
+        });
+        m.effective_time = i64::MIN;
+        m.received_time = i64::MAX;
+        assert!(direct_reads_as_apache_avro(&encode(&m).unwrap()));
+        let spo2 = fixtures::spo2(&fixtures::patient(1), 93.0, at);
+        let body = encode(&spo2).unwrap();
+        assert!(direct_reads_as_apache_avro(&body));
+        assert_eq!(Measurement::decode_direct(&body), Some(spo2.clone()));
+
+        // Components in two blocks, the second with a negative count and a byte size (what
+        // other writers may do): the same reading.
+        let bp = fixtures::blood_pressure(&fixtures::patient(3), 120.0, 80.0, at);
+        let one_block = encode(&bp).unwrap();
+        let mut single = bp.clone();
+        single.components.truncate(1);
+        let head_len = encode(&Measurement {
+            components: vec![],
+            ..bp.clone()
+        })
+        .unwrap()
+        .len();
+        // Locate the array by encoding with one component and comparing.
+        let one = encode(&single).unwrap();
+        let start = one
+            .iter()
+            .zip(&one_block)
+            .position(|(a, b)| a != b)
+            .unwrap();
+        let mut item = Vec::new();
+        let second = &bp.components[1];
+        item.push(2 * second.code.len() as u8);
+        item.extend_from_slice(second.code.as_bytes());
+        item.push(2);
+        let snomed = second.snomed_code.as_deref().unwrap();
+        item.push(2 * snomed.len() as u8);
+        item.extend_from_slice(snomed.as_bytes());
+        item.extend_from_slice(&second.value.value.to_le_bytes());
+        item.push(2 * second.value.unit.len() as u8);
+        item.extend_from_slice(second.value.unit.as_bytes());
+        assert!(item.len() < 64);
+        // one: [.. count=1 (2), item0, 0, tail]; make it [.. 1, item0, -1 (1), size, item1, 0, tail]
+        let end_of_first = one.len() - (head_len - start) + 1;
+        let mut blocks = one[..end_of_first - 1].to_vec();
+        blocks.push(1); // zig-zag -1
+        blocks.push(2 * item.len() as u8);
+        blocks.extend_from_slice(&item);
+        blocks.extend_from_slice(&one[end_of_first - 1..]);
+        assert!(direct_reads_as_apache_avro(&blocks));
+        assert_eq!(decode::<Measurement>(&blocks).unwrap(), bp);
+
+        // Every truncation and every single-byte change of a valid body.
+        for body in [&body, &one_block] {
+            for len in 0..body.len() {
+                direct_reads_as_apache_avro(&body[..len]);
+            }
+            for i in 0..body.len() {
+                for byte in [0x00, 0x01, 0x02, 0x7f, 0x80, 0xff, body[i] ^ 0x01] {
+                    let mut changed = body.clone();
+                    changed[i] = byte;
+                    direct_reads_as_apache_avro(&changed);
+                }
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn measurements_round_trip(value in 50.0f64..100.0, at in 1i64..4_000_000_000_000, seed in 0u64..10_000) {
             round_trip(fixtures::spo2(&fixtures::patient(seed), value, at));
+        }
+
+        #[test]
+        fn direct_bytes_equal_apache_avro_bytes_for_any_reading(
+            value in proptest::num::f64::ANY,
+            at in any::<i64>(),
+            offset in any::<i64>(),
+            seed in 0u64..10_000,
+            text in ".{0,40}",
+            bp in any::<bool>(),
+        ) {
+            let p = fixtures::patient(seed);
+            let mut m = if bp {
+                fixtures::blood_pressure(&p, value, -value, at)
+            } else {
+                fixtures::spo2(&p, value, at)
+            };
+            m.code = text.clone();
+            let mut d = fixtures::delivery_of(&m);
+            d.source.offset = offset;
+            d.subscriber_id = text;
+            let (view, _) = delivery_view(&d);
+            let mut direct = Vec::new();
+            view.encode_into(&mut direct).unwrap();
+            prop_assert_eq!(direct, encode(&d).unwrap());
+        }
+
+        #[test]
+        fn the_direct_reader_agrees_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            direct_reads_as_apache_avro(&bytes);
         }
 
         #[test]
