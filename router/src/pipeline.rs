@@ -254,10 +254,12 @@ struct InFlight {
 }
 
 /// Waits for the broker's acknowledgement of every record; returns where each landed.
+/// One at a time, in the order produced (the order acknowledgements mostly come in):
+/// `join_all` would allocate a task per record and poll on every wake-up.
 async fn await_acks(pending: Vec<DeliveryFuture>) -> Result<Vec<(i32, i64)>> {
     let mut written = Vec::with_capacity(pending.len());
-    for result in futures::future::join_all(pending).await {
-        match result {
+    for future in pending {
+        match future.await {
             Ok(Ok(delivered)) => written.push((delivered.partition, delivered.offset)),
             Ok(Err((e, _))) => return Err(Error::NotAcknowledged(e)),
             Err(_) => return Err(Error::NotAcknowledged(KafkaError::Canceled)),
@@ -807,6 +809,12 @@ impl Router {
         // acknowledged after the state sync above applies from the next batch anyway).
         let now = self.now();
         let mut next_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        // Each record's position, in one value for the batch (no topic name copied per record).
+        let mut source = SourcePosition {
+            topic: String::new(),
+            partition: 0,
+            offset: 0,
+        };
         for message in &batch {
             if message.topic() == self.names.measurements
                 && let Some(at) = message.timestamp().to_millis()
@@ -814,7 +822,13 @@ impl Router {
                 let until = self.routed_until.entry(message.partition()).or_insert(at);
                 *until = (*until).max(at);
             }
-            self.route_one(message, now, &mut out).await?;
+            if source.topic != message.topic() {
+                source.topic.clear();
+                source.topic.push_str(message.topic());
+            }
+            source.partition = message.partition();
+            source.offset = message.offset();
+            self.route_one(message, &source, now, &mut out).await?;
             next_offsets.insert((message.topic(), message.partition()), message.offset() + 1);
         }
         let mut offsets = TopicPartitionList::new();
@@ -1285,6 +1299,7 @@ impl Router {
     async fn route_one(
         &mut self,
         message: &OwnedMessage,
+        source: &SourcePosition,
         now: Millis,
         out: &mut BatchOutputs,
     ) -> Result<()> {
@@ -1294,22 +1309,17 @@ impl Router {
             Ok(event) => event,
             Err(dl) => return self.dead_letter(message, dl.reason, dl.detail).await,
         };
-        let source = SourcePosition {
-            topic: message.topic().to_string(),
-            partition: message.partition(),
-            offset: message.offset(),
-        };
         self.disclose(
             Outgoing::Event(&event),
             event.view(),
-            &source,
+            source,
             event.data_controller(),
             now,
             &mut out.pending,
         )
         .await?;
         if let Event::Measurement(reading) = &event {
-            self.observe_reading(reading, &source, now, out).await?;
+            self.observe_reading(reading, source, now, out).await?;
         }
         Ok(())
     }
