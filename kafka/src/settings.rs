@@ -122,6 +122,24 @@ mod tests {
         assert!(err.to_string().contains("enable.idempotence"), "{err}");
     }
 
+    /// Production clusters use TLS and SASL: librdkafka must be built with them, or it
+    /// refuses the settings when the client is made.
+    #[test]
+    fn tls_and_sasl_settings_are_accepted() {
+        use rdkafka::producer::BaseProducer;
+        let mut s = KafkaSettings::new("localhost:9092", "http://localhost:8081");
+        for (key, value) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "router"),
+            ("sasl.password", "not-a-real-secret"),
+        ] {
+            s.librdkafka.insert(key.into(), value.into());
+        }
+        let made = s.client_config(&[]).unwrap().create::<BaseProducer>();
+        assert!(made.is_ok(), "{:?}", made.err());
+    }
+
     #[test]
     fn bad_settings_are_named() {
         let mut s = KafkaSettings::new("", "http://x");
