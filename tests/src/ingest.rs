@@ -12,6 +12,7 @@ use dho_producer::gateway::{
 };
 use dho_schemas::OrganisationIdentifier;
 use dho_schemas::fixtures;
+use dho_schemas::model::Measurement;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -104,6 +105,20 @@ pub fn config_toml(config: &GatewayConfig) -> String {
 /// The path of one of dho-producer's programs (`dho-ingest`, `dho-admin`), built first.
 pub fn program(name: &str) -> PathBuf {
     crate::binary("dho-producer", name)
+}
+
+/// `dho-admin` (the program) with the stack's Kafka settings and `args`; its output, whether
+/// it succeeded or not.
+pub fn run_admin(stack: &crate::Stack, args: &[&str]) -> std::process::Output {
+    let s = &stack.settings;
+    std::process::Command::new(program("dho-admin"))
+        .args(["--bootstrap-servers", &s.bootstrap_servers])
+        .args(["--schema-registry-url", &s.schema_registry_url])
+        .args(["--topic-prefix", &s.topic_prefix])
+        .args(["--partitions", &s.partitions.to_string()])
+        .args(args)
+        .output()
+        .expect("dho-admin runs")
 }
 
 /// `dho-ingest` as a child process with `config`; returns it and its address. Its log
@@ -226,4 +241,31 @@ impl Http {
             .expect("the gateway answers");
         (response.status().as_u16(), response.text().await.unwrap())
     }
+}
+
+/// Publishes `m` through the gateway as the test platform (201) and waits until the router
+/// in consumer group `group` has routed it; its event id.
+pub async fn publish_routed(
+    stack: &crate::Stack,
+    http: &Http,
+    group: &str,
+    m: &Measurement,
+) -> String {
+    let a = http
+        .post(
+            "/measurements",
+            Some(PLATFORM_TOKEN),
+            &serde_json::to_value(m).unwrap(),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.json);
+    crate::wait_routed(
+        &stack.settings,
+        group,
+        a.json["topic"].as_str().unwrap(),
+        a.json["partition"].as_i64().unwrap() as i32,
+        a.json["offset"].as_i64().unwrap(),
+    )
+    .await;
+    a.json["event_id"].as_str().unwrap().to_string()
 }

@@ -11,9 +11,10 @@ use dho_producer::gateway::fhir_consent;
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
 use dho_tests::ingest::{
-    GP_TOKEN, HOME, HOME_TOKEN, Http, PLATFORM_TOKEN, gateway_config, program, start_gateway,
+    GP_TOKEN, HOME, HOME_TOKEN, Http, PLATFORM_TOKEN, gateway_config, publish_routed, run_admin,
+    start_gateway,
 };
-use dho_tests::{Stack, read_decoded, read_topic, read_topic_sizes, wait_for, wait_routed};
+use dho_tests::{Stack, read_decoded, read_topic, read_topic_sizes, wait_for};
 use serde_json::{Value, json};
 
 /// A plan body in the native form: SpO2 green from 92, yellow from 88 (red below).
@@ -247,23 +248,7 @@ async fn ingest_careplans_a_reading_out_of_the_green_zone_raises_an_alert_for_th
         let (http, stack, patient) = (&http, &stack, &patient);
         async move {
             let m = fixtures::spo2(patient, value, now_millis() - 5_000);
-            let a = http
-                .post(
-                    "/measurements",
-                    Some(PLATFORM_TOKEN),
-                    &serde_json::to_value(&m).unwrap(),
-                )
-                .await;
-            assert_eq!(a.status, 201, "{}", a.json);
-            wait_routed(
-                &stack.settings,
-                GROUP,
-                a.json["topic"].as_str().unwrap(),
-                a.json["partition"].as_i64().unwrap() as i32,
-                a.json["offset"].as_i64().unwrap(),
-            )
-            .await;
-            a.json["event_id"].as_str().unwrap().to_string()
+            publish_routed(stack, http, GROUP, &m).await
         }
     };
     let alerts = |deliveries: &[Delivery]| {
@@ -326,19 +311,6 @@ async fn ingest_careplans_a_reading_out_of_the_green_zone_raises_an_alert_for_th
     gw.stop().await.unwrap();
 }
 
-/// `dho-admin` (the program) with the stack's Kafka settings.
-fn admin(stack: &Stack, args: &[&str]) -> std::process::Output {
-    let s = &stack.settings;
-    std::process::Command::new(program("dho-admin"))
-        .args(["--bootstrap-servers", &s.bootstrap_servers])
-        .args(["--schema-registry-url", &s.schema_registry_url])
-        .args(["--topic-prefix", &s.topic_prefix])
-        .args(["--partitions", &s.partitions.to_string()])
-        .args(args)
-        .output()
-        .expect("dho-admin runs")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_careplans_operators_record_list_and_delete_a_plan_with_dho_admin() {
     let stack = Stack::start().await;
@@ -352,7 +324,7 @@ async fn ingest_careplans_operators_record_list_and_delete_a_plan_with_dho_admin
     let mut bad = serde_json::to_value(fixtures::care_plan(&patient)).unwrap();
     bad["targets"][0]["yellow"]["low"] = json!(95.0);
     std::fs::write(&file, bad.to_string()).unwrap();
-    let out = admin(&stack, &["care-plan", "--file", path]);
+    let out = run_admin(&stack, &["care-plan", "--file", path]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("targets[0].yellow"), "{stderr}");
@@ -364,7 +336,7 @@ async fn ingest_careplans_operators_record_list_and_delete_a_plan_with_dho_admin
     good["updated_by"] = serde_json::to_value(fixtures::lung_clinic()).unwrap();
     std::fs::write(&file, good.to_string()).unwrap();
     let before = now_millis();
-    let out = admin(&stack, &["care-plan", "--file", path]);
+    let out = run_admin(&stack, &["care-plan", "--file", path]);
     assert!(
         out.status.success(),
         "{}",
@@ -380,12 +352,12 @@ async fn ingest_careplans_operators_record_list_and_delete_a_plan_with_dho_admin
     assert!(plans[0].updated_at >= before);
 
     // Listed with a pseudonym, then deleted.
-    let out = admin(&stack, &["care-plans", &patient.value]);
+    let out = run_admin(&stack, &["care-plans", &patient.value]);
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert_eq!(listed.lines().count(), 1, "{listed}");
     assert!(listed.contains("lung-clinic.kols") && !listed.contains(&patient.value));
-    let out = admin(
+    let out = run_admin(
         &stack,
         &[
             "delete-care-plan",
@@ -396,6 +368,6 @@ async fn ingest_careplans_operators_record_list_and_delete_a_plan_with_dho_admin
         ],
     );
     assert!(out.status.success());
-    let out = admin(&stack, &["care-plans", &patient.value]);
+    let out = run_admin(&stack, &["care-plans", &patient.value]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 0);
 }

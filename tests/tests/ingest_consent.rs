@@ -11,23 +11,15 @@ use dho_producer::gateway::fhir_consent;
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
 use dho_tests::ingest::{
-    HOME, HOME_TOKEN, Http, PLATFORM_TOKEN, gateway_config, program, start_gateway,
+    HOME, HOME_TOKEN, Http, gateway_config, publish_routed, run_admin, start_gateway,
 };
-use dho_tests::{Stack, read_decoded, wait_for, wait_routed};
+use dho_tests::{Stack, read_decoded, wait_for};
 use serde_json::Value;
 
 const GROUP: &str = "router";
 
 fn admin(stack: &Stack, args: &[&str]) -> Output {
-    let s = &stack.settings;
-    let output = std::process::Command::new(program("dho-admin"))
-        .args(["--bootstrap-servers", &s.bootstrap_servers])
-        .args(["--schema-registry-url", &s.schema_registry_url])
-        .args(["--topic-prefix", &s.topic_prefix])
-        .args(["--partitions", &s.partitions.to_string()])
-        .args(args)
-        .output()
-        .expect("dho-admin runs");
+    let output = run_admin(stack, args);
     assert!(
         output.status.success(),
         "dho-admin {args:?} failed: {}",
@@ -46,23 +38,7 @@ fn lines(output: &Output) -> Vec<Value> {
 /// Publishes a reading through the gateway and waits until the router has routed it.
 async fn reading(stack: &Stack, http: &Http, patient: &PatientIdentifier, value: f64) -> String {
     let m = fixtures::spo2(patient, value, now_millis() - 10_000);
-    let a = http
-        .post(
-            "/measurements",
-            Some(PLATFORM_TOKEN),
-            &serde_json::to_value(&m).unwrap(),
-        )
-        .await;
-    assert_eq!(a.status, 201, "{}", a.json);
-    wait_routed(
-        &stack.settings,
-        GROUP,
-        a.json["topic"].as_str().unwrap(),
-        a.json["partition"].as_i64().unwrap() as i32,
-        a.json["offset"].as_i64().unwrap(),
-    )
-    .await;
-    a.json["event_id"].as_str().unwrap().to_string()
+    publish_routed(stack, http, GROUP, &m).await
 }
 
 fn delivered(deliveries: &[Delivery]) -> Vec<String> {

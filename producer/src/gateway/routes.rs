@@ -818,16 +818,9 @@ async fn upsert_subscription(
         Ok(json) => json,
         Err(r) => return refuse(EP, r),
     };
-    let Some(object) = json.as_object_mut() else {
-        return refuse(
-            EP,
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "structure",
-                "malformed",
-                "expected a JSON object",
-            ),
-        );
+    let object = match json_object(&mut json) {
+        Ok(object) => object,
+        Err(r) => return refuse(EP, r),
     };
     let subscriber = object
         .get("subscriber_id")
@@ -846,54 +839,20 @@ async fn upsert_subscription(
             .at("subscriber_id"),
         );
     }
-    let id = match (
-        &path_id,
-        object.get("subscription_id").and_then(Value::as_str),
+    let id = match own_id(
+        &gw,
+        EP,
+        path_id,
+        object,
+        "subscription_id",
+        &subscriber,
+        "a subscription id is '<subscriber_id>.<name>', with the caller's own subscriber id",
     ) {
-        (Some(path), Some(body)) if path != body => {
-            return refuse(
-                EP,
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "value",
-                    "malformed",
-                    "subscription_id differs from the id in the path",
-                )
-                .at("subscription_id"),
-            );
-        }
-        (Some(path), _) => path.clone(),
-        (None, Some(body)) => body.to_string(),
-        (None, None) => format!("{subscriber}.{}", uuid::Uuid::new_v4().simple()),
+        Ok(id) => id,
+        Err(r) => return refuse(EP, r),
     };
-    if owner_of(&id) != Some(subscriber.as_str()) {
-        return refuse(
-            EP,
-            gw.forbid(
-                EP,
-                "not_owner",
-                "a subscription id is '<subscriber_id>.<name>', with the caller's own subscriber id",
-                false,
-            )
-            .at("subscription_id"),
-        );
-    }
-    let me = serde_json::to_value(&org).unwrap_or(Value::Null);
-    let org_given = object.insert("subscriber_org".into(), me.clone());
-    if org_given.is_some_and(|given| {
-        serde_json::from_value::<OrganisationIdentifier>(given)
-            .map_or(true, |g| !g.same_entity(&org))
-    }) {
-        return refuse(
-            EP,
-            gw.forbid(
-                EP,
-                "not_owner",
-                "subscriber_org must be the caller's organisation",
-                false,
-            )
-            .at("subscriber_org"),
-        );
+    if let Err(r) = stamp_caller_org(&gw, EP, object, "subscriber_org", &org) {
+        return refuse(EP, r);
     }
     object.insert("subscription_id".into(), id.clone().into());
     object.insert("updated_at".into(), json!(now_millis()));
@@ -901,18 +860,10 @@ async fn upsert_subscription(
         Ok(s) => s,
         Err(r) => return refuse(EP, r),
     };
-    let _permit = match gw.reserve(1, false) {
-        Ok(p) => p,
-        Err(r) => return refuse(EP, r),
-    };
-    match gw.inner.publisher.put_subscription(&subscription).await {
-        Ok(_) => {
-            m::entries("accepted", "none", 1);
-            m::request(EP, "accepted");
-            created(json, &format!("/subscriptions/{id}"))
-        }
-        Err(crate::Error::Invalid(e)) => refuse_invalid(EP, e),
-        Err(e) => subscription_failure(&gw, e),
+    let change = gw.inner.publisher.put_subscription(&subscription);
+    match publish_state(&gw, EP, change, upsert_failure).await {
+        Ok(_) => created(json, &format!("/subscriptions/{id}")),
+        Err(response) => response,
     }
 }
 
@@ -929,46 +880,139 @@ async fn delete_subscription(
         Ok(o) => o,
         Err(r) => return refuse(EP, r),
     };
-    if !owner_of(&id).is_some_and(|owner| own.iter().any(|s| s == owner)) {
-        return refuse(
-            EP,
-            gw.forbid(
-                EP,
-                "not_owner",
-                "not one of this organisation's subscriptions",
-                false,
-            ),
-        );
-    }
-    let json = match gw.body(body, false) {
-        Ok(json) => json,
+    let owned = owner_of(&id).is_some_and(|owner| own.iter().any(|s| s == owner));
+    let not_owned = "not one of this organisation's subscriptions";
+    let patient = match delete_target(&gw, EP, owned, not_owned, body) {
+        Ok(patient) => patient,
         Err(r) => return refuse(EP, r),
     };
+    let change = gw.inner.publisher.delete_subscription(&patient, &id);
+    match publish_state(&gw, EP, change, state_failure).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(response) => response,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Steps shared by the state changes (subscriptions, care plans)
+
+/// The body as a JSON object, or 400.
+fn json_object(json: &mut Value) -> Result<&mut serde_json::Map<String, Value>, Refusal> {
+    json.as_object_mut().ok_or_else(|| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "structure",
+            "malformed",
+            "expected a JSON object",
+        )
+    })
+}
+
+/// The id of a record the caller writes, of the form `<prefix>.<name>` with the caller's
+/// own `prefix`: the id in the path, else the one in the body's `field`, else a new random
+/// one. 400 when the path and the body name different ids, 403 (`not_owner`, saying the
+/// id's `form`) when the prefix is not the caller's.
+fn own_id(
+    gw: &Gateway,
+    endpoint: Endpoint,
+    path_id: Option<String>,
+    object: &serde_json::Map<String, Value>,
+    field: &'static str,
+    prefix: &str,
+    form: &str,
+) -> Result<String, Refusal> {
+    let id = match (path_id, object.get(field).and_then(Value::as_str)) {
+        (Some(path), Some(body)) if path != body => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "value",
+                "malformed",
+                &format!("{field} differs from the id in the path"),
+            )
+            .at(field));
+        }
+        (Some(path), _) => path,
+        (None, Some(body)) => body.to_string(),
+        (None, None) => format!("{prefix}.{}", uuid::Uuid::new_v4().simple()),
+    };
+    if owner_of(&id) != Some(prefix) {
+        return Err(gw.forbid(endpoint, "not_owner", form, false).at(field));
+    }
+    Ok(id)
+}
+
+/// Puts the caller's organisation in the body's `field`; 403 (`not_owner`) when the body
+/// named another organisation there.
+fn stamp_caller_org(
+    gw: &Gateway,
+    endpoint: Endpoint,
+    object: &mut serde_json::Map<String, Value>,
+    field: &'static str,
+    org: &OrganisationIdentifier,
+) -> Result<(), Refusal> {
+    let me = serde_json::to_value(org).unwrap_or(Value::Null);
+    let given = object.insert(field.into(), me);
+    if given.is_some_and(|given| {
+        serde_json::from_value::<OrganisationIdentifier>(given)
+            .map_or(true, |g| !g.same_entity(org))
+    }) {
+        return Err(gw
+            .forbid(
+                endpoint,
+                "not_owner",
+                &format!("{field} must be the caller's organisation"),
+                false,
+            )
+            .at(field));
+    }
+    Ok(())
+}
+
+/// The patient a delete names in its body (`{"patient": …}`, never in the URL), once the
+/// caller is known to own the record (`owned`; 403 `not_owner` saying `not_owned`
+/// otherwise); 400/413 for a body that is not that.
+fn delete_target(
+    gw: &Gateway,
+    endpoint: Endpoint,
+    owned: bool,
+    not_owned: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<PatientIdentifier, Refusal> {
+    if !owned {
+        return Err(gw.forbid(endpoint, "not_owner", not_owned, false));
+    }
+    let json = gw.body(body, false)?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {
         patient: PatientIdentifier,
     }
-    let Body { patient } = match parse(&json) {
-        Ok(b) => b,
-        Err(r) => return refuse(EP, r),
-    };
-    let _permit = match gw.reserve(1, false) {
-        Ok(p) => p,
-        Err(r) => return refuse(EP, r),
-    };
-    match gw.inner.publisher.delete_subscription(&patient, &id).await {
-        Ok(_) => {
-            m::entries("accepted", "none", 1);
-            m::request(EP, "accepted");
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => subscription_failure(&gw, e),
-    }
+    let Body { patient } = parse(&json)?;
+    Ok(patient)
 }
 
-fn subscription_failure(gw: &Gateway, e: crate::Error) -> Response {
-    state_failure(gw, Endpoint::Subscriptions, e)
+/// Room for one state change, then the change: its result once the broker took it
+/// (counted as accepted), or the answer `failure` makes of the error (503 without room).
+async fn publish_state<R>(
+    gw: &Gateway,
+    endpoint: Endpoint,
+    change: impl Future<Output = crate::Result<R>>,
+    failure: fn(&Gateway, Endpoint, crate::Error) -> Response,
+) -> Result<R, Response> {
+    let _permit = gw.reserve(1, false).map_err(|r| refuse(endpoint, r))?;
+    let result = change.await.map_err(|e| failure(gw, endpoint, e))?;
+    m::entries("accepted", "none", 1);
+    m::request(endpoint, "accepted");
+    Ok(result)
+}
+
+/// A record put the broker did not take: 422 for one the validators refused, else as
+/// [`state_failure`].
+fn upsert_failure(gw: &Gateway, endpoint: Endpoint, e: crate::Error) -> Response {
+    match e {
+        crate::Error::Invalid(e) => refuse_invalid(endpoint, e),
+        e => state_failure(gw, endpoint, e),
+    }
 }
 
 /// A state change (subscription, care plan) the broker did not take: 503 with
@@ -998,7 +1042,7 @@ fn state_failure(gw: &Gateway, endpoint: Endpoint, e: crate::Error) -> Response 
 /// the router still reads every plan of the patient, and the most recently updated one
 /// that speaks about a code decides its zones.
 fn plan_owner(plan_id: &str) -> Option<&str> {
-    plan_id.split_once('.').map(|(owner, _)| owner)
+    owner_of(plan_id)
 }
 
 /// The name after the owner: 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' and '.' (the
@@ -1066,46 +1110,22 @@ async fn upsert_care_plan(
         Ok(json) => json,
         Err(r) => return refuse(EP, r),
     };
-    let Some(object) = json.as_object_mut() else {
-        return refuse(
-            EP,
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "structure",
-                "malformed",
-                "expected a JSON object",
-            ),
-        );
+    let object = match json_object(&mut json) {
+        Ok(object) => object,
+        Err(r) => return refuse(EP, r),
     };
-    let id = match (&path_id, object.get("plan_id").and_then(Value::as_str)) {
-        (Some(path), Some(body)) if path != body => {
-            return refuse(
-                EP,
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "value",
-                    "malformed",
-                    "plan_id differs from the id in the path",
-                )
-                .at("plan_id"),
-            );
-        }
-        (Some(path), _) => path.clone(),
-        (None, Some(body)) => body.to_string(),
-        (None, None) => format!("{}.{}", org.value, uuid::Uuid::new_v4().simple()),
+    let id = match own_id(
+        &gw,
+        EP,
+        path_id,
+        object,
+        "plan_id",
+        &org.value,
+        "a care plan id is '<orgnr>.<name>', with the caller's own organisation number",
+    ) {
+        Ok(id) => id,
+        Err(r) => return refuse(EP, r),
     };
-    if plan_owner(&id) != Some(org.value.as_str()) {
-        return refuse(
-            EP,
-            gw.forbid(
-                EP,
-                "not_owner",
-                "a care plan id is '<orgnr>.<name>', with the caller's own organisation number",
-                false,
-            )
-            .at("plan_id"),
-        );
-    }
     if !plan_name_ok(&id) {
         m::entries("rejected", "malformed", 1);
         return refuse(
@@ -1119,23 +1139,9 @@ async fn upsert_care_plan(
             .at("plan_id"),
         );
     }
-    let me = serde_json::to_value(&org).unwrap_or(Value::Null);
-    let author_given = object.insert("updated_by".into(), me);
-    if author_given.is_some_and(|given| {
-        serde_json::from_value::<OrganisationIdentifier>(given)
-            .map_or(true, |g| !g.same_entity(&org))
-    }) {
+    if let Err(r) = stamp_caller_org(&gw, EP, object, "updated_by", &org) {
         m::entries("forbidden", "not_owner", 1);
-        return refuse(
-            EP,
-            gw.forbid(
-                EP,
-                "not_owner",
-                "updated_by must be the caller's organisation",
-                false,
-            )
-            .at("updated_by"),
-        );
+        return refuse(EP, r);
     }
     object.insert("plan_id".into(), id.clone().into());
     object.insert("updated_at".into(), json!(now_millis()));
@@ -1143,14 +1149,9 @@ async fn upsert_care_plan(
         Ok(p) => p,
         Err(r) => return refuse(EP, r),
     };
-    let _permit = match gw.reserve(1, false) {
-        Ok(p) => p,
-        Err(r) => return refuse(EP, r),
-    };
-    match gw.inner.publisher.put_care_plan(&plan).await {
+    let change = gw.inner.publisher.put_care_plan(&plan);
+    match publish_state(&gw, EP, change, upsert_failure).await {
         Ok(receipt) => {
-            m::entries("accepted", "none", 1);
-            m::request(EP, "accepted");
             tracing::info!(
                 patient = %plan.patient.log_tag(),
                 author = %name,
@@ -1163,8 +1164,7 @@ async fn upsert_care_plan(
             json["offset"] = receipt.offset.into();
             created(json, &format!("/careplans/{id}"))
         }
-        Err(crate::Error::Invalid(e)) => refuse_invalid(EP, e),
-        Err(e) => state_failure(&gw, EP, e),
+        Err(response) => response,
     }
 }
 
@@ -1181,45 +1181,22 @@ async fn delete_care_plan(
         Ok(o) => o,
         Err(r) => return refuse(EP, r),
     };
-    if plan_owner(&id) != Some(org.value.as_str()) {
-        return refuse(
-            EP,
-            gw.forbid(
-                EP,
-                "not_owner",
-                "not one of this organisation's care plans",
-                false,
-            ),
-        );
-    }
-    let json = match gw.body(body, false) {
-        Ok(json) => json,
-        Err(r) => return refuse(EP, r),
-    };
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Body {
-        patient: PatientIdentifier,
-    }
-    let Body { patient } = match parse(&json) {
-        Ok(b) => b,
+    let owned = plan_owner(&id) == Some(org.value.as_str());
+    let not_owned = "not one of this organisation's care plans";
+    let patient = match delete_target(&gw, EP, owned, not_owned, body) {
+        Ok(patient) => patient,
         Err(r) => return refuse(EP, r),
     };
     if let Err(e) = dho_schemas::validate::patient("patient", &patient, gw.inner.policy) {
         return refuse_invalid(EP, e);
     }
-    let _permit = match gw.reserve(1, false) {
-        Ok(p) => p,
-        Err(r) => return refuse(EP, r),
-    };
-    match gw.inner.publisher.delete_care_plan(&patient, &id).await {
+    let change = gw.inner.publisher.delete_care_plan(&patient, &id);
+    match publish_state(&gw, EP, change, state_failure).await {
         Ok(_) => {
-            m::entries("accepted", "none", 1);
-            m::request(EP, "accepted");
             tracing::info!(patient = %patient.log_tag(), author = %name, "care plan deleted");
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(e) => state_failure(&gw, EP, e),
+        Err(response) => response,
     }
 }
 
