@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
 use dho_kafka::KafkaSettings;
 use dho_producer::gateway::{
@@ -13,7 +12,6 @@ use dho_producer::gateway::{
 use dho_schemas::OrganisationIdentifier;
 use dho_schemas::fixtures;
 use dho_schemas::model::Measurement;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// The test platform's token (publishes as `fixtures::platform()`).
@@ -151,15 +149,7 @@ pub async fn spawn_ingest_with(
         .kill_on_drop(true)
         .spawn()
         .expect("dho-ingest starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("dho-ingest announced its address in time")
-        .unwrap()
-        .expect("dho-ingest printed its address");
-    let addr = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+    let addr = crate::announced(&mut child, "dho-ingest", "listening on ").await;
     (child, format!("http://{addr}"))
 }
 

@@ -145,6 +145,20 @@ pub(crate) fn build_programs(package: &str, kind: &str) -> PathBuf {
     profile_dir
 }
 
+/// Waits (up to a minute) for a spawned program's first line on stdout, where it announces
+/// its address, and returns what follows `prefix`.
+pub async fn announced(child: &mut tokio::process::Child, program: &str, prefix: &str) -> String {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("{program} did not announce its address in time"))
+        .unwrap()
+        .unwrap_or_else(|| panic!("{program} printed no address"));
+    line.strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("unexpected first line of {program}: {line}"))
+        .to_string()
+}
+
 /// `dho-router` as the program it is, with its operations endpoints on a free port.
 #[derive(Debug)]
 pub struct RouterProcess {
@@ -178,16 +192,7 @@ impl RouterProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("dho-router starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("dho-router announced its operations address in time")
-            .unwrap()
-            .expect("dho-router printed its operations address");
-        let ops_url = line
-            .strip_prefix("operations endpoints on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-            .to_string();
+        let ops_url = announced(&mut child, "dho-router", "operations endpoints on ").await;
         RouterProcess { child, ops_url }
     }
 

@@ -1326,7 +1326,7 @@ async fn deploy_dashboard_every_metric_it_queries_is_exported_by_a_running_servi
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
     // Traffic that touches every panel. Home care subscribes and records consent through
-    // the gateway; the patient's care plan goes straight to Kafka (no gateway endpoint).
+    // the gateway; the patient's care plan goes straight to Kafka.
     let http = Http::new(&ingest_url);
     let patient = fixtures::patient(8101);
     let mut subscription = serde_json::to_value(fixtures::subscription(
