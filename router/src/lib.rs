@@ -6,6 +6,7 @@ pub mod alerts;
 mod config;
 pub mod decision;
 pub mod metrics;
+mod outputs;
 mod pipeline;
 pub mod state;
 

@@ -49,6 +49,72 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// With `BENCH_PERF_CTL=<fifo>` (perf record --control=fifo:<fifo> -D -1), the profile
+/// covers the drains only, not the preload and set-up around them.
+fn perf_control(command: &str) {
+    if let Some(fifo) = std::env::var_os("BENCH_PERF_CTL") {
+        std::fs::write(fifo, format!("{command}\n")).expect("perf control fifo");
+    }
+}
+
+/// CPU seconds per thread name (user + system) of this process, for `BENCH_THREADS=1`.
+fn cpu_by_thread() -> BTreeMap<String, f64> {
+    let mut by_name = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+        if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+            *by_name.entry(name).or_default() += (user + system) / 100.0;
+        }
+    }
+    by_name
+}
+
+/// A moment in a drain: when, how many inputs had been passed on by then, and the CPU this
+/// process had used.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    at: Instant,
+    events: usize,
+    cpu: f64,
+}
+
+impl Mark {
+    fn now(events: usize) -> Self {
+        Self {
+            at: Instant::now(),
+            events,
+            cpu: cpu_seconds(),
+        }
+    }
+}
+
+/// One drain of the backlog by one contender.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    /// Events/s over the whole drain, group join included.
+    rate: f64,
+    /// Events/s from the first output on.
+    steady: f64,
+    /// CPU µs per event over the whole drain.
+    cpu: f64,
+    /// CPU µs per event from the first output on.
+    steady_cpu: f64,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 fn rss_bytes() -> f64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     statm
@@ -169,13 +235,13 @@ async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
 
 /// The baseline: consume the ingest topic and copy every record to one output topic, with
 /// the router's own client settings, batches, acknowledgement wait and commit.
-/// Returns when its first outputs were acknowledged, and how many inputs they were.
+/// Returns when its first outputs were acknowledged.
 async fn pass_through(
     settings: &KafkaSettings,
     group: &str,
     stop_after: usize,
     output: &str,
-) -> (Instant, usize) {
+) -> Mark {
     let consumer: StreamConsumer = settings
         .client_config(&[
             ("group.id", group),
@@ -222,7 +288,7 @@ async fn pass_through(
         for r in futures_join(pending).await {
             r.unwrap().unwrap();
         }
-        first_output.get_or_insert_with(|| (Instant::now(), done + batch.len()));
+        first_output.get_or_insert_with(|| Mark::now(done + batch.len()));
         let mut offsets = TopicPartitionList::new();
         for (p, o) in next {
             offsets
@@ -232,7 +298,7 @@ async fn pass_through(
         consumer.commit(&offsets, CommitMode::Async).unwrap();
         done += batch.len();
     }
-    first_output.unwrap_or_else(|| (Instant::now(), done))
+    first_output.unwrap_or_else(|| Mark::now(done))
 }
 
 /// Reads `topic` from its end and records now - received_time of each reading, in ms.
@@ -343,12 +409,8 @@ async fn fresh_stack() -> Stack {
     stack
 }
 
-/// Returns when its first deliveries were seen (checked every 100 ms), and how many.
-async fn run_router_until(
-    stack: &Stack,
-    router: dho_tests::RunningRouter,
-    events: usize,
-) -> (Instant, usize) {
+/// Returns when its first deliveries were seen.
+async fn run_router_until(stack: &Stack, router: dho_tests::RunningRouter, events: usize) -> Mark {
     let topic = stack.settings.topics().deliver("gp");
     // Done when the router has delivered `events` records to the subscriber. One client,
     // made once (a client per check would cost more CPU than the check), asked off the
@@ -380,7 +442,7 @@ async fn run_router_until(
         .await
         .unwrap();
         if total > 0 {
-            first_output.get_or_insert_with(|| (Instant::now(), total as usize));
+            first_output.get_or_insert_with(|| Mark::now(total as usize));
         }
         if total as usize >= events {
             break;
@@ -397,7 +459,7 @@ async fn run_router_until(
         stats.batches,
         stats.events as f64 / stats.batches.max(1) as f64
     );
-    first_output.unwrap_or_else(|| (Instant::now(), 0))
+    first_output.unwrap_or_else(|| Mark::now(0))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -412,61 +474,105 @@ async fn main() {
         bench_memory();
     }
 
-    // Throughput: the same preloaded backlog drained by each contender on its own stack.
-    let mut rates = BTreeMap::new();
+    // Throughput: the same preloaded backlog drained by each contender on its own stack,
+    // in alternating rounds (one drain's CPU figure swings by tens of percent with
+    // scheduling on two cores; the medians are compared).
+    let mut drains: BTreeMap<&str, Vec<Drain>> = BTreeMap::new();
     // BENCH_PROFILE=1: the router's drain alone (for `perf record`), nothing else.
     let profiling = std::env::var_os("BENCH_PROFILE").is_some();
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(if profiling { 1 } else { 5 });
     let contenders: &[&str] = if profiling {
         &["router"]
     } else {
         &["pass-through", "router"]
     };
-    for &contender in contenders {
-        let stack = fresh_stack().await;
-        preload(&stack.settings, EVENTS).await;
-        let output = format!("{}.copy", stack.settings.topic_prefix);
-        dho_kafka::ensure_topics(
-            &stack.settings,
-            &[TopicSpec::output(
-                output.clone(),
-                stack.settings.partitions,
-                None,
-            )],
-        )
-        .await
-        .unwrap();
-        // The router connects (topics, schemas) before the clock starts, as the
-        // pass-through's clients are made before it.
-        let router = match contender {
-            "router" => Some(stack.spawn_router("bench").await),
-            _ => None,
-        };
-        let (cpu, started) = (cpu_seconds(), Instant::now());
-        let (first_output, before) = match router {
-            None => pass_through(&stack.settings, "bench", EVENTS, &output).await,
-            Some(router) => run_router_until(&stack, router, EVENTS).await,
-        };
-        let (secs, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu);
-        let rate = EVENTS as f64 / secs;
-        // Joining the group (and, for the router, the first state load) takes a varying
-        // share of a short drain; the rate from the first output on is the steady one.
-        let startup = (first_output - started).as_secs_f64();
-        let steady = (EVENTS - before) as f64 / (secs - startup);
-        println!(
-            "{contender:>12}: {EVENTS} events in {secs:.2} s = {rate:>8.0} events/s, CPU {:.1} µs/event (this process); first output after {startup:.2} s, then {steady:>8.0} events/s",
-            cpu * 1e6 / EVENTS as f64,
-        );
-        rates.insert(contender, (rate, cpu * 1e6 / EVENTS as f64, steady));
+    for round in 1..=rounds {
+        for &contender in contenders {
+            let stack = fresh_stack().await;
+            preload(&stack.settings, EVENTS).await;
+            let output = format!("{}.copy", stack.settings.topic_prefix);
+            dho_kafka::ensure_topics(
+                &stack.settings,
+                &[TopicSpec::output(
+                    output.clone(),
+                    stack.settings.partitions,
+                    None,
+                )],
+            )
+            .await
+            .unwrap();
+            // The router connects (topics, schemas) before the clock starts, as the
+            // pass-through's clients are made before it.
+            let router = match contender {
+                "router" => Some(stack.spawn_router("bench").await),
+                _ => None,
+            };
+            perf_control("enable");
+            let threads = cpu_by_thread();
+            let start = Mark::now(0);
+            let first = match router {
+                None => pass_through(&stack.settings, "bench", EVENTS, &output).await,
+                Some(router) => run_router_until(&stack, router, EVENTS).await,
+            };
+            let end = Mark::now(EVENTS);
+            perf_control("disable");
+            if std::env::var_os("BENCH_THREADS").is_some() {
+                // Threads that ended during the drain are missing here (their CPU is in `cpu`).
+                for (name, after) in cpu_by_thread() {
+                    let used = after - threads.get(&name).copied().unwrap_or(0.0);
+                    if used > 0.0 {
+                        println!(
+                            "      {name:>20}: {:.2} µs/event",
+                            used * 1e6 / EVENTS as f64
+                        );
+                    }
+                }
+            }
+            // Joining the group (and, for the router, the first state load) takes a varying
+            // share of a short drain; the figures from the first output on are the steady ones.
+            let secs = (end.at - start.at).as_secs_f64();
+            let steady_events = (end.events - first.events) as f64;
+            let drain = Drain {
+                rate: EVENTS as f64 / secs,
+                steady: steady_events / (end.at - first.at).as_secs_f64(),
+                cpu: (end.cpu - start.cpu) * 1e6 / EVENTS as f64,
+                steady_cpu: (end.cpu - first.cpu) * 1e6 / steady_events,
+            };
+            println!(
+                "round {round} {contender:>12}: {EVENTS} events in {secs:.2} s = {:>6.0} events/s, CPU {:.1} µs/event (this process); first output after {:.2} s, then {:>6.0} events/s at {:.1} µs/event",
+                drain.rate,
+                drain.cpu,
+                (first.at - start.at).as_secs_f64(),
+                drain.steady,
+                drain.steady_cpu,
+            );
+            drains.entry(contender).or_default().push(drain);
+        }
     }
     if profiling {
         return;
     }
-    let (pass, router) = (rates["pass-through"], rates["router"]);
+    let figure =
+        |contender: &str, f: fn(&Drain) -> f64| median(drains[contender].iter().map(f).collect());
+    for contender in ["pass-through", "router"] {
+        println!(
+            "median of {rounds} {contender:>12}: {:>6.0} events/s whole, {:>6.0} steady; CPU {:.2} µs/event whole, {:.2} steady",
+            figure(contender, |d| d.rate),
+            figure(contender, |d| d.steady),
+            figure(contender, |d| d.cpu),
+            figure(contender, |d| d.steady_cpu),
+        );
+    }
+    let ratio = |f: fn(&Drain) -> f64| figure("router", f) / figure("pass-through", f);
     println!(
-        "router/pass-through: throughput ratio {:.2} (steady {:.2}), CPU ratio {:.2}",
-        router.0 / pass.0,
-        router.2 / pass.2,
-        router.1 / pass.1
+        "router/pass-through (medians): throughput ratio {:.2} (steady {:.2}), CPU ratio {:.2} (steady {:.2})",
+        ratio(|d| d.rate),
+        ratio(|d| d.steady),
+        ratio(|d| d.cpu),
+        ratio(|d| d.steady_cpu),
     );
 
     // Latency at a fixed offered rate.
