@@ -116,6 +116,23 @@ impl AvroSerde {
         })
     }
 
+    /// Registers `schema`, a self-contained Avro schema that is not one of the contract
+    /// crate's kinds (`full_name`: its record's full name), for values of `topic` (subject
+    /// `<topic>-value`) at FULL_TRANSITIVE, and returns its id for framing records.
+    pub async fn register_avro(&self, topic: &str, full_name: &str, schema: &str) -> Result<u32> {
+        let subject = topics::value_subject(topic);
+        self.set_compatibility(&subject).await?;
+        let supplied = SuppliedSchema::new(
+            Some(full_name.to_string()),
+            SchemaType::Avro,
+            schema.to_string(),
+        );
+        let registered = post_schema(&self.inner.sr, subject.clone(), supplied)
+            .await
+            .map_err(|e| registry_error(&subject, e))?;
+        Ok(registered.id)
+    }
+
     /// Registers a Protobuf schema under `subject` and returns its id. Protobuf writers use
     /// the record-name subject (e.g. `dho.v1.Measurement`): a topic's own subject holds its
     /// Avro schema at FULL_TRANSITIVE, where a change of schema type is refused.
@@ -184,6 +201,26 @@ impl AvroSerde {
             None => self.fetch(id).await?,
         };
         decode_known(id, &known, bytes)
+    }
+
+    /// [`decode`](Self::decode) into `into`, reusing its allocations where the codec can
+    /// (a consumer decoding record after record into one value). On an error `into` holds
+    /// an unspecified (valid) value.
+    pub async fn decode_into<T: AvroRecord>(&self, bytes: &[u8], into: &mut T) -> Result<()> {
+        let (id, _) = wire::unframe(bytes)?;
+        let known = match self.lookup(id) {
+            Some(known) => known,
+            None => self.fetch(id).await?,
+        };
+        match known {
+            Known::Own(kind) if kind == T::KIND => {
+                Ok(codec::decode_into(&bytes[wire::HEADER_LEN..], into)?)
+            }
+            _ => {
+                *into = decode_known(id, &known, bytes)?;
+                Ok(())
+            }
+        }
     }
 
     /// Decodes without a network round trip if the id is already known; `None` means the

@@ -4,7 +4,7 @@
 //! offsets. A crash anywhere before the commit replays the batch; deterministic delivery
 //! ids let the SDK drop the repeats (effectively once on any Kafka-API broker).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,6 +55,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// How far behind the newest routed reading a silence must have ended before it counts
 /// while the partition is not caught up: producers' clocks and in-flight records.
 const SILENCE_MARGIN_MS: Millis = 60_000;
+
+/// How many routed batches may wait for their acknowledgements at once. Two: the state
+/// ends of the next batch are asked for while the oldest one's acknowledgements are
+/// collected, and a batch has a whole batch's routing time to be acknowledged.
+const PIPELINE_DEPTH: usize = 2;
 
 /// How long a transaction call may block.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -283,6 +288,18 @@ struct DeadLetter {
     detail: String,
 }
 
+/// The dead letter for a record that did not decode.
+fn dead_letter_for(e: dho_kafka::Error) -> DeadLetter {
+    DeadLetter {
+        reason: match &e {
+            dho_kafka::Error::UnknownSchema { .. } => "unknown_schema",
+            dho_kafka::Error::WrongSchema { .. } => "wrong_schema",
+            _ => "undecodable",
+        },
+        detail: e.to_string(),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum StateTopic {
     Consents,
@@ -405,7 +422,7 @@ pub struct Router {
     /// Asks for the state topics' ends. A client of its own: the state reader always has a
     /// long-polling Fetch in flight, and a broker answers a connection's requests in order,
     /// so a ListOffsets on the reader's connection would wait up to fetch.wait.max.ms.
-    state_ends: BaseConsumer,
+    state_ends: Arc<BaseConsumer>,
     producer: OutputProducer,
     revoked: Arc<Mutex<Vec<i32>>>,
     /// Readiness: set once state has been caught up (or the group assigned nothing).
@@ -418,9 +435,12 @@ pub struct Router {
     deliver: HashMap<String, (Encoder<Delivery>, String)>,
     /// Buffers reused for every delivery (librdkafka copies the bytes it is given).
     scratch: Scratch,
+    /// The last reading routed: the next one is decoded into its allocations.
+    spare_reading: Option<Measurement>,
     stats: RunStats,
-    /// The batch routed last, until its acknowledgements are in (effectively-once mode).
-    in_flight: Option<InFlight>,
+    /// Batches routed but not yet acknowledged, oldest first (effectively-once mode; at
+    /// most `PIPELINE_DEPTH`).
+    in_flight: VecDeque<InFlight>,
     /// The offsets the last finished batch committed (asynchronously).
     last_offsets: Option<TopicPartitionList>,
     /// Per input partition, the newest measurement timestamp routed (see `check_silences`).
@@ -537,7 +557,7 @@ impl Router {
             serde,
             events,
             state_consumer,
-            state_ends,
+            state_ends: Arc::new(state_ends),
             producer,
             revoked,
             state_loaded,
@@ -546,8 +566,9 @@ impl Router {
             audit,
             deliver: HashMap::new(),
             scratch: Scratch::default(),
+            spare_reading: None,
             stats: RunStats::default(),
-            in_flight: None,
+            in_flight: VecDeque::new(),
             last_offsets: None,
             routed_until: HashMap::new(),
             clock: Arc::new(now_millis),
@@ -579,12 +600,12 @@ impl Router {
         let mut silence_timer = tokio::time::interval(self.config.silence_check_interval);
         silence_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if self.in_flight.is_some() {
+            if !self.in_flight.is_empty() {
                 if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
                     break;
                 }
                 // Keep the pipeline full while a backlog lasts; when nothing is waiting,
-                // finish the routed batch now rather than when the next reading comes.
+                // finish the routed batches now rather than when the next reading comes.
                 match futures::FutureExt::now_or_never(self.events.recv()) {
                     Some(Ok(message)) => {
                         let batch = self.fill_batch(message.detach()).await;
@@ -799,7 +820,17 @@ impl Router {
         // Begun before the state sync: a state record dead-lettered there is an output of
         // this batch, and a transactional producer refuses to produce outside a transaction.
         self.begin()?;
-        self.sync_state(&partitions).await?;
+        // The state ends are asked for now that the batch's records are in hand (a change
+        // acknowledged before any of them was written is below the ends); while the broker
+        // answers, the oldest routed batch is finished if the pipeline is full.
+        let ends = self.ask_state_ends(&partitions)?;
+        while self.in_flight.len() >= PIPELINE_DEPTH {
+            if let Some(oldest) = self.in_flight.pop_front() {
+                self.finish(oldest).await?;
+            }
+        }
+        let ends = ends.await.map_err(|_| Error::Kafka(KafkaError::Canceled))??;
+        self.catch_up_state(ends).await?;
 
         let mut out = BatchOutputs::new();
         // One time for the whole batch: consent, subscription and validity are judged at the
@@ -843,21 +874,19 @@ impl Router {
             // One transaction at a time: finished before the next batch begins.
             return self.finish(routed).await;
         }
-        // Pipelined: this batch's outputs are on their way while the previous batch's
-        // acknowledgements are collected and its offsets committed. Batches finish in
-        // order, so committed offsets still never pass an unacknowledged output.
-        if let Some(previous) = self.in_flight.replace(routed) {
-            self.finish(previous).await?;
-        }
+        // Pipelined: this batch's outputs are on their way while the next batch is routed
+        // (see PIPELINE_DEPTH). Batches finish in order, so committed offsets still never
+        // pass an unacknowledged output.
+        self.in_flight.push_back(routed);
         Ok(())
     }
 
-    /// Finishes the batch still waiting for its acknowledgements, if any.
+    /// Finishes the batches still waiting for their acknowledgements, oldest first.
     async fn finish_in_flight(&mut self) -> Result<()> {
-        match self.in_flight.take() {
-            Some(batch) => self.finish(batch).await,
-            None => Ok(()),
+        while let Some(batch) = self.in_flight.pop_front() {
+            self.finish(batch).await?;
         }
+        Ok(())
     }
 
     /// Waits for a routed batch's acknowledgements, writes its alert tracks, then commits
@@ -1004,7 +1033,7 @@ impl Router {
         if revoked.is_empty() {
             return revoked;
         }
-        if let Some(in_flight) = &mut self.in_flight {
+        for in_flight in &mut self.in_flight {
             in_flight
                 .out
                 .tracks
@@ -1056,6 +1085,18 @@ impl Router {
     /// Reads the state topics of `partitions` up to their current high watermarks: any
     /// change acknowledged before now is applied before the batch is routed.
     async fn sync_state(&mut self, partitions: &BTreeSet<i32>) -> Result<()> {
+        let ends = self.ask_state_ends(partitions)?;
+        let ends = ends.await.map_err(|_| Error::Kafka(KafkaError::Canceled))??;
+        self.catch_up_state(ends).await
+    }
+
+    /// Starts reading the state topics of partitions new to this instance, and asks the
+    /// broker for the current ends of the state topics of `partitions` (one ListOffsets
+    /// request, on a blocking thread): the answer is what [`catch_up_state`] reads up to.
+    fn ask_state_ends(
+        &mut self,
+        partitions: &BTreeSet<i32>,
+    ) -> Result<tokio::task::JoinHandle<Result<TopicPartitionList, KafkaError>>> {
         let state_topics = StateTopic::ALL;
         let mut assign = TopicPartitionList::new();
         for &partition in partitions {
@@ -1082,10 +1123,14 @@ impl Router {
                 query.add_partition_offset(self.state_topic_name(topic), partition, Offset::End)?;
             }
         }
-        let client = &self.state_ends;
-        let ends = tokio::task::block_in_place(|| {
+        let client = self.state_ends.clone();
+        Ok(tokio::task::spawn_blocking(move || {
             client.offsets_for_times(query, Duration::from_secs(10))
-        })?;
+        }))
+    }
+
+    /// Applies the state records of each partition in `ends` up to its end.
+    async fn catch_up_state(&mut self, ends: TopicPartitionList) -> Result<()> {
         let mut targets = Vec::new();
         for element in ends.elements() {
             let topic = self.state_topic(element.topic());
@@ -1250,17 +1295,17 @@ impl Router {
     }
 
     async fn decode<T: AvroRecord>(&self, bytes: &[u8]) -> Result<T, DeadLetter> {
-        self.serde.decode::<T>(bytes).await.map_err(|e| DeadLetter {
-            reason: match &e {
-                dho_kafka::Error::UnknownSchema { .. } => "unknown_schema",
-                dho_kafka::Error::WrongSchema { .. } => "wrong_schema",
-                _ => "undecodable",
-            },
-            detail: e.to_string(),
-        })
+        self.serde.decode::<T>(bytes).await.map_err(dead_letter_for)
     }
 
-    async fn decode_event(&self, message: &OwnedMessage, now: Millis) -> Result<Event, DeadLetter> {
+    /// Decodes and checks an event; a measurement into `reading` when there is one (the
+    /// previous reading's allocations, reused).
+    async fn decode_event(
+        &self,
+        message: &OwnedMessage,
+        now: Millis,
+        reading: Option<Measurement>,
+    ) -> Result<Event, DeadLetter> {
         let Some(bytes) = message.payload() else {
             return Err(DeadLetter {
                 reason: "empty",
@@ -1268,7 +1313,16 @@ impl Router {
             });
         };
         let (event, validation) = if message.topic() == self.names.measurements {
-            let m = self.decode::<Measurement>(bytes).await?;
+            let m = match reading {
+                Some(mut m) => {
+                    self.serde
+                        .decode_into(bytes, &mut m)
+                        .await
+                        .map_err(dead_letter_for)?;
+                    m
+                }
+                None => self.decode::<Measurement>(bytes).await?,
+            };
             let check = m.validate(self.policy, now);
             (Event::Measurement(m), check)
         } else {
@@ -1300,7 +1354,8 @@ impl Router {
     ) -> Result<()> {
         let kind = usize::from(message.topic() != self.names.measurements);
         self.counters.events_in[kind].increment(1);
-        let event = match self.decode_event(message, now).await {
+        let spare = self.spare_reading.take();
+        let event = match self.decode_event(message, now, spare).await {
             Ok(event) => event,
             Err(dl) => return self.dead_letter(message, dl.reason, dl.detail).await,
         };
@@ -1313,8 +1368,9 @@ impl Router {
             &out.acks,
         )
         .await?;
-        if let Event::Measurement(reading) = &event {
-            self.observe_reading(reading, source, now, out).await?;
+        if let Event::Measurement(reading) = event {
+            self.observe_reading(&reading, source, now, out).await?;
+            self.spare_reading = Some(reading);
         }
         Ok(())
     }

@@ -31,6 +31,18 @@ pub trait AvroRecord: Serialize + DeserializeOwned {
     fn decode_direct(_body: &[u8]) -> Option<Self> {
         None
     }
+
+    /// [`decode_direct`](Self::decode_direct) into `into`, reusing its allocations where
+    /// the reader can; `false` leaves the body to apache-avro (and `into` to be overwritten).
+    fn decode_direct_into(body: &[u8], into: &mut Self) -> bool {
+        match Self::decode_direct(body) {
+            Some(value) => {
+                *into = value;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl AvroRecord for Measurement {
@@ -39,12 +51,17 @@ impl AvroRecord for Measurement {
     /// The router decodes every reading: read by hand (a rejected body goes to apache-avro,
     /// which gives its own error).
     fn decode_direct(body: &[u8]) -> Option<Self> {
+        let mut value = direct::blank_measurement();
+        Self::decode_direct_into(body, &mut value).then_some(value)
+    }
+
+    /// Reused by the router for every reading: no allocation once its strings are grown.
+    fn decode_direct_into(body: &[u8], into: &mut Self) -> bool {
         if !*DIRECT_LAYOUT_MATCHES {
-            return None;
+            return false;
         }
         let mut reader = direct::Reader { bytes: body };
-        let value = reader.measurement()?;
-        reader.bytes.is_empty().then_some(value)
+        reader.measurement(into).is_some() && reader.bytes.is_empty()
     }
 
     fn from_protobuf(message_index: &[i32], body: &[u8]) -> Option<Result<Self>> {
@@ -148,6 +165,15 @@ pub fn decode<T: AvroRecord>(body: &[u8]) -> Result<T> {
         return Ok(value);
     }
     decode_avro(body)
+}
+
+/// [`decode`] into `into`, reusing its allocations where a hand-written reader exists. On
+/// an error `into` holds an unspecified (valid) value.
+pub fn decode_into<T: AvroRecord>(body: &[u8], into: &mut T) -> Result<()> {
+    if !T::decode_direct_into(body, into) {
+        *into = decode_avro(body)?;
+    }
+    Ok(())
 }
 
 /// [`decode`] by apache-avro's schema-aware serde.
@@ -321,7 +347,7 @@ mod direct {
         pub(super) bytes: &'a [u8],
     }
 
-    impl Reader<'_> {
+    impl<'a> Reader<'a> {
         fn byte(&mut self) -> Option<u8> {
             let (&byte, rest) = self.bytes.split_first()?;
             self.bytes = rest;
@@ -344,14 +370,23 @@ mod direct {
             None
         }
 
-        fn string(&mut self) -> Option<String> {
+        /// A string, borrowed from the body.
+        fn str(&mut self) -> Option<&'a str> {
             let len = usize::try_from(self.long()?).ok()?;
             if len > MAX_ALLOCATION_BYTES || len > self.bytes.len() {
                 return None;
             }
             let (text, rest) = self.bytes.split_at(len);
             self.bytes = rest;
-            std::str::from_utf8(text).ok().map(str::to_owned)
+            std::str::from_utf8(text).ok()
+        }
+
+        /// Reads into `out`, reusing its allocation.
+        fn string(&mut self, out: &mut String) -> Option<()> {
+            let text = self.str()?;
+            out.clear();
+            out.push_str(text);
+            Some(())
         }
 
         fn double(&mut self) -> Option<f64> {
@@ -373,100 +408,165 @@ mod direct {
             }
         }
 
-        fn opt_string(&mut self) -> Option<Option<String>> {
-            self.nullable(Self::string)
+        /// A `["null", T]` union read into `out`, reusing a value already there.
+        fn nullable_into<T>(
+            &mut self,
+            out: &mut Option<T>,
+            blank: impl FnOnce() -> T,
+            read: impl FnOnce(&mut Self, &mut T) -> Option<()>,
+        ) -> Option<()> {
+            match self.long()? {
+                0 => *out = None,
+                1 => read(self, out.get_or_insert_with(blank))?,
+                _ => return None,
+            }
+            Some(())
         }
 
-        fn patient(&mut self) -> Option<PatientIdentifier> {
-            Some(PatientIdentifier {
-                system: self.symbol(&[
-                    PatientIdSystem::Fnr,
-                    PatientIdSystem::Dnr,
-                    PatientIdSystem::Fhn,
-                ])?,
-                value: self.string()?,
-            })
+        fn opt_string(&mut self, out: &mut Option<String>) -> Option<()> {
+            self.nullable_into(out, String::new, Self::string)
         }
 
-        fn organisation(&mut self) -> Option<OrganisationIdentifier> {
-            Some(OrganisationIdentifier {
-                system: self.symbol(&[OrgIdSystem::Orgnr, OrgIdSystem::Resh])?,
-                value: self.string()?,
-                name: self.opt_string()?,
-            })
+        fn patient(&mut self, out: &mut PatientIdentifier) -> Option<()> {
+            out.system = self.symbol(&[
+                PatientIdSystem::Fnr,
+                PatientIdSystem::Dnr,
+                PatientIdSystem::Fhn,
+            ])?;
+            self.string(&mut out.value)
         }
 
-        fn quantity(&mut self) -> Option<Quantity> {
-            Some(Quantity {
-                value: self.double()?,
-                unit: self.string()?,
-            })
+        fn organisation(&mut self, out: &mut OrganisationIdentifier) -> Option<()> {
+            out.system = self.symbol(&[OrgIdSystem::Orgnr, OrgIdSystem::Resh])?;
+            self.string(&mut out.value)?;
+            self.opt_string(&mut out.name)
         }
 
-        fn component(&mut self) -> Option<Component> {
-            Some(Component {
-                code: self.string()?,
-                snomed_code: self.opt_string()?,
-                value: self.quantity()?,
-            })
+        fn quantity(&mut self, out: &mut Quantity) -> Option<()> {
+            out.value = self.double()?;
+            self.string(&mut out.unit)
         }
 
-        /// An array's items: blocks of a count (negative: followed by the block's size in
-        /// bytes), ended by a zero count.
-        fn array<T>(&mut self, read: impl Fn(&mut Self) -> Option<T>) -> Option<Vec<T>> {
-            let mut items = Vec::new();
+        fn component(&mut self, out: &mut Component) -> Option<()> {
+            self.string(&mut out.code)?;
+            self.opt_string(&mut out.snomed_code)?;
+            self.quantity(&mut out.value)
+        }
+
+        /// An array's items into `out`, reusing the items already there: blocks of a count
+        /// (negative: followed by the block's size in bytes), ended by a zero count.
+        fn array<T>(
+            &mut self,
+            out: &mut Vec<T>,
+            blank: impl Fn() -> T,
+            read: impl Fn(&mut Self, &mut T) -> Option<()>,
+        ) -> Option<()> {
+            let mut len = 0;
             loop {
                 let count = self.long()?;
                 if count == 0 {
-                    return Some(items);
+                    out.truncate(len);
+                    return Some(());
                 }
                 if count < 0 {
                     self.long()?;
                 }
                 for _ in 0..count.unsigned_abs() {
-                    items.push(read(self)?);
+                    if len == out.len() {
+                        out.push(blank());
+                    }
+                    read(self, &mut out[len])?;
+                    len += 1;
                 }
             }
         }
 
-        pub(super) fn measurement(&mut self) -> Option<Measurement> {
-            Some(Measurement {
-                event_id: self.string()?,
-                source_id: self.opt_string()?,
-                patient: self.patient()?,
-                source: Source {
-                    platform: self.organisation()?,
-                    device_id: self.opt_string()?,
-                    device_type: self.opt_string()?,
-                },
-                data_controller: self.organisation()?,
-                code: self.string()?,
-                snomed_code: self.opt_string()?,
-                value: self.nullable(Self::quantity)?,
-                components: self.array(Self::component)?,
-                effective_time: self.long()?,
-                received_time: self.long()?,
-                severity: self.nullable(|r| {
-                    r.symbol(&[
-                        VkpSeverity::NotReported,
-                        VkpSeverity::Normal,
-                        VkpSeverity::Moderate,
-                        VkpSeverity::Severe,
-                        VkpSeverity::Critical,
-                    ])
-                })?,
-                triage: self.nullable(|r| {
-                    r.symbol(&[
-                        TriageColour::Red,
-                        TriageColour::Orange,
-                        TriageColour::Yellow,
-                        TriageColour::Green,
-                        TriageColour::Blue,
-                        TriageColour::Black,
-                        TriageColour::NotReported,
-                    ])
-                })?,
-            })
+        /// Reads a measurement into `out`, reusing its strings and components (after a
+        /// `None`, `out` holds a mix of old and new values: overwrite it).
+        pub(super) fn measurement(&mut self, out: &mut Measurement) -> Option<()> {
+            self.string(&mut out.event_id)?;
+            self.opt_string(&mut out.source_id)?;
+            self.patient(&mut out.patient)?;
+            self.organisation(&mut out.source.platform)?;
+            self.opt_string(&mut out.source.device_id)?;
+            self.opt_string(&mut out.source.device_type)?;
+            self.organisation(&mut out.data_controller)?;
+            self.string(&mut out.code)?;
+            self.opt_string(&mut out.snomed_code)?;
+            self.nullable_into(&mut out.value, blank_quantity, Self::quantity)?;
+            self.array(&mut out.components, blank_component, Self::component)?;
+            out.effective_time = self.long()?;
+            out.received_time = self.long()?;
+            out.severity = self.nullable(|r| {
+                r.symbol(&[
+                    VkpSeverity::NotReported,
+                    VkpSeverity::Normal,
+                    VkpSeverity::Moderate,
+                    VkpSeverity::Severe,
+                    VkpSeverity::Critical,
+                ])
+            })?;
+            out.triage = self.nullable(|r| {
+                r.symbol(&[
+                    TriageColour::Red,
+                    TriageColour::Orange,
+                    TriageColour::Yellow,
+                    TriageColour::Green,
+                    TriageColour::Blue,
+                    TriageColour::Black,
+                    TriageColour::NotReported,
+                ])
+            })?;
+            Some(())
+        }
+    }
+
+    fn blank_quantity() -> Quantity {
+        Quantity {
+            value: 0.0,
+            unit: String::new(),
+        }
+    }
+
+    fn blank_component() -> Component {
+        Component {
+            code: String::new(),
+            snomed_code: None,
+            value: blank_quantity(),
+        }
+    }
+
+    fn blank_organisation() -> OrganisationIdentifier {
+        OrganisationIdentifier {
+            system: OrgIdSystem::Orgnr,
+            value: String::new(),
+            name: None,
+        }
+    }
+
+    /// A measurement to read into (no allocation until something is read).
+    pub(super) fn blank_measurement() -> Measurement {
+        Measurement {
+            event_id: String::new(),
+            source_id: None,
+            patient: PatientIdentifier {
+                system: PatientIdSystem::Fnr,
+                value: String::new(),
+            },
+            source: Source {
+                platform: blank_organisation(),
+                device_id: None,
+                device_type: None,
+            },
+            data_controller: blank_organisation(),
+            code: String::new(),
+            snomed_code: None,
+            value: None,
+            components: Vec::new(),
+            effective_time: 0,
+            received_time: 0,
+            severity: None,
+            triage: None,
         }
     }
 
@@ -984,6 +1084,39 @@ mod tests {
                     direct_reads_as_apache_avro(&changed);
                 }
             }
+        }
+    }
+
+    /// A reading decoded into a value reused from readings of other shapes (more or fewer
+    /// components, optional fields present or absent, a rejected body in between) is the
+    /// reading.
+    #[test]
+    fn decoding_into_a_reused_reading_gives_the_reading() {
+        let at = 1_700_000_000_000;
+        let bp = fixtures::blood_pressure(&fixtures::patient(1), 150.0, 95.0, at);
+        let spo2 = fixtures::spo2(&fixtures::patient(22), 91.0, at + 1);
+        let mut bare = bp.clone();
+        bare.source_id = None;
+        bare.snomed_code = None;
+        bare.source.device_id = None;
+        bare.source.device_type = None;
+        bare.data_controller.name = None;
+        bare.components[0].snomed_code = None;
+        bare.components.truncate(1);
+        bare.severity = Some(VkpSeverity::Severe);
+        let mut three = bp.clone();
+        three.components.push(bp.components[0].clone());
+        three.value = Some(Quantity {
+            value: 7.5,
+            unit: "mmol/L".into(),
+        });
+        let mut into = spo2.clone();
+        for reading in [&bp, &spo2, &bare, &three, &bp, &bare, &spo2, &three, &spo2] {
+            let body = encode(reading).unwrap();
+            decode_into(&body, &mut into).unwrap();
+            assert_eq!(&into, reading);
+            // A rejected body leaves an unspecified value; the next reading overwrites it.
+            assert!(decode_into(&body[..body.len() - 3], &mut into).is_err());
         }
     }
 
