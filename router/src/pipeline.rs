@@ -829,7 +829,9 @@ impl Router {
                 self.finish(oldest).await?;
             }
         }
-        let ends = ends.await.map_err(|_| Error::Kafka(KafkaError::Canceled))??;
+        let ends = ends
+            .await
+            .map_err(|_| Error::Kafka(KafkaError::Canceled))??;
         self.catch_up_state(ends).await?;
 
         let mut out = BatchOutputs::new();
@@ -1086,7 +1088,9 @@ impl Router {
     /// change acknowledged before now is applied before the batch is routed.
     async fn sync_state(&mut self, partitions: &BTreeSet<i32>) -> Result<()> {
         let ends = self.ask_state_ends(partitions)?;
-        let ends = ends.await.map_err(|_| Error::Kafka(KafkaError::Canceled))??;
+        let ends = ends
+            .await
+            .map_err(|_| Error::Kafka(KafkaError::Canceled))??;
         self.catch_up_state(ends).await
     }
 
