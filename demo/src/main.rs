@@ -12,7 +12,7 @@ use dho_consumer::{Subscriber, SubscriberConfig};
 use dho_devstack::Broker;
 use dho_kafka::KafkaSettings;
 use dho_producer::Publisher;
-use dho_producer::simulator::{Diagnosis, Fleet, SimEvent};
+use dho_producer::simulator::{Diagnosis, Fleet, SIM_PLAN_NAME, SimEvent, SimPatient};
 use dho_registry::RegistryConfig;
 use dho_router::{Router, RouterConfig};
 use dho_schemas::model::*;
@@ -195,20 +195,13 @@ async fn record_consents_and_subscriptions(
             });
         }
         publisher.put_consent(&consent).await?;
-        publisher.put_care_plan(&patient.care_plan()).await?;
+        publisher.put_care_plan(&care_plan(patient)).await?;
         consents += 1;
         for service in &services {
-            if service.subscriber_id == "lung-clinic" && patient.diagnosis != Diagnosis::Copd {
-                continue;
+            if let Some(subscription) = subscription(patient, service) {
+                publisher.put_subscription(&subscription).await?;
+                subscriptions += 1;
             }
-            let mut subscription =
-                fixtures::subscription(&patient.id, service.subscriber_id, &service.org);
-            if service.subscriber_id == "sentrum-gp" {
-                // The GP asks only for references; it looks values up in its own record.
-                subscription.content_level = ContentLevel::Minimal;
-            }
-            publisher.put_subscription(&subscription).await?;
-            subscriptions += 1;
         }
     }
     println!(
@@ -216,6 +209,30 @@ async fn record_consents_and_subscriptions(
         fleet.patients().len()
     );
     Ok(())
+}
+
+/// The patient's self-management plan, under the id the gateway would give it:
+/// `<orgnr>.egenbehandlingsplan`, with the number of the organisation that wrote it.
+fn care_plan(patient: &SimPatient) -> CarePlan {
+    let mut plan = patient.care_plan();
+    plan.plan_id = format!("{}.{SIM_PLAN_NAME}", plan.updated_by.value);
+    plan
+}
+
+/// The care service's subscription for the patient (the lung clinic follows COPD patients
+/// only), under an id of the gateway's form `<subscriber_id>.<name>` (the name: the
+/// patient's pseudonym, never the number).
+fn subscription(patient: &SimPatient, service: &CareService) -> Option<Subscription> {
+    if service.subscriber_id == "lung-clinic" && patient.diagnosis != Diagnosis::Copd {
+        return None;
+    }
+    let mut subscription = fixtures::subscription(&patient.id, service.subscriber_id, &service.org);
+    subscription.subscription_id = format!("{}.{}", service.subscriber_id, patient.id.log_tag());
+    if service.subscriber_id == "sentrum-gp" {
+        // The GP asks only for references; it looks values up in its own record.
+        subscription.content_level = ContentLevel::Minimal;
+    }
+    Some(subscription)
 }
 
 async fn simulate(
@@ -280,5 +297,40 @@ fn describe(m: &Measurement) -> String {
                 .collect();
             format!("{name} {} mm[Hg]", parts.join("/"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dho_producer::gateway::{is_own_care_plan_id, is_own_subscription_id};
+
+    #[test]
+    fn the_demos_ids_are_ones_the_gateway_takes_from_their_owners() {
+        let fleet = Fleet::new(2026, 50);
+        let mut subscriptions = 0;
+        for patient in fleet.patients() {
+            let plan = care_plan(patient);
+            assert!(
+                is_own_care_plan_id(&plan.updated_by.value, &plan.plan_id),
+                "{}",
+                plan.plan_id
+            );
+            plan.validate(Policy::default()).unwrap();
+            for service in care_services() {
+                let Some(s) = subscription(patient, &service) else {
+                    continue;
+                };
+                assert!(
+                    is_own_subscription_id(&s.subscriber_id, &s.subscription_id),
+                    "{}",
+                    s.subscription_id
+                );
+                assert!(!s.subscription_id.contains(&patient.id.value));
+                s.validate(Policy::default()).unwrap();
+                subscriptions += 1;
+            }
+        }
+        assert!(subscriptions > 100, "{subscriptions}");
     }
 }

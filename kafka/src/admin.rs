@@ -5,6 +5,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 
+use dho_schemas::TopicNames;
+
 use crate::{Error, KafkaSettings, Result};
 
 /// One topic the hub needs.
@@ -49,10 +51,22 @@ impl TopicSpec {
 }
 
 /// Audit records are kept long: Norwegian health law requires the disclosure log to be
-/// available to the patient for years (ten years here).
+/// available to the patient for years (ten years here). Consent and care-plan changes are
+/// kept as long as the disclosures they explain.
 const AUDIT_RETENTION_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
 
+/// The topic of care-plan change audit records (`CarePlanChange`, written by the
+/// publisher before each change): `<prefix>.audit.careplans`, keyed and partitioned by
+/// patient.
+pub fn care_plan_audit_topic(topics: &TopicNames) -> String {
+    format!("{}.audit.careplans", topics.prefix())
+}
+
 /// Every topic the hub itself owns (per-subscriber delivery topics are created on demand).
+///
+/// The audit topics (disclosures, consent changes, care-plan changes) are history, not
+/// state: every record is kept for the retention, never compacted (compaction would keep
+/// one change per key and lose who changed what before).
 pub fn hub_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
     let t = settings.topics();
     let n = settings.partitions;
@@ -64,6 +78,8 @@ pub fn hub_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
         TopicSpec::state(t.careplans(), n),
         TopicSpec::state(t.alert_state(), n),
         TopicSpec::output(t.audit(), n, Some(AUDIT_RETENTION_MS)),
+        TopicSpec::output(t.consent_audit(), n, Some(AUDIT_RETENTION_MS)),
+        TopicSpec::output(care_plan_audit_topic(&t), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.deadletter(), n, None),
     ]
 }
@@ -162,4 +178,44 @@ pub async fn check_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_topics_are_hub_topics_kept_ten_years_and_never_compacted() {
+        let mut settings = KafkaSettings::new("localhost:9092", "http://localhost:8081");
+        settings.topic_prefix = "x".into();
+        let topics = hub_topics(&settings);
+        let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+        let audit: Vec<&TopicSpec> = topics
+            .iter()
+            .filter(|t| t.name.starts_with("x.audit"))
+            .collect();
+        assert_eq!(
+            audit.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["x.audit", "x.audit.consents", "x.audit.careplans"],
+            "{names:?}"
+        );
+        for topic in audit {
+            assert!(
+                !topic.compact,
+                "{}: compaction would lose history",
+                topic.name
+            );
+            assert_eq!(
+                topic.retention_ms,
+                Some(AUDIT_RETENTION_MS),
+                "{}",
+                topic.name
+            );
+            assert_eq!(topic.partitions, settings.partitions, "{}", topic.name);
+        }
+        assert_eq!(
+            care_plan_audit_topic(&settings.topics()),
+            "x.audit.careplans"
+        );
+    }
 }

@@ -14,6 +14,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
+use crate::audit::{CARE_PLAN_CHANGE_NAME, CarePlanAction, CarePlanChange};
+
 /// Errors publishing, by what the caller should do.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -43,7 +45,7 @@ pub struct Receipt {
     pub offset: i64,
 }
 
-/// Who made a consent change and through what, for its audit record.
+/// Who made a consent (or care-plan) change and through what, for its audit record.
 #[derive(Debug, Clone, Copy)]
 pub struct ConsentAudit<'a> {
     /// The authenticated credential's name, or the operator (never a token).
@@ -52,13 +54,13 @@ pub struct ConsentAudit<'a> {
     pub channel: &'a str,
 }
 
+/// Who made a care-plan change and through what, for its audit record (`CarePlanChange`).
+pub type CarePlanAudit<'a> = ConsentAudit<'a>;
+
 /// The topic of consent-change audit records: `<prefix>.audit.consents`.
 pub fn consent_audit_topic(topics: &TopicNames) -> String {
     topics.consent_audit()
 }
-
-/// Consent-change audit records are kept as long as disclosure records (ten years).
-const CONSENT_AUDIT_RETENTION_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
 
 /// How long `send` waits for room in a full queue before answering [`Error::Backpressure`].
 const QUEUE_WAIT: Duration = Duration::from_secs(2);
@@ -77,6 +79,8 @@ pub struct Publisher {
     subscriptions: Encoder<Subscription>,
     careplans: Encoder<CarePlan>,
     consent_changes: Encoder<ConsentChange>,
+    /// The registered id of `CarePlanChange` on `<prefix>.audit.careplans`.
+    care_plan_changes: u32,
     /// Set by [`Publisher::with_protobuf`]: events go out in the Confluent Protobuf format
     /// with this schema id.
     protobuf_schema: Option<u32>,
@@ -95,13 +99,7 @@ impl Publisher {
     /// Creates missing topics, registers the schemas and connects the producer.
     pub async fn connect(settings: &KafkaSettings, policy: Policy) -> Result<Self> {
         settings.validate()?;
-        let mut topics = dho_kafka::hub_topics(settings);
-        topics.push(dho_kafka::TopicSpec::output(
-            consent_audit_topic(&settings.topics()),
-            settings.partitions,
-            Some(CONSENT_AUDIT_RETENTION_MS),
-        ));
-        dho_kafka::ensure_topics(settings, &topics).await?;
+        dho_kafka::ensure_topics(settings, &dho_kafka::hub_topics(settings)).await?;
         let serde = AvroSerde::new(&settings.schema_registry_url);
         let topics = settings.topics();
         let producer: FutureProducer = settings
@@ -125,6 +123,13 @@ impl Publisher {
             subscriptions: serde.register(&topics.subscriptions()).await?,
             careplans: serde.register(&topics.careplans()).await?,
             consent_changes: serde.register(&consent_audit_topic(&topics)).await?,
+            care_plan_changes: serde
+                .register_avro(
+                    &dho_kafka::care_plan_audit_topic(&topics),
+                    CARE_PLAN_CHANGE_NAME,
+                    CarePlanChange::schema_text(),
+                )
+                .await?,
             protobuf_schema: None,
             serde,
             producer,
@@ -320,6 +325,8 @@ impl Publisher {
         .await
     }
 
+    /// Records (or replaces) a care plan without an audit record (fixtures, the demo);
+    /// people's changes go through [`record_care_plan`](Self::record_care_plan).
     pub async fn put_care_plan(&self, p: &CarePlan) -> Result<Receipt> {
         p.validate(self.policy)?;
         let key = state_key(&p.patient, &p.plan_id);
@@ -334,6 +341,7 @@ impl Publisher {
     }
 
     /// Deletes a care plan (a tombstone for its key): from then on it classifies nothing.
+    /// Without an audit record; see [`remove_care_plan`](Self::remove_care_plan).
     pub async fn delete_care_plan(
         &self,
         patient: &PatientIdentifier,
@@ -346,6 +354,73 @@ impl Publisher {
             &key,
             &self.careplans,
             None,
+        )
+        .await
+    }
+
+    /// Records (or replaces) a care plan with its audit record
+    /// (`<prefix>.audit.careplans`), audit first, as [`record_consent`](Self::record_consent):
+    /// no plan is ever stored without a record of who changed it. `changed_by` is the
+    /// plan's `updated_by`.
+    pub async fn record_care_plan(
+        &self,
+        p: &CarePlan,
+        audit: CarePlanAudit<'_>,
+    ) -> Result<Receipt> {
+        p.validate(self.policy)?;
+        self.audit_care_plan(
+            &p.patient,
+            &p.plan_id,
+            CarePlanAction::Recorded,
+            Some(p.clone()),
+            &p.updated_by,
+            audit,
+        )
+        .await?;
+        self.put_care_plan(p).await
+    }
+
+    /// Deletes a care plan (a tombstone) with its audit record, audit first; `by` is the
+    /// care organisation on whose behalf it is deleted.
+    pub async fn remove_care_plan(
+        &self,
+        patient: &PatientIdentifier,
+        plan_id: &str,
+        by: &OrganisationIdentifier,
+        audit: CarePlanAudit<'_>,
+    ) -> Result<Receipt> {
+        dho_schemas::validate::patient("patient", patient, self.policy)?;
+        self.audit_care_plan(patient, plan_id, CarePlanAction::Deleted, None, by, audit)
+            .await?;
+        self.delete_care_plan(patient, plan_id).await
+    }
+
+    async fn audit_care_plan(
+        &self,
+        patient: &PatientIdentifier,
+        plan_id: &str,
+        action: CarePlanAction,
+        plan: Option<CarePlan>,
+        by: &OrganisationIdentifier,
+        audit: CarePlanAudit<'_>,
+    ) -> Result<Receipt> {
+        let change = CarePlanChange {
+            change_id: uuid::Uuid::new_v4().to_string(),
+            plan_id: plan_id.to_string(),
+            patient: patient.clone(),
+            action,
+            plan,
+            changed_by: by.clone(),
+            principal: audit.principal.to_string(),
+            channel: audit.channel.to_string(),
+            changed_at: now_millis(),
+        };
+        let payload = change.encode(self.care_plan_changes)?;
+        self.send_payload(
+            &dho_kafka::care_plan_audit_topic(&self.topics),
+            patient,
+            patient.key(),
+            Some(payload),
         )
         .await
     }

@@ -20,7 +20,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::Producer;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
@@ -71,10 +71,17 @@ const DELIVERY_ID_NAMESPACE: uuid::Uuid =
 /// `Uuid::new_v5(&DELIVERY_ID_NAMESPACE, name)`, with a SHA-1 that uses the CPU's SHA
 /// instructions where it has them (uuid's own is portable code: 4% of the router's CPU).
 fn uuid_v5(name: &[u8]) -> uuid::Uuid {
+    uuid_v5_of(&[name])
+}
+
+/// [`uuid_v5`] of the concatenation of `parts` (no buffer to join them in).
+fn uuid_v5_of(parts: &[&[u8]]) -> uuid::Uuid {
     use sha1::Digest;
     let mut hash = sha1::Sha1::new();
     hash.update(DELIVERY_ID_NAMESPACE.as_bytes());
-    hash.update(name);
+    for part in parts {
+        hash.update(part);
+    }
     let digest = hash.finalize();
     let mut bytes = [0; 16];
     bytes.copy_from_slice(&digest[..16]);
@@ -83,24 +90,47 @@ fn uuid_v5(name: &[u8]) -> uuid::Uuid {
 
 /// The deterministic id of the delivery of a source record to a subscriber.
 pub fn delivery_id(source: &SourcePosition, subscriber_id: &str) -> String {
-    delivery_id_into(source, subscriber_id, &mut String::new(), &mut [0; 36]).to_string()
+    delivery_id_into(source, subscriber_id, &mut [0; 36]).to_string()
 }
 
-/// [`delivery_id`] written into `out`, with `name` as scratch (no allocation per delivery).
+/// [`delivery_id`] written into `out` (no allocation or formatting per delivery): the
+/// UUID v5 of `<topic>/<partition>/<offset>/<subscriber>`.
 fn delivery_id_into<'b>(
     source: &SourcePosition,
     subscriber_id: &str,
-    name: &mut String,
     out: &'b mut [u8; 36],
 ) -> &'b str {
-    use std::fmt::Write;
-    name.clear();
-    let _ = write!(
-        name,
-        "{}/{}/{}/{}",
-        source.topic, source.partition, source.offset, subscriber_id
-    );
-    uuid_v5(name.as_bytes()).hyphenated().encode_lower(out)
+    let (mut partition, mut offset) = ([0; 20], [0; 20]);
+    uuid_v5_of(&[
+        source.topic.as_bytes(),
+        b"/",
+        decimal(source.partition.into(), &mut partition),
+        b"/",
+        decimal(source.offset, &mut offset),
+        b"/",
+        subscriber_id.as_bytes(),
+    ])
+    .hyphenated()
+    .encode_lower(out)
+}
+
+/// `value` in decimal, as `Display` writes it, in `buffer`.
+fn decimal(value: i64, buffer: &mut [u8; 20]) -> &[u8] {
+    let mut rest = value.unsigned_abs();
+    let mut start = buffer.len();
+    loop {
+        start -= 1;
+        buffer[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        start -= 1;
+        buffer[start] = b'-';
+    }
+    &buffer[start..]
 }
 
 /// Remembers revoked partitions so the loop drops their state before the next batch.
@@ -219,7 +249,7 @@ impl Outgoing<'_> {
         out: &'b mut [u8; 36],
     ) -> &'b str {
         match self {
-            Outgoing::Event(_) => delivery_id_into(source, subscriber_id, name, out),
+            Outgoing::Event(_) => delivery_id_into(source, subscriber_id, out),
             Outgoing::Alert(a) => alert_delivery_id_into(&a.alert_id, subscriber_id, name, out),
         }
     }
@@ -417,7 +447,8 @@ pub struct Router {
     counters: Counters,
     policy: Policy,
     serde: AvroSerde,
-    events: StreamConsumer<RebalanceTracker>,
+    /// Shared with `run`, whose batches borrow their records from it (no copy per record).
+    events: Arc<StreamConsumer<RebalanceTracker>>,
     state_consumer: BaseConsumer,
     /// Asks for the state topics' ends. A client of its own: the state reader always has a
     /// long-polling Fetch in flight, and a broker answers a connection's requests in order,
@@ -555,7 +586,7 @@ impl Router {
             counters: Counters::new(),
             topics,
             serde,
-            events,
+            events: Arc::new(events),
             state_consumer,
             state_ends: Arc::new(state_ends),
             producer,
@@ -597,6 +628,7 @@ impl Router {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<RunStats> {
         let mut shutdown = std::pin::pin!(shutdown);
+        let events = self.events.clone();
         let mut silence_timer = tokio::time::interval(self.config.silence_check_interval);
         silence_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -606,9 +638,9 @@ impl Router {
                 }
                 // Keep the pipeline full while a backlog lasts; when nothing is waiting,
                 // finish the routed batches now rather than when the next reading comes.
-                match futures::FutureExt::now_or_never(self.events.recv()) {
+                match futures::FutureExt::now_or_never(events.recv()) {
                     Some(Ok(message)) => {
-                        let batch = self.fill_batch(message.detach()).await;
+                        let batch = self.fill_batch(&events, message).await;
                         self.route_batch(batch).await?;
                         continue;
                     }
@@ -621,16 +653,16 @@ impl Router {
                     self.check_silences().await?;
                     continue;
                 }
-                message = self.events.recv() => message,
+                message = events.recv() => message,
             };
             let first = match first {
-                Ok(message) => message.detach(),
+                Ok(message) => message,
                 Err(e) => {
                     warn!(error = %e, "consumer error; continuing");
                     continue;
                 }
             };
-            let batch = self.fill_batch(first).await;
+            let batch = self.fill_batch(&events, first).await;
             self.route_batch(batch).await?;
         }
         info!("router stopping: committing and leaving the group");
@@ -647,21 +679,23 @@ impl Router {
     }
 
     /// A batch: `first` and what else arrives within 2 ms, up to `max_batch`.
-    async fn fill_batch(&mut self, first: OwnedMessage) -> Vec<OwnedMessage> {
+    async fn fill_batch<'c>(
+        &self,
+        events: &'c StreamConsumer<RebalanceTracker>,
+        first: BorrowedMessage<'c>,
+    ) -> Vec<BorrowedMessage<'c>> {
         let mut batch = vec![first];
         while batch.len() < self.config.max_batch {
             // What is already fetched needs no timer (a timer per record showed in profiles).
-            let next = match futures::FutureExt::now_or_never(self.events.recv()) {
+            let next = match futures::FutureExt::now_or_never(events.recv()) {
                 Some(next) => next,
-                None => {
-                    match tokio::time::timeout(Duration::from_millis(2), self.events.recv()).await {
-                        Ok(next) => next,
-                        Err(_) => break,
-                    }
-                }
+                None => match tokio::time::timeout(Duration::from_millis(2), events.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
             };
             match next {
-                Ok(message) => batch.push(message.detach()),
+                Ok(message) => batch.push(message),
                 Err(_) => break,
             }
         }
@@ -805,11 +839,11 @@ impl Router {
             .collect())
     }
 
-    async fn route_batch(&mut self, batch: Vec<OwnedMessage>) -> Result<()> {
+    async fn route_batch(&mut self, batch: Vec<BorrowedMessage<'_>>) -> Result<()> {
         let started = Instant::now();
         // Records of a partition revoked while the batch filled are the new owner's now.
         let revoked = self.drop_revoked();
-        let batch: Vec<OwnedMessage> = batch
+        let batch: Vec<BorrowedMessage<'_>> = batch
             .into_iter()
             .filter(|m| !revoked.contains(&m.partition()))
             .collect();
@@ -1306,7 +1340,7 @@ impl Router {
     /// previous reading's allocations, reused).
     async fn decode_event(
         &self,
-        message: &OwnedMessage,
+        message: &impl Message,
         now: Millis,
         reading: Option<Measurement>,
     ) -> Result<Event, DeadLetter> {
@@ -1351,7 +1385,7 @@ impl Router {
 
     async fn route_one(
         &mut self,
-        message: &OwnedMessage,
+        message: &impl Message,
         source: &SourcePosition,
         now: Millis,
         out: &mut BatchOutputs,
@@ -1661,7 +1695,7 @@ impl Router {
     /// for the acknowledgement (dead letters are rare; simplicity wins over batching).
     async fn dead_letter(
         &self,
-        message: &OwnedMessage,
+        message: &impl Message,
         reason: &'static str,
         detail: String,
     ) -> Result<()> {
@@ -1737,8 +1771,20 @@ mod tests {
         let mut name = String::from("left over");
         let mut out = [0; 36];
         assert_eq!(
-            delivery_id_into(&source, "gp", &mut name, &mut out),
+            delivery_id_into(&source, "gp", &mut out),
             v5("dho.measurements/2/1234567/gp")
+        );
+        for n in [0, 7, 10, -1, -10, i64::MAX, i64::MIN, 1_000_000_000_000] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
+        let far = SourcePosition {
+            topic: "t".into(),
+            partition: i32::MAX,
+            offset: i64::MAX,
+        };
+        assert_eq!(
+            delivery_id(&far, "s"),
+            v5(&format!("t/{}/{}/s", i32::MAX, i64::MAX))
         );
         assert_eq!(
             alert_delivery_id_into("a-1", "home", &mut name, &mut out),

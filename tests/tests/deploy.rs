@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use dho_kafka::{KafkaSettings, TopicSpec, hub_topics};
+use dho_kafka::{KafkaSettings, hub_topics};
 use dho_producer::gateway::{Credentials, GatewayConfig, fhir_consent, hash_token};
 use dho_router::RouterConfig;
 use dho_schemas::fixtures;
@@ -939,21 +939,9 @@ fn deploy_topics_job_creates_exactly_the_hub_topics() {
         assert!(previous.is_none(), "{TOPICS}: {} twice", words[0]);
     }
 
-    // What the services would create: hub_topics for the compose stack's layout, and the
-    // gateway's consent-audit topic (kept as long as the disclosure audit).
+    // What the services would create: hub_topics for the compose stack's layout.
     let settings = kafka_of("router", compose.service("router")).unwrap();
-    let mut expected: Vec<TopicSpec> = hub_topics(&settings);
-    let audit_retention = expected
-        .iter()
-        .find(|t| t.name == settings.topics().audit())
-        .unwrap()
-        .retention_ms;
-    expected.push(TopicSpec::output(
-        settings.topics().consent_audit(),
-        settings.partitions,
-        audit_retention,
-    ));
-    let expected: BTreeMap<String, (i32, bool, Option<i64>)> = expected
+    let expected: BTreeMap<String, (i32, bool, Option<i64>)> = hub_topics(&settings)
         .into_iter()
         .map(|t| (t.name, (t.partitions, t.compact, t.retention_ms)))
         .collect();

@@ -5,8 +5,12 @@
 //! End to end: a plan, a consent and a subscription recorded through the gateway, and a
 //! reading out of the green zone published through it, raise an alert delivery for the
 //! subscriber; once the owner deletes the plan, readings raise nothing more. Operators
-//! record, list and delete plans with `dho-admin` (the program).
+//! record, list and delete plans with `dho-admin` (the program). Every change, through
+//! either, is audited like a consent change: who changed which plan of which patient, when,
+//! through what (`<prefix>.audit.careplans`); refused changes leave no record.
 
+use dho_kafka::{KafkaSettings, care_plan_audit_topic};
+use dho_producer::audit::{CarePlanAction, CarePlanChange};
 use dho_producer::gateway::fhir_consent;
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
@@ -30,6 +34,17 @@ fn plan_json(patient: &PatientIdentifier, plan_id: &str) -> Value {
 
 fn home_plan_id(name: &str) -> String {
     format!("{}.{name}", fixtures::home_care().value)
+}
+
+/// The care-plan audit records so far, each with its record key.
+fn audited(settings: &KafkaSettings) -> Vec<(CarePlanChange, Option<String>)> {
+    read_topic(settings, &care_plan_audit_topic(&settings.topics()))
+        .into_iter()
+        .map(|r| {
+            let change = CarePlanChange::decode(&r.value.expect("a value")).expect("decodes");
+            (change, r.key)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,6 +95,19 @@ async fn ingest_careplans_only_the_owning_care_organisation_records_valid_plans(
         i64::from(records[0].partition),
         a.json["partition"].as_i64().unwrap()
     );
+    // Audited: who recorded which plan of which patient, when, through what.
+    let changes = audited(&stack.settings);
+    assert_eq!(changes.len(), 1);
+    let (change, key) = &changes[0];
+    assert_eq!(key.as_deref(), Some(patient.value.as_str()));
+    assert_eq!(change.action, CarePlanAction::Recorded);
+    assert_eq!(change.plan_id, id);
+    assert_eq!(change.patient, patient);
+    assert_eq!(change.plan.as_ref(), Some(plan));
+    assert!(change.changed_by.same_entity(&fixtures::home_care()));
+    assert_eq!(change.principal, HOME);
+    assert_eq!(change.channel, "gateway");
+    assert!(change.changed_at >= before);
 
     // A device platform records no care plan.
     let r = put(
@@ -151,9 +179,10 @@ async fn ingest_careplans_only_the_owning_care_organisation_records_valid_plans(
         .unwrap();
     assert_eq!(r.status, 401);
 
-    // Nothing refused reached the topic.
+    // Nothing refused reached the topic, nor the audit.
     let plans: Vec<CarePlan> = read_decoded(&stack.settings, &topic).await;
     assert_eq!(plans.len(), 1);
+    assert_eq!(audited(&stack.settings).len(), 1);
 
     // POST without an id: the gateway names it under the caller.
     let mut unnamed = plan_json(&patient, "x");
@@ -182,6 +211,21 @@ async fn ingest_careplans_only_the_owning_care_organisation_records_valid_plans(
         .max_by_key(|r| r.offset)
         .unwrap();
     assert!(last.value.is_none(), "a tombstone");
+    // Both audited too: the new plan, then the deletion (no plan, by the owner).
+    let changes = audited(&stack.settings);
+    assert_eq!(changes.len(), 3);
+    assert_eq!(changes[1].0.plan_id, new_id);
+    let (deleted, key) = &changes[2];
+    assert_eq!(key.as_deref(), Some(patient.value.as_str()));
+    assert_eq!(deleted.action, CarePlanAction::Deleted);
+    assert_eq!(deleted.plan_id, id);
+    assert_eq!(deleted.patient, patient);
+    assert!(deleted.plan.is_none());
+    assert!(deleted.changed_by.same_entity(&fixtures::home_care()));
+    assert_eq!(
+        (deleted.principal.as_str(), deleted.channel.as_str()),
+        (HOME, "gateway")
+    );
 
     // Counted under the endpoint's own label.
     let (_, metrics) = http.get_text("/metrics").await;
@@ -336,7 +380,10 @@ async fn ingest_careplans_operators_record_list_and_delete_a_plan_with_dho_admin
     good["updated_by"] = serde_json::to_value(fixtures::lung_clinic()).unwrap();
     std::fs::write(&file, good.to_string()).unwrap();
     let before = now_millis();
-    let out = run_admin(&stack, &["care-plan", "--file", path]);
+    let out = run_admin(
+        &stack,
+        &["care-plan", "--file", path, "--operator", "test-operator"],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -365,9 +412,38 @@ async fn ingest_careplans_operators_record_list_and_delete_a_plan_with_dho_admin
             &patient.value,
             "--plan-id",
             "lung-clinic.kols",
+            "--recorded-by",
+            &fixtures::lung_clinic().value,
+            "--operator",
+            "test-operator",
         ],
     );
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run_admin(&stack, &["care-plans", &patient.value]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 0);
+
+    // Both audited (the refused plan is not): by the operator, through the CLI, for the
+    // lung clinic.
+    let changes: Vec<CarePlanChange> = audited(&stack.settings)
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(
+        changes.iter().map(|c| c.action).collect::<Vec<_>>(),
+        vec![CarePlanAction::Recorded, CarePlanAction::Deleted]
+    );
+    assert_eq!(changes[0].plan.as_ref(), Some(&plans[0]));
+    assert!(changes[1].plan.is_none());
+    for change in &changes {
+        assert_eq!(change.plan_id, "lung-clinic.kols");
+        assert_eq!(change.patient, patient);
+        assert!(change.changed_by.same_entity(&fixtures::lung_clinic()));
+        assert_eq!(change.principal, "test-operator");
+        assert_eq!(change.channel, "admin-cli");
+        assert!(change.changed_at >= before);
+    }
 }

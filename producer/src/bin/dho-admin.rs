@@ -1,8 +1,8 @@
 //! `dho-admin`: the operator's command line. Grant or revoke a patient's consent (each
 //! change audited on `<prefix>.audit.consents`), list a patient's current consents or a
 //! subscriber's subscriptions (one JSON object per line, patients as pseudonyms), record or
-//! delete a patient's care plan (self-management plan) and list them, and make gateway
-//! tokens.
+//! delete a patient's care plan (self-management plan; each change audited on
+//! `<prefix>.audit.careplans`) and list them, and make gateway tokens.
 //!
 //! Kafka settings come from `--config` (any service's TOML with a `[kafka]` table), then
 //! `DHO_*` environment, then flags.
@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use dho_kafka::KafkaSettings;
 use dho_kafka::service::KafkaArgs;
-use dho_producer::{ConsentAudit, Publisher, state};
+use dho_producer::{CarePlanAudit, ConsentAudit, Publisher, state};
 use dho_schemas::model::*;
 use dho_schemas::{Policy, ids};
 
@@ -90,6 +90,9 @@ enum Command {
         /// The plan, as JSON (`-` reads standard input).
         #[arg(long)]
         file: PathBuf,
+        /// Who is doing this (recorded in the audit record).
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
     },
     /// Delete a patient's care plan (from then on it classifies nothing).
     DeleteCarePlan {
@@ -97,6 +100,12 @@ enum Command {
         patient: String,
         #[arg(long)]
         plan_id: String,
+        /// The care organisation on whose behalf it is deleted.
+        #[arg(long)]
+        recorded_by: String,
+        /// Who is doing this (recorded in the audit record).
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
     },
     /// The patient's current care plans.
     CarePlans {
@@ -309,10 +318,14 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", listing(consent, &consent.patient));
             }
         }
-        Command::CarePlan { file } => {
+        Command::CarePlan { file, operator } => {
             let plan = care_plan(file, policy)?;
             let publisher = Publisher::connect(&settings(&args)?, policy).await?;
-            let receipt = publisher.put_care_plan(&plan).await?;
+            let audit = CarePlanAudit {
+                principal: operator,
+                channel: "admin-cli",
+            };
+            let receipt = publisher.record_care_plan(&plan, audit).await?;
             println!(
                 "recorded care plan {} version {} for {} (partition {}, offset {})",
                 plan.plan_id,
@@ -325,10 +338,19 @@ async fn main() -> anyhow::Result<()> {
         Command::DeleteCarePlan {
             patient: number,
             plan_id,
+            recorded_by,
+            operator,
         } => {
             let patient = patient(number, policy)?;
+            let by = organisation(recorded_by, None)?;
             let publisher = Publisher::connect(&settings(&args)?, policy).await?;
-            publisher.delete_care_plan(&patient, plan_id).await?;
+            let audit = CarePlanAudit {
+                principal: operator,
+                channel: "admin-cli",
+            };
+            publisher
+                .remove_care_plan(&patient, plan_id, &by, audit)
+                .await?;
             println!("deleted care plan {plan_id} for {}", patient.log_tag());
         }
         Command::CarePlans { patient: number } => {

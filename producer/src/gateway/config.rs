@@ -29,6 +29,14 @@ pub struct GatewayConfig {
     /// Seconds a client is told to wait (`Retry-After`) when the gateway is saturated.
     #[serde(default = "default_retry_after", with = "secs")]
     pub retry_after: Duration,
+    /// Most readings remembered to recognise re-sends (the oldest are forgotten first;
+    /// 0 turns recognition off). A reading re-sent with the same source id and content is
+    /// answered with the original acknowledgement instead of being published again.
+    #[serde(default = "default_resend_memory")]
+    pub resend_memory: usize,
+    /// Seconds after its acknowledgement that a reading's re-send is still recognised.
+    #[serde(default = "default_resend_window", with = "secs")]
+    pub resend_window: Duration,
     /// Accept identifiers from synthetic test populations (false in production).
     #[serde(default = "default_true")]
     pub allow_synthetic_identifiers: bool,
@@ -85,6 +93,12 @@ fn default_max_in_flight() -> usize {
 fn default_retry_after() -> Duration {
     Duration::from_secs(1)
 }
+fn default_resend_memory() -> usize {
+    100_000
+}
+fn default_resend_window() -> Duration {
+    Duration::from_secs(600)
+}
 fn default_true() -> bool {
     true
 }
@@ -109,6 +123,8 @@ impl GatewayConfig {
             max_bundle_entries: default_max_bundle_entries(),
             max_in_flight: default_max_in_flight(),
             retry_after: default_retry_after(),
+            resend_memory: default_resend_memory(),
+            resend_window: default_resend_window(),
             allow_synthetic_identifiers: true,
             platforms: vec![],
             care_organisations: vec![],

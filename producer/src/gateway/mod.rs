@@ -5,8 +5,11 @@
 //! Every `2xx` is sent only after the broker acknowledged the record (the [`Publisher`]
 //! is idempotent with `acks=all`), so an acknowledged reading is never lost; a gateway
 //! killed between accepting and answering leaves the client without an answer, and the
-//! client retries (the event id derived from the sender's own id makes the retry
-//! recognisable downstream).
+//! client retries. A retried reading with a source id (the platform's own id of it) gets
+//! the same event id, derived from platform and source id, and within `resend_window` the
+//! gateway answers it with the original acknowledgement instead of publishing it again
+//! (`resent.rs`: the router's delivery ids come from source positions, so a second record
+//! would reach subscribers twice).
 //!
 //! Endpoints (see `routes.rs`):
 //! - `POST /fhir` and `POST /fhir/Bundle`: a `batch` (VKP) or `collection` (PMD) Bundle →
@@ -19,7 +22,8 @@
 //! - `POST /careplans`, `PUT|DELETE /careplans/{id}`: a patient's self-management plan
 //!   (`CarePlan`, native JSON), by care organisations only, as themselves (`updated_by` is
 //!   the caller; ids are `<orgnr>.<name>`, so only the owner replaces or deletes a plan;
-//!   `DELETE` takes `{"patient": …}` as its body).
+//!   `DELETE` takes `{"patient": …}` as its body). Every change is audited first on
+//!   `<prefix>.audit.careplans`, as consent changes are on `<prefix>.audit.consents`.
 //!
 //! Refusals: `401` (no or unknown token, with `WWW-Authenticate: Bearer`), `403` (wrong
 //! role, another platform's data controller, another care service's subscription, another
@@ -33,6 +37,7 @@ mod auth;
 pub mod config;
 mod consent;
 pub mod metrics;
+mod resent;
 mod routes;
 
 use std::net::SocketAddr;
@@ -46,6 +51,7 @@ use tokio::sync::Semaphore;
 pub use auth::{AuthFailure, Credentials, Principal, hash_token, new_token};
 pub use config::{CareOrganisationCredential, GatewayConfig, PlatformCredential};
 pub use consent::{CATEGORY_SYSTEM, consent_from_fhir, fhir_consent};
+pub use routes::{is_own_care_plan_id, is_own_subscription_id};
 
 use crate::Publisher;
 
@@ -79,6 +85,8 @@ struct Inner {
     policy: Policy,
     /// Permits for entries being published: the gateway's own bound on buffering.
     in_flight: Arc<Semaphore>,
+    /// Readings published recently, to answer their re-sends without publishing again.
+    recent: resent::Recent,
     metrics: Option<PrometheusHandle>,
 }
 
@@ -109,9 +117,19 @@ impl Gateway {
             allow_synthetic: config.allow_synthetic_identifiers,
         };
         let publisher = Publisher::connect(&config.kafka, policy).await?;
+        let recent = resent::Recent::new(&config.kafka, config.resend_memory, config.resend_window);
+        let remembered = recent
+            .warm_up(&config.kafka)
+            .await
+            .map_err(crate::Error::from)?;
+        tracing::info!(
+            remembered,
+            "recent readings read back, to recognise their re-sends"
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+                recent,
                 config,
                 credentials,
                 publisher,

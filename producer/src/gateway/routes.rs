@@ -18,8 +18,9 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::auth::Principal;
 use super::metrics::{self as m, Endpoint};
+use super::resent::Claim;
 use super::{Gateway, consent};
-use crate::{ConsentAudit, Receipt};
+use crate::{CarePlanAudit, ConsentAudit, Receipt};
 
 /// FHIR's media type; the gateway also accepts plain `application/json`.
 const FHIR_JSON: &str = "application/fhir+json";
@@ -305,19 +306,64 @@ impl Gateway {
         m::published(started.elapsed());
         result
     }
+
+    /// Publishes `event` from `platform`, unless it is a re-send of a reading published
+    /// recently (see `resent.rs`): then the original's acknowledgement, without publishing
+    /// again. The publishing runs in a task of its own, so an answer the client stopped
+    /// waiting for (and a handler dropped with it) still leaves the acknowledged reading
+    /// in the memory for the re-send that follows.
+    async fn publish_once(
+        &self,
+        event: &Ingested,
+        platform: &OrganisationIdentifier,
+    ) -> crate::Result<Receipt> {
+        loop {
+            match self.inner.recent.claim(event, platform) {
+                None => return self.publish(event).await,
+                Some(Claim::Answered(receipt)) => {
+                    tracing::debug!("a re-sent reading answered with the original acknowledgement");
+                    return Ok(receipt);
+                }
+                Some(Claim::Wait(mut in_flight)) => {
+                    // Ends when the original's publishing is over, whichever way.
+                    let _ = in_flight.changed().await;
+                }
+                Some(Claim::Publish(ticket)) => {
+                    let (gw, event) = (self.clone(), event.clone());
+                    let task = tokio::spawn(async move {
+                        let result = gw.publish(&event).await;
+                        ticket.finish(&result);
+                        result
+                    });
+                    return match task.await {
+                        Ok(result) => result,
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(_) => Err(crate::Error::NotAcknowledged(
+                            rdkafka::error::KafkaError::Canceled,
+                        )),
+                    };
+                }
+            }
+        }
+    }
 }
 
 /// Event id: derived from the sender's id when there is one (a retry maps to the same
 /// event), random otherwise.
 fn event_id(platform: &OrganisationIdentifier, source_id: Option<&str>) -> String {
     match source_id {
-        Some(id) => uuid::Uuid::new_v5(
-            &EVENT_ID_NAMESPACE,
-            format!("{}|{}", platform.value, id).as_bytes(),
-        ),
+        Some(id) => derived_event_id(platform, id),
         None => uuid::Uuid::new_v4(),
     }
     .to_string()
+}
+
+/// The event id of the reading `platform` calls `source_id`.
+pub(super) fn derived_event_id(platform: &OrganisationIdentifier, source_id: &str) -> uuid::Uuid {
+    uuid::Uuid::new_v5(
+        &EVENT_ID_NAMESPACE,
+        format!("{}|{source_id}", platform.value).as_bytes(),
+    )
 }
 
 fn assign_event_id(event: &mut Ingested, platform: &OrganisationIdentifier) {
@@ -431,11 +477,11 @@ async fn fhir_bundle(
             *forbidden = !data_controller(event).same_entity(&platform);
         }
     }
-    let gw = &gw;
+    let (gw, platform) = (&gw, &platform);
     let published = futures::future::join_all(outcomes.iter().zip(&forbidden).map(
         |(outcome, forbidden)| async move {
             match &outcome.result {
-                Ok(event) if !forbidden => Some(gw.publish(event).await),
+                Ok(event) if !forbidden => Some(gw.publish_once(event, platform).await),
                 _ => None,
             }
         },
@@ -628,7 +674,7 @@ async fn native(
         Ok(p) => p,
         Err(r) => return refuse(ep, r),
     };
-    match gw.publish(&event).await {
+    match gw.publish_once(&event, &platform).await {
         Ok(receipt) => {
             m::entries("accepted", "none", 1);
             m::request(ep, "accepted");
@@ -763,6 +809,12 @@ async fn fhir_consent(
 /// write under (and so overwrite) another's subscription key.
 fn owner_of(subscription_id: &str) -> Option<&str> {
     subscription_id.split_once('.').map(|(owner, _)| owner)
+}
+
+/// Whether the gateway takes `subscription_id` from the care service that owns
+/// `subscriber_id`: `<subscriber_id>.<name>`.
+pub fn is_own_subscription_id(subscriber_id: &str, subscription_id: &str) -> bool {
+    owner_of(subscription_id) == Some(subscriber_id)
 }
 
 async fn create_subscription(
@@ -1057,6 +1109,12 @@ fn plan_name_ok(plan_id: &str) -> bool {
     })
 }
 
+/// Whether the gateway takes `plan_id` from the care organisation with organisation number
+/// `orgnr`: `<orgnr>.<name>`, the name 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.'.
+pub fn is_own_care_plan_id(orgnr: &str, plan_id: &str) -> bool {
+    plan_owner(plan_id) == Some(orgnr) && plan_name_ok(plan_id)
+}
+
 async fn create_care_plan(
     State(gw): State<Gateway>,
     headers: HeaderMap,
@@ -1094,7 +1152,8 @@ fn care_plan_author(
 /// `POST /careplans`, `PUT /careplans/{id}`: a patient's self-management plan in the
 /// native JSON form of `CarePlan`. `updated_by` is the caller (403 if another
 /// organisation is named), `updated_at` is the gateway's clock (a sender cannot pin its
-/// plan as the newest), and the id is the caller's own `<orgnr>.<name>`.
+/// plan as the newest), and the id is the caller's own `<orgnr>.<name>`. Audited first on
+/// `<prefix>.audit.careplans` (`CarePlanChange`), like consent.
 async fn upsert_care_plan(
     gw: Gateway,
     path_id: Option<String>,
@@ -1149,7 +1208,11 @@ async fn upsert_care_plan(
         Ok(p) => p,
         Err(r) => return refuse(EP, r),
     };
-    let change = gw.inner.publisher.put_care_plan(&plan);
+    let audit = CarePlanAudit {
+        principal: &name,
+        channel: "gateway",
+    };
+    let change = gw.inner.publisher.record_care_plan(&plan, audit);
     match publish_state(&gw, EP, change, upsert_failure).await {
         Ok(receipt) => {
             tracing::info!(
@@ -1170,6 +1233,7 @@ async fn upsert_care_plan(
 
 /// `DELETE /careplans/{id}` with body `{"patient": {"system": "FNR", "value": "…"}}`, by the
 /// plan's owner only: a tombstone for the plan's key, so it classifies nothing from then on.
+/// Audited first, like a plan recorded.
 async fn delete_care_plan(
     State(gw): State<Gateway>,
     Path(id): Path<String>,
@@ -1190,7 +1254,14 @@ async fn delete_care_plan(
     if let Err(e) = dho_schemas::validate::patient("patient", &patient, gw.inner.policy) {
         return refuse_invalid(EP, e);
     }
-    let change = gw.inner.publisher.delete_care_plan(&patient, &id);
+    let audit = CarePlanAudit {
+        principal: &name,
+        channel: "gateway",
+    };
+    let change = gw
+        .inner
+        .publisher
+        .remove_care_plan(&patient, &id, &org, audit);
     match publish_state(&gw, EP, change, state_failure).await {
         Ok(_) => {
             tracing::info!(patient = %patient.log_tag(), author = %name, "care plan deleted");
