@@ -5,8 +5,6 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use dho_schemas::TopicNames;
-
 use crate::{Error, KafkaSettings, Result};
 
 /// One topic the hub needs.
@@ -55,13 +53,6 @@ impl TopicSpec {
 /// kept as long as the disclosures they explain.
 const AUDIT_RETENTION_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
 
-/// The topic of care-plan change audit records (`CarePlanChange`, written by the
-/// publisher before each change): `<prefix>.audit.careplans`, keyed and partitioned by
-/// patient.
-pub fn care_plan_audit_topic(topics: &TopicNames) -> String {
-    format!("{}.audit.careplans", topics.prefix())
-}
-
 /// Every topic the hub itself owns (per-subscriber delivery topics are created on demand).
 ///
 /// The audit topics (disclosures, consent changes, care-plan changes) are history, not
@@ -79,7 +70,7 @@ pub fn hub_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
         TopicSpec::state(t.alert_state(), n),
         TopicSpec::output(t.audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.consent_audit(), n, Some(AUDIT_RETENTION_MS)),
-        TopicSpec::output(care_plan_audit_topic(&t), n, Some(AUDIT_RETENTION_MS)),
+        TopicSpec::output(t.careplan_audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.deadletter(), n, None),
     ]
 }
@@ -213,9 +204,5 @@ mod tests {
             );
             assert_eq!(topic.partitions, settings.partitions, "{}", topic.name);
         }
-        assert_eq!(
-            care_plan_audit_topic(&settings.topics()),
-            "x.audit.careplans"
-        );
     }
 }

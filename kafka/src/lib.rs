@@ -12,9 +12,7 @@ mod serde;
 pub mod service;
 mod settings;
 
-pub use admin::{
-    TopicSpec, care_plan_audit_topic, check_topics, ensure_topics, hub_topics, partition_count,
-};
+pub use admin::{TopicSpec, check_topics, ensure_topics, hub_topics, partition_count};
 pub use error::{Error, Result};
 pub use serde::{AvroSerde, Encoder};
 pub use settings::KafkaSettings;

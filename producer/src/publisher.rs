@@ -5,16 +5,14 @@ use dho_schemas::codec::AvroRecord;
 use dho_schemas::partition::partition_for;
 use dho_schemas::topics::state_key;
 use dho_schemas::{
-    CarePlan, Consent, ConsentAction, ConsentChange, ConsentStatus, Measurement,
-    OrganisationIdentifier, PatientIdentifier, Policy, ProvisionKind, SelfReport, Subscription,
-    TopicNames, ValidationError, model::now_millis,
+    CarePlan, CarePlanAction, CarePlanChange, Consent, ConsentAction, ConsentChange, ConsentStatus,
+    Measurement, OrganisationIdentifier, PatientIdentifier, Policy, ProvisionKind, SelfReport,
+    Subscription, TopicNames, ValidationError, model::now_millis,
 };
 use dho_schemas::{proto, wire};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-
-use crate::audit::{CARE_PLAN_CHANGE_NAME, CarePlanAction, CarePlanChange};
 
 /// Errors publishing, by what the caller should do.
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +77,7 @@ pub struct Publisher {
     subscriptions: Encoder<Subscription>,
     careplans: Encoder<CarePlan>,
     consent_changes: Encoder<ConsentChange>,
-    /// The registered id of `CarePlanChange` on `<prefix>.audit.careplans`.
-    care_plan_changes: u32,
+    care_plan_changes: Encoder<CarePlanChange>,
     /// Set by [`Publisher::with_protobuf`]: events go out in the Confluent Protobuf format
     /// with this schema id.
     protobuf_schema: Option<u32>,
@@ -123,13 +120,7 @@ impl Publisher {
             subscriptions: serde.register(&topics.subscriptions()).await?,
             careplans: serde.register(&topics.careplans()).await?,
             consent_changes: serde.register(&consent_audit_topic(&topics)).await?,
-            care_plan_changes: serde
-                .register_avro(
-                    &dho_kafka::care_plan_audit_topic(&topics),
-                    CARE_PLAN_CHANGE_NAME,
-                    CarePlanChange::schema_text(),
-                )
-                .await?,
+            care_plan_changes: serde.register(&topics.careplan_audit()).await?,
             protobuf_schema: None,
             serde,
             producer,
@@ -415,12 +406,12 @@ impl Publisher {
             channel: audit.channel.to_string(),
             changed_at: now_millis(),
         };
-        let payload = change.encode(self.care_plan_changes)?;
-        self.send_payload(
-            &dho_kafka::care_plan_audit_topic(&self.topics),
+        self.send(
+            &self.topics.careplan_audit(),
             patient,
             patient.key(),
-            Some(payload),
+            &self.care_plan_changes,
+            Some(&change),
         )
         .await
     }

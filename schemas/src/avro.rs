@@ -40,6 +40,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../avro/DisclosureRecord.avsc"),
     ),
     ("ConsentChange", include_str!("../avro/ConsentChange.avsc")),
+    (
+        "CarePlanChange",
+        include_str!("../avro/CarePlanChange.avsc"),
+    ),
 ];
 
 /// The records that travel on topics on their own: each is registered as a subject.
@@ -53,10 +57,11 @@ pub enum SchemaKind {
     Delivery,
     DisclosureRecord,
     ConsentChange,
+    CarePlanChange,
 }
 
 impl SchemaKind {
-    pub const ALL: [SchemaKind; 8] = [
+    pub const ALL: [SchemaKind; 9] = [
         SchemaKind::Measurement,
         SchemaKind::SelfReport,
         SchemaKind::Consent,
@@ -65,6 +70,7 @@ impl SchemaKind {
         SchemaKind::Delivery,
         SchemaKind::DisclosureRecord,
         SchemaKind::ConsentChange,
+        SchemaKind::CarePlanChange,
     ];
 
     /// The Avro type name (without namespace).
@@ -78,6 +84,7 @@ impl SchemaKind {
             SchemaKind::Delivery => "Delivery",
             SchemaKind::DisclosureRecord => "DisclosureRecord",
             SchemaKind::ConsentChange => "ConsentChange",
+            SchemaKind::CarePlanChange => "CarePlanChange",
         }
     }
 
@@ -174,6 +181,34 @@ mod tests {
             // Parsing alone (no other schemata given) proves nothing is left unresolved.
             let schema = Schema::parse_str(kind.schema_text()).unwrap();
             assert_eq!(schema.name().unwrap().name(), kind.type_name());
+        }
+    }
+
+    #[test]
+    fn an_audit_record_holds_the_contracts_own_record() {
+        // The plan (consent) inside a change is exactly the record on the state topic.
+        let names = |record: &Json| -> Vec<Json> {
+            record["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["name"].clone())
+                .collect()
+        };
+        for (change, field, kind) in [
+            (SchemaKind::CarePlanChange, "plan", SchemaKind::CarePlan),
+            (SchemaKind::ConsentChange, "consent", SchemaKind::Consent),
+        ] {
+            let json: Json = serde_json::from_str(change.schema_text()).unwrap();
+            let held = &json["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["name"] == field)
+                .unwrap()["type"][1];
+            let own: Json = serde_json::from_str(kind.schema_text()).unwrap();
+            assert_eq!(held["name"], kind.type_name());
+            assert_eq!(names(held), names(&own), "{}", change.type_name());
         }
     }
 

@@ -105,7 +105,8 @@ avro_record!(
     CarePlan,
     Delivery,
     DisclosureRecord,
-    ConsentChange
+    ConsentChange,
+    CarePlanChange
 );
 
 /// A malformed length prefix must not make the decoder allocate gigabytes.
@@ -752,6 +753,20 @@ mod tests {
         };
         round_trip(change(ConsentAction::Recorded, Some(consent)));
         round_trip(change(ConsentAction::Deleted, None));
+        let plan = fixtures::care_plan(&fixtures::patient(1));
+        let plan_change = |action, plan| CarePlanChange {
+            change_id: "y".into(),
+            plan_id: format!("{}.kols", fixtures::home_care().value),
+            patient: fixtures::patient(1),
+            action,
+            plan,
+            changed_by: fixtures::home_care(),
+            principal: "bergen-home-care".into(),
+            channel: "gateway".into(),
+            changed_at: 1_700_000_000_000,
+        };
+        round_trip(plan_change(CarePlanAction::Recorded, Some(plan)));
+        round_trip(plan_change(CarePlanAction::Deleted, None));
     }
 
     #[test]

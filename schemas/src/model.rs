@@ -380,6 +380,35 @@ pub struct CarePlan {
     pub updated_at: Millis,
 }
 
+/// What a care-plan change did (see `CarePlanChange.avsc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CarePlanAction {
+    /// The plan was recorded or replaced.
+    Recorded,
+    /// The plan was removed (a tombstone).
+    Deleted,
+}
+
+/// The audit record of one care-plan change: who recorded or deleted which plan of which
+/// patient, when, through what (`<prefix>.audit.careplans`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CarePlanChange {
+    pub change_id: String,
+    pub plan_id: String,
+    pub patient: PatientIdentifier,
+    pub action: CarePlanAction,
+    /// The plan as recorded; `None` when deleted.
+    pub plan: Option<CarePlan>,
+    /// The care organisation on whose behalf the change was made.
+    pub changed_by: OrganisationIdentifier,
+    /// The authenticated credential's name or the operator (never a secret).
+    pub principal: String,
+    /// `gateway`, `admin-cli`, ...
+    pub channel: String,
+    pub changed_at: Millis,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AlertKind {

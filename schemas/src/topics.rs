@@ -53,6 +53,10 @@ impl TopicNames {
     pub fn consent_audit(&self) -> String {
         format!("{}.audit.consents", self.prefix)
     }
+    /// Audit records of care-plan changes (`CarePlanChange`), keyed by patient.
+    pub fn careplan_audit(&self) -> String {
+        format!("{}.audit.careplans", self.prefix)
+    }
     pub fn deadletter(&self) -> String {
         format!("{}.deadletter", self.prefix)
     }
@@ -103,5 +107,6 @@ mod tests {
         assert_eq!(patient_key(&state_key(&p, "c-1")), "01010101006");
         assert_eq!(patient_key("01010101006"), "01010101006");
         assert_eq!(TopicNames::new("x").deliver("gp-1"), "x.deliver.gp-1");
+        assert_eq!(TopicNames::new("x").careplan_audit(), "x.audit.careplans");
     }
 }

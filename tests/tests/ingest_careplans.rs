@@ -9,11 +9,10 @@
 //! either, is audited like a consent change: who changed which plan of which patient, when,
 //! through what (`<prefix>.audit.careplans`); refused changes leave no record.
 
-use dho_kafka::{KafkaSettings, care_plan_audit_topic};
-use dho_producer::audit::{CarePlanAction, CarePlanChange};
+use dho_kafka::KafkaSettings;
 use dho_producer::gateway::fhir_consent;
-use dho_schemas::fixtures;
 use dho_schemas::model::*;
+use dho_schemas::{codec, fixtures, wire};
 use dho_tests::ingest::{
     GP_TOKEN, HOME, HOME_TOKEN, Http, PLATFORM_TOKEN, gateway_config, publish_routed, run_admin,
     start_gateway,
@@ -38,10 +37,12 @@ fn home_plan_id(name: &str) -> String {
 
 /// The care-plan audit records so far, each with its record key.
 fn audited(settings: &KafkaSettings) -> Vec<(CarePlanChange, Option<String>)> {
-    read_topic(settings, &care_plan_audit_topic(&settings.topics()))
+    read_topic(settings, &settings.topics().careplan_audit())
         .into_iter()
         .map(|r| {
-            let change = CarePlanChange::decode(&r.value.expect("a value")).expect("decodes");
+            let value = r.value.expect("a value");
+            let (_, body) = wire::unframe(&value).expect("framed");
+            let change: CarePlanChange = codec::decode(body).expect("decodes");
             (change, r.key)
         })
         .collect()
