@@ -99,6 +99,11 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The broker process's id while it runs (benchmarks read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The broker's own log, for error messages.
     pub fn log_path(&self) -> PathBuf {
         self.workdir.path().join("broker.log")

@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use smallvec::{SmallVec, smallvec};
+
 use dho_schemas::model::*;
 
 /// What the router knows about one patient: their consent directives, the subscriptions
@@ -69,12 +71,13 @@ pub struct Grant<'a> {
     pub consent: &'a Consent,
 }
 
+/// Inline for the usual few subscribers of a patient: no allocation per decision.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Decision<'a> {
     /// At most one per subscriber id, in subscriber id order.
-    pub grants: Vec<Grant<'a>>,
+    pub grants: SmallVec<[Grant<'a>; 4]>,
     /// Per subscriber that did not receive it (or one `NoSubscription` entry).
-    pub withheld: Vec<Withheld>,
+    pub withheld: SmallVec<[Withheld; 4]>,
 }
 
 /// Decides who receives `event` about the patient whose state is `state`, at time `now`.
@@ -85,14 +88,22 @@ pub fn decide<'a>(
 ) -> Decision<'a> {
     let Some(state) = state.filter(|s| !s.subscriptions.is_empty()) else {
         return Decision {
-            grants: vec![],
-            withheld: vec![Withheld::NoSubscription],
+            grants: SmallVec::new(),
+            withheld: smallvec![Withheld::NoSubscription],
         };
     };
     // Per subscriber: the subscription that wants the event, FULL preferred over MINIMAL.
-    let mut wanted: BTreeMap<&str, Option<&Subscription>> = BTreeMap::new();
+    let mut wanted: SmallVec<[(&str, Option<&Subscription>); 4]> = SmallVec::new();
     for sub in state.subscriptions.values() {
-        let entry = wanted.entry(sub.subscriber_id.as_str()).or_default();
+        let subscriber = sub.subscriber_id.as_str();
+        let at = match wanted.iter().position(|(s, _)| *s == subscriber) {
+            Some(at) => at,
+            None => {
+                wanted.push((subscriber, None));
+                wanted.len() - 1
+            }
+        };
+        let entry = &mut wanted[at].1;
         if sub.wants(event.category, event.code, now) {
             let better = match entry {
                 None => true,
@@ -107,7 +118,9 @@ pub fn decide<'a>(
         }
     }
     let mut decision = Decision::default();
-    for subscription in wanted.into_values() {
+    // In subscriber id order, as the grants are documented.
+    wanted.sort_unstable_by_key(|(subscriber, _)| *subscriber);
+    for (_, subscription) in wanted {
         let Some(subscription) = subscription else {
             decision.withheld.push(Withheld::NotRequested);
             continue;

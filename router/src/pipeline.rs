@@ -5,7 +5,7 @@
 //! ids let the SDK drop the repeats (effectively once on any Kafka-API broker).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -370,6 +370,7 @@ struct Scratch {
 #[derive(Debug)]
 struct Names {
     measurements: String,
+    selfreports: String,
     audit: String,
     /// Indexed by `StateTopic as usize`.
     state: [String; 4],
@@ -379,6 +380,7 @@ impl Names {
     fn new(topics: &TopicNames) -> Self {
         Self {
             measurements: topics.measurements(),
+            selfreports: topics.selfreports(),
             audit: topics.audit(),
             state: [
                 topics.consents(),
@@ -458,6 +460,8 @@ pub struct Router {
     revoked: Arc<Mutex<Vec<i32>>>,
     /// Readiness: set once state has been caught up (or the group assigned nothing).
     state_loaded: Arc<AtomicBool>,
+    /// Event records whose outputs are acknowledged and offsets committed, in this run.
+    finished: Arc<AtomicU64>,
     owned: HashMap<i32, PartitionState>,
     /// Next offset to apply, per state topic and partition.
     positions: HashMap<(StateTopic, i32), i64>,
@@ -592,6 +596,7 @@ impl Router {
             producer,
             revoked,
             state_loaded,
+            finished: Arc::default(),
             owned: HashMap::new(),
             positions: HashMap::new(),
             audit,
@@ -610,6 +615,12 @@ impl Router {
     /// once, or the group has assigned this instance nothing yet (for `/readyz`).
     pub fn state_loaded(&self) -> Arc<AtomicBool> {
         self.state_loaded.clone()
+    }
+
+    /// How many event records this instance has finished (outputs acknowledged, offsets
+    /// committed) so far; read by the benchmark without asking the broker.
+    pub fn finished(&self) -> Arc<AtomicU64> {
+        self.finished.clone()
     }
 
     /// Replaces the router's clock (tests move time forward to reach a silence).
@@ -873,7 +884,9 @@ impl Router {
         // batch's start, a few milliseconds before its records are routed (a change
         // acknowledged after the state sync above applies from the next batch anyway).
         let now = self.now();
-        let mut next_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        // Per (is a measurement, partition): the next offset and the newest timestamp. A few
+        // entries, searched in order: cheaper per record than a map keyed by topic name.
+        let mut positions: Vec<(bool, i32, i64, Option<Millis>)> = Vec::new();
         // Each record's position, in one value for the batch (no topic name copied per record).
         let mut source = SourcePosition {
             topic: String::new(),
@@ -881,24 +894,41 @@ impl Router {
             offset: 0,
         };
         for message in &batch {
-            if message.topic() == self.names.measurements
-                && let Some(at) = message.timestamp().to_millis()
-            {
-                let until = self.routed_until.entry(message.partition()).or_insert(at);
-                *until = (*until).max(at);
-            }
-            if source.topic != message.topic() {
+            // librdkafka hands out the topic as a C string: read it once per record.
+            let topic = message.topic();
+            let is_measurement = topic == self.names.measurements;
+            if source.topic != topic {
                 source.topic.clear();
-                source.topic.push_str(message.topic());
+                source.topic.push_str(topic);
             }
             source.partition = message.partition();
             source.offset = message.offset();
-            self.route_one(message, &source, now, &mut out).await?;
-            next_offsets.insert((message.topic(), message.partition()), message.offset() + 1);
+            self.route_one(message, is_measurement, &source, now, &mut out)
+                .await?;
+            let at = message.timestamp().to_millis();
+            match positions
+                .iter_mut()
+                .find(|p| p.0 == is_measurement && p.1 == source.partition)
+            {
+                Some(position) => {
+                    position.2 = source.offset + 1;
+                    position.3 = position.3.max(at);
+                }
+                None => positions.push((is_measurement, source.partition, source.offset + 1, at)),
+            }
         }
         let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), next) in &next_offsets {
-            offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        for &(is_measurement, partition, next, newest) in &positions {
+            let topic = if is_measurement {
+                if let Some(at) = newest {
+                    let until = self.routed_until.entry(partition).or_insert(at);
+                    *until = (*until).max(at);
+                }
+                &self.names.measurements
+            } else {
+                &self.names.selfreports
+            };
+            offsets.add_partition_offset(topic, partition, Offset::Offset(next))?;
         }
         let routed = InFlight {
             out,
@@ -944,6 +974,7 @@ impl Router {
         }
         self.stats.batches += 1;
         self.stats.events += events as u64;
+        self.finished.fetch_add(events as u64, Ordering::Relaxed);
         metrics::counter!(m::BATCHES).increment(1);
         metrics::histogram!(m::ROUTING_LATENCY).record(started.elapsed().as_secs_f64());
         self.state_gauges();
@@ -1341,6 +1372,7 @@ impl Router {
     async fn decode_event(
         &self,
         message: &impl Message,
+        is_measurement: bool,
         now: Millis,
         reading: Option<Measurement>,
     ) -> Result<Event, DeadLetter> {
@@ -1350,7 +1382,7 @@ impl Router {
                 detail: "an event record without a value".into(),
             });
         };
-        let (event, validation) = if message.topic() == self.names.measurements {
+        let (event, validation) = if is_measurement {
             let m = match reading {
                 Some(mut m) => {
                     self.serde
@@ -1386,14 +1418,14 @@ impl Router {
     async fn route_one(
         &mut self,
         message: &impl Message,
+        is_measurement: bool,
         source: &SourcePosition,
         now: Millis,
         out: &mut BatchOutputs,
     ) -> Result<()> {
-        let kind = usize::from(message.topic() != self.names.measurements);
-        self.counters.events_in[kind].increment(1);
+        self.counters.events_in[usize::from(!is_measurement)].increment(1);
         let spare = self.spare_reading.take();
-        let event = match self.decode_event(message, now, spare).await {
+        let event = match self.decode_event(message, is_measurement, now, spare).await {
             Ok(event) => event,
             Err(dl) => return self.dead_letter(message, dl.reason, dl.detail).await,
         };
@@ -1435,12 +1467,14 @@ impl Router {
                 .get(&source.partition)
                 .and_then(|s| s.patient(outgoing.patient().key()));
             let decision = decide(state, view, now);
-            if let Some(grant) = decision
+            let new_subscriber = decision
                 .grants
                 .iter()
                 .find(|g| !this.deliver.contains_key(&g.subscription.subscriber_id))
-            {
-                let subscriber = grant.subscription.subscriber_id.clone();
+                .map(|g| g.subscription.subscriber_id.clone());
+            if let Some(subscriber) = new_subscriber {
+                // Ends the decision's borrow of the state (it has a destructor).
+                drop(decision);
                 if let Err(e) = self.deliver_encoder(&subscriber).await {
                     break Err(e);
                 }

@@ -12,7 +12,8 @@ pub mod scenario;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dho_devstack::Broker;
@@ -79,10 +80,15 @@ impl Stack {
             .await
             .expect("router connects");
         let (stop, stopped) = oneshot::channel::<()>();
+        let finished = router.finished();
         let task = tokio::spawn(router.run(async {
             let _ = stopped.await;
         }));
-        RunningRouter { stop, task }
+        RunningRouter {
+            stop,
+            task,
+            finished,
+        }
     }
 }
 
@@ -90,9 +96,15 @@ impl Stack {
 pub struct RunningRouter {
     stop: oneshot::Sender<()>,
     task: JoinHandle<dho_router::Result<dho_router::RunStats>>,
+    finished: Arc<AtomicU64>,
 }
 
 impl RunningRouter {
+    /// Event records finished so far (outputs acknowledged, offsets committed).
+    pub fn finished(&self) -> u64 {
+        self.finished.load(Ordering::Relaxed)
+    }
+
     /// Graceful stop: the batch in hand is finished and committed. Returns what it routed.
     pub async fn stop(self) -> dho_router::RunStats {
         let _ = self.stop.send(());

@@ -36,7 +36,7 @@ fn granted(d: &Decision<'_>) -> Vec<String> {
 fn default_is_deny() {
     let p = fixtures::patient(1);
     assert_eq!(
-        decide(None, spo2(), NOW).withheld,
+        decide(None, spo2(), NOW).withheld.to_vec(),
         vec![Withheld::NoSubscription]
     );
     let s = state(
@@ -45,7 +45,7 @@ fn default_is_deny() {
     );
     let d = decide(Some(&s), spo2(), NOW);
     assert!(d.grants.is_empty());
-    assert_eq!(d.withheld, vec![Withheld::NoConsent]);
+    assert_eq!(d.withheld.to_vec(), vec![Withheld::NoConsent]);
 }
 
 #[test]
@@ -61,7 +61,7 @@ fn consent_and_subscription_together_deliver() {
     let d = decide(Some(&s), spo2(), NOW);
     assert_eq!(granted(&d), vec!["gp"]);
     assert_eq!(d.grants[0].consent.consent_id, "c1");
-    assert_eq!(d.withheld, vec![Withheld::NoConsent]);
+    assert_eq!(d.withheld.to_vec(), vec![Withheld::NoConsent]);
 }
 
 #[test]
@@ -74,7 +74,7 @@ fn a_deny_provision_wins_over_any_permit() {
         vec![fixtures::subscription(&p, "gp", &fixtures::gp())],
     );
     assert_eq!(
-        decide(Some(&s), spo2(), NOW).withheld,
+        decide(Some(&s), spo2(), NOW).withheld.to_vec(),
         vec![Withheld::ConsentDenied]
     );
 }
@@ -87,7 +87,7 @@ fn inactive_consent_and_expired_provision_permit_nothing() {
     inactive.status = ConsentStatus::Inactive;
     let s = state(vec![inactive], vec![sub.clone()]);
     assert_eq!(
-        decide(Some(&s), spo2(), NOW).withheld,
+        decide(Some(&s), spo2(), NOW).withheld.to_vec(),
         vec![Withheld::NoConsent]
     );
 
@@ -95,7 +95,7 @@ fn inactive_consent_and_expired_provision_permit_nothing() {
     expired.provisions[0].period_end = Some(NOW);
     let s = state(vec![expired], vec![sub]);
     assert_eq!(
-        decide(Some(&s), spo2(), NOW).withheld,
+        decide(Some(&s), spo2(), NOW).withheld.to_vec(),
         vec![Withheld::NoConsent]
     );
 }
@@ -110,7 +110,7 @@ fn consent_for_another_category_does_not_cover() {
         vec![fixtures::subscription(&p, "gp", &fixtures::gp())],
     );
     assert_eq!(
-        decide(Some(&s), spo2(), NOW).withheld,
+        decide(Some(&s), spo2(), NOW).withheld.to_vec(),
         vec![Withheld::NoConsent]
     );
 }
@@ -123,7 +123,7 @@ fn subscription_filters_and_periods_apply() {
     filtered.code_filter = vec![dho_schemas::codes::BLOOD_PRESSURE.into()];
     let s = state(vec![consent.clone()], vec![filtered.clone()]);
     assert_eq!(
-        decide(Some(&s), spo2(), NOW).withheld,
+        decide(Some(&s), spo2(), NOW).withheld.to_vec(),
         vec![Withheld::NotRequested]
     );
 
@@ -132,7 +132,7 @@ fn subscription_filters_and_periods_apply() {
     ended.status = SubscriptionStatus::Ended;
     let s = state(vec![consent.clone()], vec![ended]);
     assert_eq!(
-        decide(Some(&s), spo2(), NOW).withheld,
+        decide(Some(&s), spo2(), NOW).withheld.to_vec(),
         vec![Withheld::NotRequested]
     );
 
@@ -141,7 +141,7 @@ fn subscription_filters_and_periods_apply() {
     future.active_from = NOW + 1;
     let s = state(vec![consent], vec![future]);
     assert_eq!(
-        decide(Some(&s), spo2(), NOW).withheld,
+        decide(Some(&s), spo2(), NOW).withheld.to_vec(),
         vec![Withheld::NotRequested]
     );
 }

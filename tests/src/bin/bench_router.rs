@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dho_kafka::{AvroSerde, KafkaSettings, TopicSpec};
@@ -20,7 +19,7 @@ use dho_schemas::partition::partition_for;
 use dho_schemas::topics::state_key;
 use dho_schemas::{codes, fixtures};
 use dho_tests::Stack;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -33,7 +32,12 @@ const LATENCY_SECONDS: u64 = 10;
 
 /// CPU seconds this process used (user + system), from /proc (clock ticks of 10 ms).
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    process_cpu_seconds("self")
+}
+
+/// CPU seconds process `pid` ("self" for this one) used, user + system.
+fn process_cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest)
@@ -78,21 +82,27 @@ fn cpu_by_thread() -> BTreeMap<String, f64> {
     by_name
 }
 
+/// The running broker's process id, for its CPU time in [`Mark`]s (0: none).
+static BROKER_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// A moment in a drain: when, how many inputs had been passed on by then, and the CPU this
-/// process had used.
+/// process and the broker had used.
 #[derive(Debug, Clone, Copy)]
 struct Mark {
     at: Instant,
     events: usize,
     cpu: f64,
+    broker_cpu: f64,
 }
 
 impl Mark {
     fn now(events: usize) -> Self {
+        let broker = BROKER_PID.load(std::sync::atomic::Ordering::Relaxed);
         Self {
             at: Instant::now(),
             events,
             cpu: cpu_seconds(),
+            broker_cpu: process_cpu_seconds(&broker.to_string()),
         }
     }
 }
@@ -108,6 +118,10 @@ struct Drain {
     cpu: f64,
     /// CPU µs per event from the first output on.
     steady_cpu: f64,
+    /// The broker's CPU µs per event, and the share of one core it used, from the first
+    /// output on: is the broker the limit?
+    broker_cpu: f64,
+    broker_busy: f64,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -234,13 +248,14 @@ async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
 }
 
 /// The baseline: consume the ingest topic and copy every record to one output topic, with
-/// the router's own client settings, batches, acknowledgement wait and commit.
+/// the router's own client settings, batches, acknowledgement wait and commit (with no
+/// `output`: consume and commit only, the rate at which the broker hands records out).
 /// Returns when its first outputs were acknowledged.
 async fn pass_through(
     settings: &KafkaSettings,
     group: &str,
     stop_after: usize,
-    output: &str,
+    output: Option<&str>,
 ) -> Mark {
     let consumer: StreamConsumer = settings
         .client_config(&[
@@ -268,21 +283,33 @@ async fn pass_through(
     let mut done = 0;
     let mut first_output = None;
     while done < stop_after {
-        let mut batch = vec![consumer.recv().await.unwrap().detach()];
+        // Filled as the router fills its batches: what is already fetched without a timer,
+        // then up to 2 ms for more; records borrowed from the consumer, not copied.
+        let mut batch = vec![consumer.recv().await.unwrap()];
         while batch.len() < 500 {
-            match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(m.detach()),
-                _ => break,
+            let next = match futures::FutureExt::now_or_never(consumer.recv()) {
+                Some(next) => next,
+                None => match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await
+                {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            match next {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
             }
         }
         let mut pending = vec![];
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         for m in &batch {
-            let record = FutureRecord::to(output)
-                .key(m.key().unwrap())
-                .payload(m.payload().unwrap())
-                .partition(m.partition());
-            pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+            if let Some(output) = output {
+                let record = FutureRecord::to(output)
+                    .key(m.key().unwrap())
+                    .payload(m.payload().unwrap())
+                    .partition(m.partition());
+                pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+            }
             next.insert(m.partition(), m.offset() + 1);
         }
         for r in futures_join(pending).await {
@@ -409,49 +436,20 @@ async fn fresh_stack() -> Stack {
     stack
 }
 
-/// Returns when its first deliveries were seen.
-async fn run_router_until(stack: &Stack, router: dho_tests::RunningRouter, events: usize) -> Mark {
-    let topic = stack.settings.topics().deliver("gp");
-    // Done when the router has delivered `events` records to the subscriber. One client,
-    // made once (a client per check would cost more CPU than the check), asked off the
-    // async workers the router uses.
-    let sizes: Arc<BaseConsumer> =
-        Arc::new(stack.settings.client_config(&[]).unwrap().create().unwrap());
-    let partitions = stack.settings.partitions;
+/// Returns when its first outputs were acknowledged (as the pass-through's mark), found by
+/// reading the router's own count of finished records every millisecond: no broker
+/// requests whose CPU would count as the router's, and no end found late.
+async fn run_router_until(router: dho_tests::RunningRouter, events: usize) -> Mark {
     let mut first_output = None;
     loop {
-        let (sizes, topic) = (sizes.clone(), topic.clone());
-        let seen = first_output.is_some();
-        let total: i64 = tokio::task::spawn_blocking(move || {
-            // Metadata until the topic has records, as `read_topic_sizes` does: the topic
-            // appears only when the router first delivers, and the client must learn its
-            // partitions' leaders. After that the watermarks alone (cheap: this CPU counts
-            // as the router's).
-            if !seen {
-                let _ = sizes.fetch_metadata(Some(&topic), Duration::from_secs(10));
-            }
-            (0..partitions)
-                .filter_map(|p| {
-                    sizes
-                        .fetch_watermarks(&topic, p, Duration::from_secs(10))
-                        .ok()
-                })
-                .map(|(low, high)| high - low)
-                .sum()
-        })
-        .await
-        .unwrap();
-        if total > 0 {
-            first_output.get_or_insert_with(|| Mark::now(total as usize));
+        let finished = router.finished() as usize;
+        if finished > 0 {
+            first_output.get_or_insert_with(|| Mark::now(finished));
         }
-        if total as usize >= events {
+        if finished >= events {
             break;
         }
-        // Often near the end: the pass-through sees its own end exactly, so the router's
-        // end (and its first output) must not be found up to 100 ms late; rarely before,
-        // as each check is broker requests whose CPU counts as the router's.
-        let near = first_output.is_none() || total as usize >= events * 9 / 10;
-        tokio::time::sleep(Duration::from_millis(if near { 5 } else { 50 })).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let stats = router.stop().await;
     println!(
@@ -484,10 +482,11 @@ async fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(if profiling { 1 } else { 5 });
+    // "consume-only" is no contender: the broker's hand-out rate, the ceiling of both.
     let contenders: &[&str] = if profiling {
         &["router"]
     } else {
-        &["pass-through", "router"]
+        &["consume-only", "pass-through", "router"]
     };
     for round in 1..=rounds {
         for &contender in contenders {
@@ -510,12 +509,19 @@ async fn main() {
                 "router" => Some(stack.spawn_router("bench").await),
                 _ => None,
             };
+            BROKER_PID.store(
+                stack.broker.pid().unwrap_or(0),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             perf_control("enable");
             let threads = cpu_by_thread();
             let start = Mark::now(0);
             let first = match router {
-                None => pass_through(&stack.settings, "bench", EVENTS, &output).await,
-                Some(router) => run_router_until(&stack, router, EVENTS).await,
+                None => {
+                    let output = (contender == "pass-through").then_some(output.as_str());
+                    pass_through(&stack.settings, "bench", EVENTS, output).await
+                }
+                Some(router) => run_router_until(router, EVENTS).await,
             };
             let end = Mark::now(EVENTS);
             perf_control("disable");
@@ -540,14 +546,19 @@ async fn main() {
                 steady: steady_events / (end.at - first.at).as_secs_f64(),
                 cpu: (end.cpu - start.cpu) * 1e6 / EVENTS as f64,
                 steady_cpu: (end.cpu - first.cpu) * 1e6 / steady_events,
+                broker_cpu: (end.broker_cpu - first.broker_cpu) * 1e6 / steady_events,
+                broker_busy: (end.broker_cpu - first.broker_cpu)
+                    / (end.at - first.at).as_secs_f64(),
             };
             println!(
-                "round {round} {contender:>12}: {EVENTS} events in {secs:.2} s = {:>6.0} events/s, CPU {:.1} µs/event (this process); first output after {:.2} s, then {:>6.0} events/s at {:.1} µs/event",
+                "round {round} {contender:>12}: {EVENTS} events in {secs:.2} s = {:>6.0} events/s, CPU {:.1} µs/event (this process); first output after {:.2} s, then {:>6.0} events/s at {:.1} µs/event; broker {:.1} µs/event, {:.0}% of a core",
                 drain.rate,
                 drain.cpu,
                 (first.at - start.at).as_secs_f64(),
                 drain.steady,
                 drain.steady_cpu,
+                drain.broker_cpu,
+                drain.broker_busy * 100.0,
             );
             drains.entry(contender).or_default().push(drain);
         }
@@ -557,13 +568,15 @@ async fn main() {
     }
     let figure =
         |contender: &str, f: fn(&Drain) -> f64| median(drains[contender].iter().map(f).collect());
-    for contender in ["pass-through", "router"] {
+    for contender in ["consume-only", "pass-through", "router"] {
         println!(
-            "median of {rounds} {contender:>12}: {:>6.0} events/s whole, {:>6.0} steady; CPU {:.2} µs/event whole, {:.2} steady",
+            "median of {rounds} {contender:>12}: {:>6.0} events/s whole, {:>6.0} steady; CPU {:.2} µs/event whole, {:.2} steady; broker {:.1} µs/event, {:.0}% of a core",
             figure(contender, |d| d.rate),
             figure(contender, |d| d.steady),
             figure(contender, |d| d.cpu),
             figure(contender, |d| d.steady_cpu),
+            figure(contender, |d| d.broker_cpu),
+            figure(contender, |d| d.broker_busy) * 100.0,
         );
     }
     let ratio = |f: fn(&Drain) -> f64| figure("router", f) / figure("pass-through", f);
@@ -615,7 +628,7 @@ async fn main() {
                 let settings = stack.settings.clone();
                 let output = output.clone();
                 tokio::spawn(async move {
-                    pass_through(&settings, "latency", expect, &output).await;
+                    pass_through(&settings, "latency", expect, Some(&output)).await;
                 })
             }
             _ => {
