@@ -328,6 +328,58 @@ async fn pass_through(
     first_output.unwrap_or_else(|| Mark::now(done))
 }
 
+/// Another ceiling: the broker taking the router's output volume, two records per event
+/// (a delivery and an audit record of about their size), produced with the router's
+/// producer settings in batches of 500 events with two batches in flight, as the router
+/// does, and nothing consumed. Returns when the first batch was acknowledged.
+async fn produce_only(settings: &KafkaSettings, output: &str, events: usize) -> Mark {
+    let producer: FutureProducer = settings
+        .client_config(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "2"),
+        ])
+        .unwrap()
+        .create()
+        .unwrap();
+    let keys: Vec<String> = (0..PATIENTS)
+        .map(|i| fixtures::patient(i).key().to_string())
+        .collect();
+    let payload = vec![0x42u8; 330];
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut first_output = None;
+    let mut done = 0;
+    for start in (0..events).step_by(500) {
+        let mut batch = Vec::with_capacity(1000);
+        for i in start..(start + 500).min(events) {
+            let key = &keys[i % keys.len()];
+            let partition = partition_for(key.as_bytes(), settings.partitions);
+            for _ in 0..2 {
+                let record = FutureRecord::to(output)
+                    .key(key)
+                    .payload(&payload)
+                    .partition(partition);
+                batch.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+            }
+        }
+        in_flight.push_back((batch.len() / 2, batch));
+        if in_flight.len() == 2 {
+            let (count, oldest) = in_flight.pop_front().unwrap();
+            for r in futures_join(oldest).await {
+                r.unwrap().unwrap();
+            }
+            done += count;
+            first_output.get_or_insert_with(|| Mark::now(done));
+        }
+    }
+    for (_, batch) in in_flight {
+        for r in futures_join(batch).await {
+            r.unwrap().unwrap();
+        }
+    }
+    first_output.unwrap_or_else(|| Mark::now(0))
+}
+
 /// Reads `topic` from its end and records now - received_time of each reading, in ms.
 async fn latency_probe(
     settings: KafkaSettings,
@@ -482,11 +534,12 @@ async fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(if profiling { 1 } else { 5 });
-    // "consume-only" is no contender: the broker's hand-out rate, the ceiling of both.
+    // "consume-only" and "produce-only" are no contenders: the broker's rates of handing
+    // records out and of taking the router's output volume, the ceilings.
     let contenders: &[&str] = if profiling {
         &["router"]
     } else {
-        &["consume-only", "pass-through", "router"]
+        &["consume-only", "produce-only", "pass-through", "router"]
     };
     for round in 1..=rounds {
         for &contender in contenders {
@@ -517,6 +570,9 @@ async fn main() {
             let threads = cpu_by_thread();
             let start = Mark::now(0);
             let first = match router {
+                None if contender == "produce-only" => {
+                    produce_only(&stack.settings, &output, EVENTS).await
+                }
                 None => {
                     let output = (contender == "pass-through").then_some(output.as_str());
                     pass_through(&stack.settings, "bench", EVENTS, output).await
@@ -568,7 +624,7 @@ async fn main() {
     }
     let figure =
         |contender: &str, f: fn(&Drain) -> f64| median(drains[contender].iter().map(f).collect());
-    for contender in ["consume-only", "pass-through", "router"] {
+    for contender in ["consume-only", "produce-only", "pass-through", "router"] {
         println!(
             "median of {rounds} {contender:>12}: {:>6.0} events/s whole, {:>6.0} steady; CPU {:.2} µs/event whole, {:.2} steady; broker {:.1} µs/event, {:.0}% of a core",
             figure(contender, |d| d.rate),
