@@ -125,6 +125,8 @@ pub(crate) struct Output<'a, K: ?Sized> {
     pub key: Option<&'a K>,
     pub payload: Option<&'a [u8]>,
     pub headers: Option<OwnedHeaders>,
+    /// The record's timestamp (ms since the epoch); `None`: librdkafka reads the clock.
+    pub timestamp: Option<i64>,
 }
 
 /// Enqueues `output` as one of `acks`' records; waits while librdkafka's queue is full.
@@ -141,6 +143,7 @@ where
     record.key = output.key;
     record.payload = output.payload;
     record.headers = output.headers;
+    record.timestamp = output.timestamp;
     // Counted before it is handed over: its report may come before `send` returns.
     acks.outstanding.fetch_add(1, Ordering::AcqRel);
     loop {

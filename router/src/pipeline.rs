@@ -472,6 +472,8 @@ pub struct Router {
     scratch: Scratch,
     /// The last reading routed: the next one is decoded into its allocations.
     spare_reading: Option<Measurement>,
+    /// The wall-clock time outputs are stamped with, read once per batch.
+    stamp: Millis,
     stats: RunStats,
     /// Batches routed but not yet acknowledged, oldest first (effectively-once mode; at
     /// most `PIPELINE_DEPTH`).
@@ -603,6 +605,7 @@ impl Router {
             deliver: HashMap::new(),
             scratch: Scratch::default(),
             spare_reading: None,
+            stamp: now_millis(),
             stats: RunStats::default(),
             in_flight: VecDeque::new(),
             last_offsets: None,
@@ -750,6 +753,7 @@ impl Router {
         // tracks are loaded here.
         self.sync_state(&partitions).await?;
         let now = self.now();
+        self.stamp = now_millis();
         let mut raised = Vec::new();
         for &partition in &partitions {
             let Some(state) = self.owned.get(&partition) else {
@@ -879,6 +883,7 @@ impl Router {
             .map_err(|_| Error::Kafka(KafkaError::Canceled))??;
         self.catch_up_state(ends).await?;
 
+        self.stamp = now_millis();
         let mut out = BatchOutputs::new();
         // One time for the whole batch: consent, subscription and validity are judged at the
         // batch's start, a few milliseconds before its records are routed (a change
@@ -1049,6 +1054,7 @@ impl Router {
             key: Some(key),
             payload: Some(bytes.as_slice()),
             headers: None,
+            timestamp: None,
         };
         crate::outputs::send(&self.producer, output, acks)
             .await
@@ -1515,6 +1521,7 @@ impl Router {
         let category = outgoing.category();
         let patient = outgoing.patient();
         let patient_key = patient.key();
+        let partition = partition_for(patient_key.as_bytes(), self.config.kafka.partitions);
         for Grant {
             subscription,
             consent,
@@ -1580,10 +1587,16 @@ impl Router {
                 source,
             };
             self.audit.encode_view_into(&record, &mut scratch.audit)?;
-            self.send(topic, patient_key, &scratch.delivery, acks)
+            self.send(topic, patient_key, partition, &scratch.delivery, acks)
                 .await?;
-            self.send(&self.names.audit, patient_key, &scratch.audit, acks)
-                .await?;
+            self.send(
+                &self.names.audit,
+                patient_key,
+                partition,
+                &scratch.audit,
+                acks,
+            )
+            .await?;
             self.counters.deliveries[category as usize].increment(1);
         }
         Ok(())
@@ -1707,18 +1720,18 @@ impl Router {
         &self,
         topic: &str,
         patient_key: &str,
+        partition: i32,
         payload: &[u8],
         acks: &Arc<Acks>,
     ) -> Result<()> {
         let output = Output {
             topic,
-            partition: Some(partition_for(
-                patient_key.as_bytes(),
-                self.config.kafka.partitions,
-            )),
+            partition: Some(partition),
             key: Some(patient_key),
             payload: Some(payload),
             headers: None,
+            // The batch's wall-clock time: one clock reading per batch, not per record.
+            timestamp: Some(self.stamp),
         };
         crate::outputs::send(&self.producer, output, acks)
             .await
@@ -1775,6 +1788,7 @@ impl Router {
             key: message.key(),
             payload: message.payload(),
             headers: Some(headers),
+            timestamp: None,
         };
         let acks = Acks::new();
         crate::outputs::send(&self.producer, output, &acks)

@@ -115,6 +115,15 @@ impl RunningRouter {
     }
 }
 
+/// This crate's directory: as cargo or nextest tell the running test, else as it was at
+/// build time. (Another checkout sharing the target directory may have built this binary,
+/// so the path baked in at build time can name a checkout that is gone.)
+pub fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// The path of a workspace program (`dho-router`, `dho-ingest`, ...), built first with the
 /// cargo running this test, into this test binary's target directory and profile (see
 /// [`sdk::example`] for why). Each package is built once per process.
@@ -140,10 +149,12 @@ pub(crate) fn build_programs(package: &str, kind: &str) -> PathBuf {
             other => other.to_string(),
         };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+        let manifest = crate_dir().join("../Cargo.toml");
         let status = std::process::Command::new(cargo)
             .args(["build", "--quiet", "-p", package, kind])
-            .args(["--profile", &profile, "--manifest-path", manifest])
+            .args(["--profile", &profile])
+            .arg("--manifest-path")
+            .arg(&manifest)
             .arg("--target-dir")
             .arg(target_dir)
             .status()

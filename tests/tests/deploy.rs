@@ -51,10 +51,7 @@ const REQUIRED_ON_DASHBOARD: &[&str] = &[
 // Reading the files
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    dho_tests::crate_dir().parent().unwrap().to_path_buf()
 }
 
 fn read(rel: impl AsRef<Path>) -> String {

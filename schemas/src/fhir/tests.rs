@@ -15,7 +15,10 @@ use crate::{codes, fixtures};
 const NOW: Millis = 1_717_200_000_000;
 
 fn dir(kind: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // At run time first: a binary built by another checkout sharing the target directory
+    // carries that checkout's path.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("fixtures/fhir")
         .join(kind)
 }
