@@ -116,23 +116,6 @@ impl AvroSerde {
         })
     }
 
-    /// Registers `schema`, a self-contained Avro schema that is not one of the contract
-    /// crate's kinds (`full_name`: its record's full name), for values of `topic` (subject
-    /// `<topic>-value`) at FULL_TRANSITIVE, and returns its id for framing records.
-    pub async fn register_avro(&self, topic: &str, full_name: &str, schema: &str) -> Result<u32> {
-        let subject = topics::value_subject(topic);
-        self.set_compatibility(&subject).await?;
-        let supplied = SuppliedSchema::new(
-            Some(full_name.to_string()),
-            SchemaType::Avro,
-            schema.to_string(),
-        );
-        let registered = post_schema(&self.inner.sr, subject.clone(), supplied)
-            .await
-            .map_err(|e| registry_error(&subject, e))?;
-        Ok(registered.id)
-    }
-
     /// Registers a Protobuf schema under `subject` and returns its id. Protobuf writers use
     /// the record-name subject (e.g. `dho.v1.Measurement`): a topic's own subject holds its
     /// Avro schema at FULL_TRANSITIVE, where a change of schema type is refused.
