@@ -146,6 +146,22 @@ pub async fn partition_count(settings: &KafkaSettings, topic: &str) -> Result<i3
     .map_err(|e| Error::Config(format!("metadata task failed: {e}")))?
 }
 
+/// The partition ids of `topic` (none if it does not exist), from the metadata `consumer`
+/// fetches. Blocks for up to `timeout`.
+pub fn partition_ids<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<Vec<i32>> {
+    Ok(consumer
+        .fetch_metadata(Some(topic), timeout)?
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
 /// Checks topics provisioned by operators, creating nothing: each must exist, and a
 /// co-partitioned one must have the expected partition count. Needs only metadata access
 /// (no CreateTopics right, no controller), so it works where creation is not allowed.

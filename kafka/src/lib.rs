@@ -12,7 +12,9 @@ mod serde;
 pub mod service;
 mod settings;
 
-pub use admin::{TopicSpec, check_topics, ensure_topics, hub_topics, partition_count};
+pub use admin::{
+    TopicSpec, check_topics, ensure_topics, hub_topics, partition_count, partition_ids,
+};
 pub use error::{Error, Result};
 pub use serde::{AvroSerde, Encoder};
 pub use settings::KafkaSettings;

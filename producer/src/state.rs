@@ -90,14 +90,9 @@ fn read_blocking(
         .map_err(kafka)?;
     let partitions: Vec<i32> = match partition {
         Some(p) => vec![p],
-        None => consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(kafka)?
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect(),
+        None => {
+            dho_kafka::partition_ids(&consumer, topic, Duration::from_secs(10)).map_err(kafka)?
+        }
     };
     let mut list = TopicPartitionList::new();
     let mut remaining = BTreeMap::new();

@@ -1014,8 +1014,8 @@ impl Router {
     /// In exactly-once mode the transaction makes both one step.
     async fn acknowledge(&mut self, out: BatchOutputs) -> Result<()> {
         let BatchOutputs { acks, tracks } = out;
-        let track_writes = Acks::with_positions();
         if self.config.transactional_id.is_some() {
+            let track_writes = Acks::with_positions();
             for ((partition, key), track) in &tracks {
                 self.write_track(*partition, key, track, &track_writes)
                     .await?;
@@ -1029,6 +1029,7 @@ impl Router {
         if tracks.is_empty() {
             return Ok(());
         }
+        let track_writes = Acks::with_positions();
         for ((partition, key), track) in &tracks {
             self.write_track(*partition, key, track, &track_writes)
                 .await?;

@@ -38,13 +38,7 @@ pub(crate) fn seed_timestamp(
     let consumer: BaseConsumer = settings
         .client_config(&[("group.id", group), ("enable.auto.commit", "false")])?
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = dho_kafka::partition_ids(&consumer, topic, TIMEOUT)?;
     let mut all = TopicPartitionList::new();
     for &p in &partitions {
         all.add_partition(topic, p);

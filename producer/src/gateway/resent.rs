@@ -374,13 +374,7 @@ fn tail(
             ("enable.auto.commit", "false"),
         ])?
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = dho_kafka::partition_ids(&consumer, topic, TIMEOUT)?;
     let per_partition =
         i64::try_from(capacity.div_ceil(partitions.len().max(1))).unwrap_or(i64::MAX);
     let mut list = TopicPartitionList::new();

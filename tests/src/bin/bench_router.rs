@@ -488,6 +488,20 @@ async fn fresh_stack() -> Stack {
     stack
 }
 
+/// Creates the topic the pass-through copies to, co-partitioned with the hub's; its name.
+async fn copy_topic(stack: &Stack) -> String {
+    let output = format!("{}.copy", stack.settings.topic_prefix);
+    ensure_output(stack, &output).await;
+    output
+}
+
+async fn ensure_output(stack: &Stack, topic: &str) {
+    let spec = TopicSpec::output(topic.to_string(), stack.settings.partitions, None);
+    dho_kafka::ensure_topics(&stack.settings, &[spec])
+        .await
+        .unwrap();
+}
+
 /// Returns when its first outputs were acknowledged (as the pass-through's mark), found by
 /// reading the router's own count of finished records every millisecond: no broker
 /// requests whose CPU would count as the router's, and no end found late.
@@ -545,17 +559,7 @@ async fn main() {
         for &contender in contenders {
             let stack = fresh_stack().await;
             preload(&stack.settings, EVENTS).await;
-            let output = format!("{}.copy", stack.settings.topic_prefix);
-            dho_kafka::ensure_topics(
-                &stack.settings,
-                &[TopicSpec::output(
-                    output.clone(),
-                    stack.settings.partitions,
-                    None,
-                )],
-            )
-            .await
-            .unwrap();
+            let output = copy_topic(&stack).await;
             // The router connects (topics, schemas) before the clock starts, as the
             // pass-through's clients are made before it.
             let router = match contender {
@@ -647,32 +651,13 @@ async fn main() {
     // Latency at a fixed offered rate.
     for contender in ["pass-through", "router"] {
         let stack = fresh_stack().await;
-        let output = format!("{}.copy", stack.settings.topic_prefix);
-        dho_kafka::ensure_topics(
-            &stack.settings,
-            &[TopicSpec::output(
-                output.clone(),
-                stack.settings.partitions,
-                None,
-            )],
-        )
-        .await
-        .unwrap();
+        let output = copy_topic(&stack).await;
         let expect = (LATENCY_RATE * LATENCY_SECONDS) as usize;
         let (probe_topic, delivery) = match contender {
             "pass-through" => (output.clone(), false),
             _ => (stack.settings.topics().deliver("gp"), true),
         };
-        dho_kafka::ensure_topics(
-            &stack.settings,
-            &[TopicSpec::output(
-                probe_topic.clone(),
-                stack.settings.partitions,
-                None,
-            )],
-        )
-        .await
-        .unwrap();
+        ensure_output(&stack, &probe_topic).await;
         let probe = tokio::spawn(latency_probe(
             stack.settings.clone(),
             probe_topic,
