@@ -3,6 +3,8 @@
 //! when the last one is in, where a future per record (rdkafka's `FutureProducer`) costs
 //! two allocations, a channel and a wake-up for every record.
 
+mod outbox;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +14,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Statistics};
+
+pub(crate) use outbox::{Outbox, Outputs, TopicId};
 
 /// The router's producer: its delivery reports go to the [`Acks`] each record was sent with.
 pub(crate) type OutputProducer = ThreadedProducer<OutputContext>;
@@ -80,6 +84,11 @@ impl Acks {
         self.settle();
     }
 
+    /// A record counted in the group that librdkafka did not take: no report will come.
+    fn not_handed_over(&self) {
+        self.settle();
+    }
+
     fn settle(&self) {
         if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
             // Wakes a waiter registered before its last check (see `all`).
@@ -125,8 +134,6 @@ pub(crate) struct Output<'a, K: ?Sized> {
     pub key: Option<&'a K>,
     pub payload: Option<&'a [u8]>,
     pub headers: Option<OwnedHeaders>,
-    /// The record's timestamp (ms since the epoch); `None`: librdkafka reads the clock.
-    pub timestamp: Option<i64>,
 }
 
 /// Enqueues `output` as one of `acks`' records; waits while librdkafka's queue is full.
@@ -143,7 +150,6 @@ where
     record.key = output.key;
     record.payload = output.payload;
     record.headers = output.headers;
-    record.timestamp = output.timestamp;
     // Counted before it is handed over: its report may come before `send` returns.
     acks.outstanding.fetch_add(1, Ordering::AcqRel);
     loop {
@@ -154,8 +160,7 @@ where
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             Err((e, _)) => {
-                // Never handed over: no report will come for it.
-                acks.outstanding.fetch_sub(1, Ordering::AcqRel);
+                acks.not_handed_over();
                 return Err(e);
             }
         }

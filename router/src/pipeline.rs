@@ -29,7 +29,7 @@ use crate::RouterConfig;
 use crate::alerts::{self, Observed, Track};
 use crate::decision::{EventView, Grant, decide};
 use crate::metrics as m;
-use crate::outputs::{Acks, Output, OutputContext, OutputProducer};
+use crate::outputs::{Acks, Outbox, Output, OutputContext, OutputProducer, Outputs, TopicId};
 use crate::state::PartitionState;
 
 /// Errors that stop the router (bad input never does: it is dead-lettered).
@@ -281,8 +281,9 @@ fn zone_label(zone: Zone) -> &'static str {
 
 /// What routing one batch produced, before it is acknowledged.
 struct BatchOutputs {
-    /// Deliveries, audit records and alerts, awaiting acknowledgement.
-    acks: Arc<Acks>,
+    /// Deliveries, audit records and alerts: waiting to be handed over, then for their
+    /// acknowledgements.
+    outbox: Outbox,
     /// Alert tracks changed in the batch, as they were at its end, by (partition,
     /// `patient|code` key): written once the batch's outputs are acknowledged.
     tracks: BTreeMap<(i32, String), Track>,
@@ -300,7 +301,7 @@ struct InFlight {
 impl BatchOutputs {
     fn new() -> Self {
         Self {
-            acks: Acks::new(),
+            outbox: Outbox::new(Acks::new()),
             tracks: BTreeMap::new(),
         }
     }
@@ -371,7 +372,6 @@ struct Scratch {
 struct Names {
     measurements: String,
     selfreports: String,
-    audit: String,
     /// Indexed by `StateTopic as usize`.
     state: [String; 4],
 }
@@ -381,7 +381,6 @@ impl Names {
         Self {
             measurements: topics.measurements(),
             selfreports: topics.selfreports(),
-            audit: topics.audit(),
             state: [
                 topics.consents(),
                 topics.subscriptions(),
@@ -456,7 +455,10 @@ pub struct Router {
     /// long-polling Fetch in flight, and a broker answers a connection's requests in order,
     /// so a ListOffsets on the reader's connection would wait up to fetch.wait.max.ms.
     state_ends: Arc<BaseConsumer>,
-    producer: OutputProducer,
+    /// The output producer, with a handle per delivery and audit topic.
+    outputs: Outputs,
+    /// The audit topic, in `outputs`.
+    audit_topic: TopicId,
     revoked: Arc<Mutex<Vec<i32>>>,
     /// Readiness: set once state has been caught up (or the group assigned nothing).
     state_loaded: Arc<AtomicBool>,
@@ -467,13 +469,11 @@ pub struct Router {
     positions: HashMap<(StateTopic, i32), i64>,
     audit: Encoder<DisclosureRecord>,
     /// Per subscriber: the encoder and the topic of its deliveries.
-    deliver: HashMap<String, (Encoder<Delivery>, String)>,
+    deliver: HashMap<String, (Encoder<Delivery>, TopicId)>,
     /// Buffers reused for every delivery (librdkafka copies the bytes it is given).
     scratch: Scratch,
     /// The last reading routed: the next one is decoded into its allocations.
     spare_reading: Option<Measurement>,
-    /// The wall-clock time outputs are stamped with, read once per batch.
-    stamp: Millis,
     stats: RunStats,
     /// Batches routed but not yet acknowledged, oldest first (effectively-once mode; at
     /// most `PIPELINE_DEPTH`).
@@ -582,6 +582,8 @@ impl Router {
             tokio::task::block_in_place(|| producer.init_transactions(TXN_TIMEOUT))
                 .map_err(Error::Transaction)?;
         }
+        let mut outputs = Outputs::new(producer);
+        let audit_topic = outputs.topic(&topics.audit())?;
         info!(group = %config.group_id, "router connected");
         Ok(Self {
             policy: Policy {
@@ -595,7 +597,8 @@ impl Router {
             events: Arc::new(events),
             state_consumer,
             state_ends: Arc::new(state_ends),
-            producer,
+            outputs,
+            audit_topic,
             revoked,
             state_loaded,
             finished: Arc::default(),
@@ -605,7 +608,6 @@ impl Router {
             deliver: HashMap::new(),
             scratch: Scratch::default(),
             spare_reading: None,
-            stamp: now_millis(),
             stats: RunStats::default(),
             in_flight: VecDeque::new(),
             last_offsets: None,
@@ -688,7 +690,7 @@ impl Router {
         {
             warn!(error = %e, "the last commit was not confirmed; the batch may be routed again");
         }
-        let _ = self.producer.flush(Duration::from_secs(10));
+        let _ = self.outputs.producer().flush(Duration::from_secs(10));
         Ok(self.stats)
     }
 
@@ -753,7 +755,6 @@ impl Router {
         // tracks are loaded here.
         self.sync_state(&partitions).await?;
         let now = self.now();
-        self.stamp = now_millis();
         let mut raised = Vec::new();
         for &partition in &partitions {
             let Some(state) = self.owned.get(&partition) else {
@@ -809,8 +810,15 @@ impl Router {
             self.state_mut(partition)
                 .apply_track(&key, Some(track.clone()));
             out.tracks.insert((partition, key), track);
-            self.raise(&alert, partition, &source, &controller, now, &out.acks)
-                .await?;
+            self.raise(
+                &alert,
+                partition,
+                &source,
+                &controller,
+                now,
+                &mut out.outbox,
+            )
+            .await?;
         }
         self.acknowledge(out).await?;
         if self.config.transactional_id.is_some() {
@@ -883,7 +891,6 @@ impl Router {
             .map_err(|_| Error::Kafka(KafkaError::Canceled))??;
         self.catch_up_state(ends).await?;
 
-        self.stamp = now_millis();
         let mut out = BatchOutputs::new();
         // One time for the whole batch: consent, subscription and validity are judged at the
         // batch's start, a few milliseconds before its records are routed (a change
@@ -935,6 +942,11 @@ impl Router {
             };
             offsets.add_partition_offset(topic, partition, Offset::Offset(next))?;
         }
+        // The rest of the batch's outputs go to librdkafka now, not when it is finished.
+        self.outputs
+            .flush(&mut out.outbox)
+            .await
+            .map_err(Error::NotAcknowledged)?;
         let routed = InFlight {
             out,
             offsets,
@@ -1001,7 +1013,7 @@ impl Router {
     /// Starts the batch's transaction in exactly-once mode.
     fn begin(&self) -> Result<()> {
         if self.config.transactional_id.is_some() {
-            tokio::task::block_in_place(|| self.producer.begin_transaction())
+            tokio::task::block_in_place(|| self.outputs.producer().begin_transaction())
                 .map_err(Error::Transaction)?;
         }
         Ok(())
@@ -1013,19 +1025,24 @@ impl Router {
     /// raises the same alert (same id) again, where writing the track first could lose it.
     /// In exactly-once mode the transaction makes both one step.
     async fn acknowledge(&mut self, out: BatchOutputs) -> Result<()> {
-        let BatchOutputs { acks, tracks } = out;
+        let BatchOutputs { mut outbox, tracks } = out;
+        self.outputs
+            .flush(&mut outbox)
+            .await
+            .map_err(Error::NotAcknowledged)?;
+        let acks = outbox.acks();
         if self.config.transactional_id.is_some() {
             let track_writes = Acks::with_positions();
             for ((partition, key), track) in &tracks {
                 self.write_track(*partition, key, track, &track_writes)
                     .await?;
             }
-            let (outputs, written) = futures::join!(await_acks(&acks), await_acks(&track_writes));
+            let (outputs, written) = futures::join!(await_acks(acks), await_acks(&track_writes));
             outputs?;
             self.note_own_writes(written?);
             return Ok(());
         }
-        await_acks(&acks).await?;
+        await_acks(acks).await?;
         if tracks.is_empty() {
             return Ok(());
         }
@@ -1055,9 +1072,8 @@ impl Router {
             key: Some(key),
             payload: Some(bytes.as_slice()),
             headers: None,
-            timestamp: None,
         };
-        crate::outputs::send(&self.producer, output, acks)
+        crate::outputs::send(self.outputs.producer(), output, acks)
             .await
             .map_err(Error::NotAcknowledged)
     }
@@ -1084,13 +1100,18 @@ impl Router {
             // The no-data timer's transactions consume nothing: no offsets to send.
             if offsets.count() > 0 {
                 let group = self.events.group_metadata().ok_or(KafkaError::Canceled)?;
-                self.producer
-                    .send_offsets_to_transaction(offsets, &group, TXN_TIMEOUT)?;
+                self.outputs.producer().send_offsets_to_transaction(
+                    offsets,
+                    &group,
+                    TXN_TIMEOUT,
+                )?;
             }
-            self.producer.commit_transaction(TXN_TIMEOUT)
+            self.outputs.producer().commit_transaction(TXN_TIMEOUT)
         });
         if let Err(e) = result {
-            let _ = tokio::task::block_in_place(|| self.producer.abort_transaction(TXN_TIMEOUT));
+            let _ = tokio::task::block_in_place(|| {
+                self.outputs.producer().abort_transaction(TXN_TIMEOUT)
+            });
             return Err(Error::Transaction(e));
         }
         Ok(())
@@ -1442,7 +1463,7 @@ impl Router {
             source,
             event.data_controller(),
             now,
-            &out.acks,
+            &mut out.outbox,
         )
         .await?;
         if let Event::Measurement(reading) = event {
@@ -1461,7 +1482,7 @@ impl Router {
         source: &SourcePosition,
         data_controller: &OrganisationIdentifier,
         now: Millis,
-        acks: &Arc<Acks>,
+        outbox: &mut Outbox,
     ) -> Result<()> {
         let mut scratch = std::mem::take(&mut self.scratch);
         let result = loop {
@@ -1498,7 +1519,7 @@ impl Router {
                     data_controller,
                     now,
                     &mut scratch,
-                    acks,
+                    outbox,
                 )
                 .await;
         };
@@ -1517,7 +1538,7 @@ impl Router {
         data_controller: &OrganisationIdentifier,
         now: Millis,
         scratch: &mut Scratch,
-        acks: &Arc<Acks>,
+        outbox: &mut Outbox,
     ) -> Result<()> {
         let category = outgoing.category();
         let patient = outgoing.patient();
@@ -1529,7 +1550,7 @@ impl Router {
         } in grants
         {
             let subscriber = subscription.subscriber_id.as_str();
-            let Some((encoder, topic)) = self.deliver.get(subscriber) else {
+            let Some(&(ref encoder, topic)) = self.deliver.get(subscriber) else {
                 // disclose made every grant's encoder before calling.
                 continue;
             };
@@ -1588,14 +1609,14 @@ impl Router {
                 source,
             };
             self.audit.encode_view_into(&record, &mut scratch.audit)?;
-            self.send(topic, patient_key, partition, &scratch.delivery, acks)
+            self.send(topic, patient_key, partition, &scratch.delivery, outbox)
                 .await?;
             self.send(
-                &self.names.audit,
+                self.audit_topic,
                 patient_key,
                 partition,
                 &scratch.audit,
-                acks,
+                outbox,
             )
             .await?;
             self.counters.deliveries[category as usize].increment(1);
@@ -1649,7 +1670,7 @@ impl Router {
                 source,
                 &reading.data_controller,
                 now,
-                &out.acks,
+                &mut out.outbox,
             )
             .await?;
         }
@@ -1664,7 +1685,7 @@ impl Router {
         source: &SourcePosition,
         data_controller: &OrganisationIdentifier,
         now: Millis,
-        acks: &Arc<Acks>,
+        outbox: &mut Outbox,
     ) -> Result<()> {
         let zone = zone_label(alert.zone);
         let kind = match alert.kind {
@@ -1688,7 +1709,7 @@ impl Router {
             source,
             data_controller,
             now,
-            acks,
+            outbox,
         )
         .await
     }
@@ -1711,32 +1732,30 @@ impl Router {
             dho_kafka::check_topics(settings, &spec).await?;
         }
         let encoder = self.serde.register::<Delivery>(&topic).await?;
+        let topic = self.outputs.topic(&topic)?;
         self.deliver
             .insert(subscriber_id.to_string(), (encoder, topic));
         Ok(())
     }
 
-    /// Enqueues a record keyed and partitioned by patient; waits while the queue is full.
+    /// Adds a record keyed and partitioned by patient to `outbox`, handing the outbox over
+    /// to librdkafka when it is full.
     async fn send(
         &self,
-        topic: &str,
+        topic: TopicId,
         patient_key: &str,
         partition: i32,
         payload: &[u8],
-        acks: &Arc<Acks>,
+        outbox: &mut Outbox,
     ) -> Result<()> {
-        let output = Output {
-            topic,
-            partition: Some(partition),
-            key: Some(patient_key),
-            payload: Some(payload),
-            headers: None,
-            // The batch's wall-clock time: one clock reading per batch, not per record.
-            timestamp: Some(self.stamp),
-        };
-        crate::outputs::send(&self.producer, output, acks)
-            .await
-            .map_err(Error::NotAcknowledged)
+        outbox.push(topic, partition, patient_key.as_bytes(), payload);
+        if outbox.len() >= Outbox::HAND_OVER_AT {
+            self.outputs
+                .flush(outbox)
+                .await
+                .map_err(Error::NotAcknowledged)?;
+        }
+        Ok(())
     }
 
     /// Parks a record in the dead-letter topic with its original key and bytes, and waits
@@ -1789,10 +1808,9 @@ impl Router {
             key: message.key(),
             payload: message.payload(),
             headers: Some(headers),
-            timestamp: None,
         };
         let acks = Acks::new();
-        crate::outputs::send(&self.producer, output, &acks)
+        crate::outputs::send(self.outputs.producer(), output, &acks)
             .await
             .map_err(Error::NotAcknowledged)?;
         await_acks(&acks).await.map(|_| ())
