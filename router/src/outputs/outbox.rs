@@ -274,3 +274,147 @@ impl Outbox {
         });
     }
 }
+
+/// Against the development broker: what the outbox hands over arrives complete and in
+/// order, and every acknowledgement-group reference it made is given back.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outputs::OutputContext;
+    use dho_kafka::TopicSpec;
+    use dho_telemetry::{KafkaStats, StatsContext};
+
+    const PARTITIONS: i32 = 3;
+
+    async fn outputs(stack: &dho_tests::Stack, extra: &[(&str, &str)]) -> Outputs {
+        let mut own = vec![("enable.idempotence", "true"), ("acks", "all")];
+        own.extend_from_slice(extra);
+        let producer: OutputProducer = stack
+            .settings
+            .client_config(&own)
+            .unwrap()
+            .create_with_context(OutputContext::new(StatsContext::new(KafkaStats::new(
+                crate::metrics::STATS,
+                "outbox-test",
+            ))))
+            .unwrap();
+        Outputs::new(producer)
+    }
+
+    async fn topics(stack: &dho_tests::Stack, names: &[&str]) {
+        let specs: Vec<TopicSpec> = names
+            .iter()
+            .map(|name| TopicSpec::output(name.to_string(), PARTITIONS, None))
+            .collect();
+        dho_kafka::ensure_topics(&stack.settings, &specs)
+            .await
+            .unwrap();
+    }
+
+    /// Waits until `acks` has `owners` references left: a delivery callback drops the one
+    /// its record carried just after counting the record in.
+    async fn released(acks: &Arc<Acks>, owners: usize) {
+        for _ in 0..500 {
+            if Arc::strong_count(acks) == owners {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "{} references to the group, not {owners}",
+            Arc::strong_count(acks)
+        );
+    }
+
+    /// `(key, payload)` per partition, in offset order.
+    fn read(stack: &dho_tests::Stack, topic: &str) -> Vec<Vec<(String, String)>> {
+        let mut by_partition = vec![Vec::new(); PARTITIONS as usize];
+        let mut records = dho_tests::read_topic(&stack.settings, topic);
+        records.sort_by_key(|r| (r.partition, r.offset));
+        for record in records {
+            by_partition[record.partition as usize].push((
+                record.key.unwrap_or_default(),
+                String::from_utf8(record.value.unwrap_or_default()).unwrap(),
+            ));
+        }
+        by_partition
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_arrive_complete_and_in_order_even_when_the_queue_fills() {
+        let stack = dho_tests::Stack::start().await;
+        let (a, b) = ("outbox-a", "outbox-b");
+        topics(&stack, &[a, b]).await;
+        // A queue of 7 messages: most hand-overs meet a full queue and wait for room.
+        let mut outputs = outputs(&stack, &[("queue.buffering.max.messages", "7")]).await;
+        let ids = [outputs.topic(a).unwrap(), outputs.topic(b).unwrap()];
+        assert_eq!(outputs.topic(a).unwrap(), ids[0], "one handle per topic");
+
+        let acks = Acks::new();
+        let mut outbox = Outbox::new(acks.clone());
+        let mut expected = vec![vec![Vec::new(); PARTITIONS as usize]; 2];
+        for i in 0..150 {
+            // Interleaved across topics and partitions, as a batch's outputs are.
+            let (t, partition) = (i % 2, (i / 2) % PARTITIONS);
+            let (key, payload) = (format!("patient-{}", i % 5), format!("record-{i}"));
+            outbox.push(
+                ids[t as usize],
+                partition,
+                key.as_bytes(),
+                payload.as_bytes(),
+            );
+            expected[t as usize][partition as usize].push((key, payload));
+            if outbox.len() == 64 {
+                outputs.flush(&mut outbox).await.unwrap();
+                assert_eq!(outbox.len(), 0, "a flush empties the outbox");
+            }
+        }
+        outputs.flush(&mut outbox).await.unwrap();
+        let positions = tokio::time::timeout(Duration::from_secs(30), acks.all())
+            .await
+            .expect("every record acknowledged")
+            .unwrap();
+        assert!(positions.is_empty(), "a plain group keeps no positions");
+        // The outbox's and the test's: every record's reference was given back.
+        released(&acks, 2).await;
+
+        assert_eq!(read(&stack, a), expected[0]);
+        assert_eq!(read(&stack, b), expected[1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_record_fails_the_hand_over_and_leaves_nothing_counted() {
+        let stack = dho_tests::Stack::start().await;
+        let topic = "outbox-refused";
+        topics(&stack, &[topic]).await;
+        let mut outputs = outputs(&stack, &[]).await;
+        let id = outputs.topic(topic).unwrap();
+
+        let acks = Acks::new();
+        let mut outbox = Outbox::new(acks.clone());
+        outbox.push(id, 0, b"k", b"taken");
+        outbox.push(id, PARTITIONS + 5, b"k", b"no such partition");
+        outbox.push(id, 1, b"k", b"taken too");
+        let error = outputs.flush(&mut outbox).await.unwrap_err();
+        assert!(error.to_string().contains("Unknown partition"), "{error}");
+
+        // The two records taken are acknowledged; the refused one is not waited for.
+        tokio::time::timeout(Duration::from_secs(30), acks.all())
+            .await
+            .expect("the group settles without the refused record")
+            .unwrap();
+        // The outbox's and the test's: the refused record's reference was given back.
+        released(&acks, 2).await;
+        let read = read(&stack, topic);
+        assert_eq!(read[0], vec![("k".into(), "taken".into())]);
+        assert_eq!(read[1], vec![("k".into(), "taken too".into())]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_topic_the_broker_does_not_have_is_an_error_when_its_handle_is_made() {
+        let stack = dho_tests::Stack::start().await;
+        let mut outputs = outputs(&stack, &[("allow.auto.create.topics", "false")]).await;
+        let error = outputs.topic("outbox-never-made").unwrap_err();
+        assert!(error.to_string().contains("Unknown topic"), "{error}");
+    }
+}
