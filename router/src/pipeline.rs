@@ -533,6 +533,11 @@ impl Router {
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("isolation.level", "read_committed"),
+                // Kafka answers a parked Fetch as soon as a record arrives, whatever this is;
+                // a broker that polls its log instead (the development broker halves the
+                // remaining wait between looks) would hold a reading for up to half of
+                // librdkafka's default 500 ms. 50 ms bounds that at a few idle Fetches a second.
+                ("fetch.wait.max.ms", "50"),
                 ("session.timeout.ms", session_timeout.as_str()),
                 ("heartbeat.interval.ms", heartbeat.as_str()),
                 ("statistics.interval.ms", "5000"),
