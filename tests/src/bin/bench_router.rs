@@ -276,15 +276,7 @@ async fn pass_through(
     consumer
         .subscribe(&[&settings.topics().measurements()])
         .unwrap();
-    let producer: FutureProducer = settings
-        .client_config(&[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("linger.ms", "2"),
-        ])
-        .unwrap()
-        .create()
-        .unwrap();
+    let producer = router_like_producer(settings);
     let mut done = 0;
     let mut first_output = None;
     while done < stop_after {
@@ -333,12 +325,9 @@ async fn pass_through(
     first_output.unwrap_or_else(|| Mark::now(done))
 }
 
-/// Another ceiling: the broker taking the router's output volume, two records per event
-/// (a delivery and an audit record of about their size), produced with the router's
-/// producer settings in batches of 500 events with two batches in flight, as the router
-/// does, and nothing consumed. Returns when the first batch was acknowledged.
-async fn produce_only(settings: &KafkaSettings, output: &str, events: usize) -> Mark {
-    let producer: FutureProducer = settings
+/// A producer with the router's producer settings (`router/src/pipeline.rs`).
+fn router_like_producer(settings: &KafkaSettings) -> FutureProducer {
+    settings
         .client_config(&[
             ("enable.idempotence", "true"),
             ("acks", "all"),
@@ -346,7 +335,15 @@ async fn produce_only(settings: &KafkaSettings, output: &str, events: usize) -> 
         ])
         .unwrap()
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+/// Another ceiling: the broker taking the router's output volume, two records per event
+/// (a delivery and an audit record of about their size), produced with the router's
+/// producer settings in batches of 500 events with two batches in flight, as the router
+/// does, and nothing consumed. Returns when the first batch was acknowledged.
+async fn produce_only(settings: &KafkaSettings, output: &str, events: usize) -> Mark {
+    let producer = router_like_producer(settings);
     let keys: Vec<String> = (0..PATIENTS)
         .map(|i| fixtures::patient(i).key().to_string())
         .collect();
