@@ -43,7 +43,7 @@ impl Drop for TopicHandle {
 
 /// The output producer and a handle for every topic it writes batches to.
 pub(crate) struct Outputs {
-    topics: Vec<(String, TopicHandle)>,
+    topics: Vec<TopicHandle>,
     by_name: HashMap<String, TopicId>,
     producer: OutputProducer,
 }
@@ -115,7 +115,7 @@ impl Outputs {
             return Err(KafkaError::MetadataFetch(error.into()));
         }
         let id = TopicId(self.topics.len());
-        self.topics.push((name.to_string(), handle));
+        self.topics.push(handle);
         self.by_name.insert(name.to_string(), id);
         Ok(id)
     }
@@ -188,7 +188,7 @@ impl Outputs {
         // (F_PARTITION).
         unsafe {
             rd::rd_kafka_produce_batch(
-                self.topics[topic.0].1.0.as_ptr(),
+                self.topics[topic.0].0.as_ptr(),
                 -1,
                 rd::RD_KAFKA_MSG_F_COPY | rd::RD_KAFKA_MSG_F_PARTITION,
                 messages.as_mut_ptr(),
