@@ -68,14 +68,13 @@ impl<T: AvroRecord> Encoder<T> {
         Ok(out)
     }
 
-    /// Replaces `out` with the framed record of a borrowed view of a `T` (same bytes as
-    /// [`encode`](Self::encode) of the owned record), reusing `out`'s allocation.
-    pub fn encode_view_into<V: RecordView<Record = T>>(
+    /// Appends to `out` the framed record of a borrowed view of a `T` (same bytes as
+    /// [`encode`](Self::encode) of the owned record).
+    pub fn append_view<V: RecordView<Record = T>>(
         &self,
         view: &V,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        out.clear();
         wire::frame_into(self.id, out);
         view.encode_into(out)?;
         Ok(())

@@ -358,11 +358,9 @@ impl StateTopic {
     }
 }
 
-/// Buffers the router reuses for every delivery.
+/// Scratch space the router reuses for every delivery.
 #[derive(Debug, Default)]
 struct Scratch {
-    delivery: Vec<u8>,
-    audit: Vec<u8>,
     /// The name a delivery id is made from.
     id_name: String,
 }
@@ -470,7 +468,7 @@ pub struct Router {
     audit: Encoder<DisclosureRecord>,
     /// Per subscriber: the encoder and the topic of its deliveries.
     deliver: HashMap<String, (Encoder<Delivery>, TopicId)>,
-    /// Buffers reused for every delivery (librdkafka copies the bytes it is given).
+    /// Scratch space reused for every delivery.
     scratch: Scratch,
     /// The last reading routed: the next one is decoded into its allocations.
     spare_reading: Option<Measurement>,
@@ -948,10 +946,7 @@ impl Router {
             offsets.add_partition_offset(topic, partition, Offset::Offset(next))?;
         }
         // The rest of the batch's outputs go to librdkafka now, not when it is finished.
-        self.outputs
-            .flush(&mut out.outbox)
-            .await
-            .map_err(Error::NotAcknowledged)?;
+        self.hand_over(&mut out.outbox).await?;
         let routed = InFlight {
             out,
             offsets,
@@ -1031,10 +1026,7 @@ impl Router {
     /// In exactly-once mode the transaction makes both one step.
     async fn acknowledge(&mut self, out: BatchOutputs) -> Result<()> {
         let BatchOutputs { mut outbox, tracks } = out;
-        self.outputs
-            .flush(&mut outbox)
-            .await
-            .map_err(Error::NotAcknowledged)?;
+        self.hand_over(&mut outbox).await?;
         let acks = outbox.acks();
         if self.config.transactional_id.is_some() {
             let track_writes = Acks::with_positions();
@@ -1596,7 +1588,10 @@ impl Router {
                     delivery.alert = Some(&minimal_alert);
                 }
             }
-            encoder.encode_view_into(&delivery, &mut scratch.delivery)?;
+            let key = patient_key.as_bytes();
+            outbox.push_with(topic, partition, key, |out| {
+                encoder.append_view(&delivery, out)
+            })?;
             let record = DisclosureView {
                 delivery_id,
                 recorded_at: now,
@@ -1613,17 +1608,12 @@ impl Router {
                 content_level: subscription.content_level,
                 source,
             };
-            self.audit.encode_view_into(&record, &mut scratch.audit)?;
-            self.send(topic, patient_key, partition, &scratch.delivery, outbox)
-                .await?;
-            self.send(
-                self.audit_topic,
-                patient_key,
-                partition,
-                &scratch.audit,
-                outbox,
-            )
-            .await?;
+            outbox.push_with(self.audit_topic, partition, key, |out| {
+                self.audit.append_view(&record, out)
+            })?;
+            if outbox.len() >= Outbox::HAND_OVER_AT {
+                self.hand_over(outbox).await?;
+            }
             self.counters.deliveries[category as usize].increment(1);
         }
         Ok(())
@@ -1743,24 +1733,12 @@ impl Router {
         Ok(())
     }
 
-    /// Adds a record keyed and partitioned by patient to `outbox`, handing the outbox over
-    /// to librdkafka when it is full.
-    async fn send(
-        &self,
-        topic: TopicId,
-        patient_key: &str,
-        partition: i32,
-        payload: &[u8],
-        outbox: &mut Outbox,
-    ) -> Result<()> {
-        outbox.push(topic, partition, patient_key.as_bytes(), payload);
-        if outbox.len() >= Outbox::HAND_OVER_AT {
-            self.outputs
-                .flush(outbox)
-                .await
-                .map_err(Error::NotAcknowledged)?;
-        }
-        Ok(())
+    /// Hands the records in `outbox` to librdkafka (see `Outputs::flush`).
+    async fn hand_over(&self, outbox: &mut Outbox) -> Result<()> {
+        self.outputs
+            .flush(outbox)
+            .await
+            .map_err(Error::NotAcknowledged)
     }
 
     /// Parks a record in the dead-letter topic with its original key and bytes, and waits

@@ -260,18 +260,39 @@ impl Outbox {
         self.records.len()
     }
 
-    /// Adds a record (copied) for `topic`'s `partition`.
-    pub(crate) fn push(&mut self, topic: TopicId, partition: i32, key: &[u8], payload: &[u8]) {
+    /// Adds a record for `topic`'s `partition` whose payload `write` appends to the
+    /// outbox's bytes (written in place, not copied in); if `write` fails, nothing is added.
+    pub(crate) fn push_with<E>(
+        &mut self,
+        topic: TopicId,
+        partition: i32,
+        key: &[u8],
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let key_start = self.bytes.len();
         self.bytes.extend_from_slice(key);
         let payload_start = self.bytes.len();
-        self.bytes.extend_from_slice(payload);
+        if let Err(e) = write(&mut self.bytes) {
+            self.bytes.truncate(key_start);
+            return Err(e);
+        }
         self.records.push(Pending {
             topic,
             partition,
             key: (key_start, payload_start),
             payload: (payload_start, self.bytes.len()),
         });
+        Ok(())
+    }
+
+    /// Adds a record with a ready payload.
+    #[cfg(test)]
+    fn push(&mut self, topic: TopicId, partition: i32, key: &[u8], payload: &[u8]) {
+        let written = self.push_with(topic, partition, key, |out| {
+            out.extend_from_slice(payload);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        let Ok(()) = written;
     }
 }
 
