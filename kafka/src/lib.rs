@@ -17,4 +17,4 @@ pub use admin::{
 };
 pub use error::{Error, Result};
 pub use serde::{AvroSerde, Encoder};
-pub use settings::KafkaSettings;
+pub use settings::{FETCH_PROMPTLY, KafkaSettings};

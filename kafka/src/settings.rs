@@ -26,6 +26,21 @@ pub struct KafkaSettings {
     pub librdkafka: BTreeMap<String, String>,
 }
 
+/// Consumer tuning for records that should move on at once (the router's events, a
+/// subscriber's deliveries), for [`KafkaSettings::client_config_tuned`].
+pub const FETCH_PROMPTLY: &[(&str, &str)] = &[
+    // Kafka answers a parked Fetch as soon as a record arrives, whatever this is; a broker
+    // that polls its log instead (the development broker halves the remaining wait between
+    // looks) would hold a record for up to half of librdkafka's default 500 ms. 50 ms bounds
+    // that at a few idle Fetches a second.
+    ("fetch.wait.max.ms", "50"),
+    // librdkafka stops fetching while its queue holds `queued.min.messages` (100,000, counted
+    // over all partitions) and looks again after this. Its default, 1 s, outlasts such a
+    // backlog at the router's pace: in a drain the queue ran dry for a quarter of a second
+    // in every second.
+    ("fetch.queue.backoff.ms", "50"),
+];
+
 fn default_prefix() -> String {
     "dho".into()
 }
@@ -67,6 +82,22 @@ impl KafkaSettings {
                 return Err(Error::ConflictingOption { key: key.clone() });
             }
             config.set(key, value);
+        }
+        Ok(config)
+    }
+
+    /// [`client_config`](Self::client_config) with `tuning` added: settings for speed, not for
+    /// guarantees, which the pass-through may override.
+    pub fn client_config_tuned(
+        &self,
+        own: &[(&str, &str)],
+        tuning: &[(&str, &str)],
+    ) -> Result<ClientConfig> {
+        let mut config = self.client_config(own)?;
+        for (key, value) in tuning {
+            if !self.librdkafka.contains_key(*key) {
+                config.set(*key, *value);
+            }
         }
         Ok(config)
     }
@@ -120,6 +151,25 @@ mod tests {
             .client_config(&[("enable.idempotence", "true")])
             .unwrap_err();
         assert!(err.to_string().contains("enable.idempotence"), "{err}");
+    }
+
+    #[test]
+    fn pass_through_may_override_tuning_but_not_guarantees() {
+        let mut s = KafkaSettings::new("localhost:9092", "http://localhost:8081");
+        let own = [("isolation.level", "read_committed")];
+        let cfg = s.client_config_tuned(&own, FETCH_PROMPTLY).unwrap();
+        assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("50"));
+        assert_eq!(cfg.get("fetch.wait.max.ms"), Some("50"));
+
+        s.librdkafka.insert("fetch.wait.max.ms".into(), "10".into());
+        let cfg = s.client_config_tuned(&own, FETCH_PROMPTLY).unwrap();
+        assert_eq!(cfg.get("fetch.wait.max.ms"), Some("10"));
+        assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("50"));
+
+        s.librdkafka
+            .insert("isolation.level".into(), "read_uncommitted".into());
+        let err = s.client_config_tuned(&own, FETCH_PROMPTLY).unwrap_err();
+        assert!(err.to_string().contains("isolation.level"), "{err}");
     }
 
     /// Production clusters use TLS and SASL: librdkafka must be built with them, or it

@@ -525,21 +525,19 @@ impl Router {
             .max(100)
             .to_string();
         let events: StreamConsumer<RebalanceTracker> = settings
-            .client_config(&[
-                ("group.id", config.group_id.as_str()),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", "earliest"),
-                ("isolation.level", "read_committed"),
-                // Kafka answers a parked Fetch as soon as a record arrives, whatever this is;
-                // a broker that polls its log instead (the development broker halves the
-                // remaining wait between looks) would hold a reading for up to half of
-                // librdkafka's default 500 ms. 50 ms bounds that at a few idle Fetches a second.
-                ("fetch.wait.max.ms", "50"),
-                ("session.timeout.ms", session_timeout.as_str()),
-                ("heartbeat.interval.ms", heartbeat.as_str()),
-                ("statistics.interval.ms", "5000"),
-            ])?
+            .client_config_tuned(
+                &[
+                    ("group.id", config.group_id.as_str()),
+                    ("enable.auto.commit", "false"),
+                    ("enable.auto.offset.store", "false"),
+                    ("auto.offset.reset", "earliest"),
+                    ("isolation.level", "read_committed"),
+                    ("session.timeout.ms", session_timeout.as_str()),
+                    ("heartbeat.interval.ms", heartbeat.as_str()),
+                    ("statistics.interval.ms", "5000"),
+                ],
+                dho_kafka::FETCH_PROMPTLY,
+            )?
             .create_with_context(RebalanceTracker {
                 revoked: revoked.clone(),
                 stats: StatsContext::new(kafka_stats.clone())

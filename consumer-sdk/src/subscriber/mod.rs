@@ -110,18 +110,23 @@ impl Subscriber {
         let statistics_ms = config.statistics_interval.as_millis().to_string();
         let consumer: StreamConsumer<StatsContext> = config
             .kafka
-            .client_config(&[
-                ("group.id", config.group_id.as_str()),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                (
-                    "auto.offset.reset",
-                    start::auto_offset_reset(config.start_from),
-                ),
-                // Only committed records when the router runs with transactions.
-                ("isolation.level", "read_committed"),
-                ("statistics.interval.ms", statistics_ms.as_str()),
-            ])?
+            .client_config_tuned(
+                &[
+                    ("group.id", config.group_id.as_str()),
+                    ("enable.auto.commit", "false"),
+                    ("enable.auto.offset.store", "false"),
+                    (
+                        "auto.offset.reset",
+                        start::auto_offset_reset(config.start_from),
+                    ),
+                    // Only committed records when the router runs with transactions.
+                    ("isolation.level", "read_committed"),
+                    ("statistics.interval.ms", statistics_ms.as_str()),
+                ],
+                // An alert should reach the care service at once, and a backlog after an
+                // outage should not stall (see FETCH_PROMPTLY).
+                dho_kafka::FETCH_PROMPTLY,
+            )?
             .create_with_context(metrics::stats_context(&config.group_id))?;
         consumer.subscribe(&[&topic])?;
         let parking = match config.failure_policy {

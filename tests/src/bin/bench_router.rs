@@ -262,14 +262,17 @@ async fn pass_through(
     output: Option<&str>,
 ) -> Mark {
     let consumer: StreamConsumer = settings
-        .client_config(&[
-            ("group.id", group),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("isolation.level", "read_committed"),
-            ("fetch.wait.max.ms", "50"),
-        ])
+        .client_config_tuned(
+            &[
+                ("group.id", group),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("isolation.level", "read_committed"),
+            ],
+            // The router's event-consumer tuning.
+            dho_kafka::FETCH_PROMPTLY,
+        )
         .unwrap()
         .create()
         .unwrap();
