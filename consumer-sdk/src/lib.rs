@@ -87,7 +87,7 @@
 //!
 //! # Metrics
 //!
-//! Names are in [`metrics`](crate::metrics): deliveries handled, handler duration and
+//! Names are in [`metrics`]: deliveries handled, handler duration and
 //! failures, duplicates dropped, parked deliveries, the end-to-end latency from the
 //! gateway's acknowledgement to the hand-over (`dho_consumer_end_to_end_latency_seconds`),
 //! and consumer lag and broker round-trip time from librdkafka's statistics. Install any

@@ -20,7 +20,7 @@ use dho_schemas::{Policy, ids};
 #[derive(Debug, Parser)]
 #[command(about = "Operate the DHO hub: consents, subscriptions, care plans, tokens")]
 struct Args {
-    /// A TOML file with a [kafka] table (the router's or the gateway's config will do).
+    /// A TOML file with a `[kafka]` table (the router's or the gateway's config will do).
     #[arg(long, env = "DHO_CONFIG", global = true)]
     config: Option<PathBuf>,
     #[command(flatten)]

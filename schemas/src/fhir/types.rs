@@ -48,7 +48,7 @@ pub struct Reference {
     pub display: Option<String>,
 }
 
-/// `Quantity` (UCUM: `system` http://unitsofmeasure.org, `code` the unit).
+/// `Quantity` (UCUM: `system` `http://unitsofmeasure.org`, `code` the unit).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Quantity {
     #[serde(default, skip_serializing_if = "Option::is_none")]

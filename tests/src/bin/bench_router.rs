@@ -21,7 +21,7 @@ use dho_schemas::{codes, fixtures};
 use dho_tests::Stack;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const PATIENTS: u64 = 200;
@@ -57,7 +57,7 @@ fn process_cpu_seconds(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// With `BENCH_PERF_CTL=<fifo>` (perf record --control=fifo:<fifo> -D -1), the profile
+/// With `BENCH_PERF_CTL=<fifo>` (`perf record --control=fifo:<fifo> -D -1`), the profile
 /// covers the drains only, not the preload and set-up around them.
 fn perf_control(command: &str) {
     if let Some(fifo) = std::env::var_os("BENCH_PERF_CTL") {
@@ -254,78 +254,113 @@ async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
 /// The baseline: consume the ingest topic and copy every record to one output topic, with
 /// the router's own client settings, batches, acknowledgement wait and commit (with no
 /// `output`: consume and commit only, the rate at which the broker hands records out).
-/// Returns when its first outputs were acknowledged.
-async fn pass_through(
-    settings: &KafkaSettings,
-    group: &str,
-    stop_after: usize,
-    output: Option<&str>,
-) -> Mark {
-    let consumer: StreamConsumer = settings
-        .client_config_tuned(
-            &[
-                ("group.id", group),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", "earliest"),
-                ("isolation.level", "read_committed"),
-            ],
-            // The router's event-consumer tuning.
-            dho_kafka::FETCH_PROMPTLY,
-        )
-        .unwrap()
-        .create()
-        .unwrap();
-    consumer
-        .subscribe(&[&settings.topics().measurements()])
-        .unwrap();
-    let producer = router_like_producer(settings);
-    let mut done = 0;
-    let mut first_output = None;
-    while done < stop_after {
-        // Filled as the router fills its batches: what is already fetched without a timer,
-        // then up to 2 ms for more; records borrowed from the consumer, not copied.
-        let mut batch = vec![consumer.recv().await.unwrap()];
-        while batch.len() < 500 {
-            let next = match futures::FutureExt::now_or_never(consumer.recv()) {
-                Some(next) => next,
-                None => match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await
-                {
-                    Ok(next) => next,
-                    Err(_) => break,
-                },
-            };
-            match next {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
+struct PassThrough {
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    topic: String,
+    output: Option<String>,
+}
+
+impl PassThrough {
+    /// Its clients made, subscribed and the output topic's metadata fetched before any clock
+    /// starts, as `Router::connect` does for the router.
+    async fn new(settings: &KafkaSettings, group: &str, output: Option<&str>) -> Self {
+        let consumer: StreamConsumer = settings
+            .client_config_tuned(
+                &[
+                    ("group.id", group),
+                    ("enable.auto.commit", "false"),
+                    ("enable.auto.offset.store", "false"),
+                    ("auto.offset.reset", "earliest"),
+                    ("isolation.level", "read_committed"),
+                ],
+                // The router's event-consumer tuning.
+                dho_kafka::FETCH_PROMPTLY,
+            )
+            .unwrap()
+            .create()
+            .unwrap();
+        let topic = settings.topics().measurements();
+        consumer.subscribe(&[&topic]).unwrap();
+        let producer = router_like_producer(settings);
+        if let Some(output) = output {
+            let client = producer.clone();
+            let output = output.to_string();
+            tokio::task::spawn_blocking(move || {
+                client
+                    .client()
+                    .fetch_metadata(Some(&output), Duration::from_secs(10))
+                    .unwrap();
+            })
+            .await
+            .unwrap();
         }
-        let mut pending = vec![];
-        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-        for m in &batch {
-            if let Some(output) = output {
-                let record = FutureRecord::to(output)
-                    .key(m.key().unwrap())
-                    .payload(m.payload().unwrap())
-                    .partition(m.partition());
-                pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
-            }
-            next.insert(m.partition(), m.offset() + 1);
+        Self {
+            consumer,
+            producer,
+            topic,
+            output: output.map(str::to_string),
         }
-        for r in futures_join(pending).await {
-            r.unwrap().unwrap();
-        }
-        first_output.get_or_insert_with(|| Mark::now(done + batch.len()));
-        let mut offsets = TopicPartitionList::new();
-        for (p, o) in next {
-            offsets
-                .add_partition_offset(&settings.topics().measurements(), p, Offset::Offset(o))
-                .unwrap();
-        }
-        consumer.commit(&offsets, CommitMode::Async).unwrap();
-        done += batch.len();
     }
-    first_output.unwrap_or_else(|| Mark::now(done))
+
+    /// Copies until `stop_after` records are done; returns when its first outputs were
+    /// acknowledged.
+    async fn run(&self, stop_after: usize) -> Mark {
+        let consumer = &self.consumer;
+        let mut done = 0;
+        let mut first_output = None;
+        while done < stop_after {
+            // Filled as the router fills its batches: what is already fetched without a timer,
+            // then up to 2 ms for more; records borrowed from the consumer, not copied.
+            let mut batch = vec![consumer.recv().await.unwrap()];
+            while batch.len() < 500 {
+                let next = match futures::FutureExt::now_or_never(consumer.recv()) {
+                    Some(next) => next,
+                    None => {
+                        match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await
+                        {
+                            Ok(next) => next,
+                            Err(_) => break,
+                        }
+                    }
+                };
+                match next {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let mut pending = vec![];
+            let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+            for m in &batch {
+                if let Some(output) = &self.output {
+                    let record = FutureRecord::to(output)
+                        .key(m.key().unwrap())
+                        .payload(m.payload().unwrap())
+                        .partition(m.partition());
+                    pending.push(
+                        self.producer
+                            .send_result(record)
+                            .map_err(|(e, _)| e)
+                            .unwrap(),
+                    );
+                }
+                next.insert(m.partition(), m.offset() + 1);
+            }
+            for r in futures_join(pending).await {
+                r.unwrap().unwrap();
+            }
+            first_output.get_or_insert_with(|| Mark::now(done + batch.len()));
+            let mut offsets = TopicPartitionList::new();
+            for (p, o) in next {
+                offsets
+                    .add_partition_offset(&self.topic, p, Offset::Offset(o))
+                    .unwrap();
+            }
+            consumer.commit(&offsets, CommitMode::Async).unwrap();
+            done += batch.len();
+        }
+        first_output.unwrap_or_else(|| Mark::now(done))
+    }
 }
 
 /// A producer with the router's producer settings (`router/src/pipeline.rs`).
@@ -564,11 +599,17 @@ async fn main() {
             let stack = fresh_stack().await;
             preload(&stack.settings, EVENTS).await;
             let output = copy_topic(&stack).await;
-            // The router connects (topics, schemas) before the clock starts, as the
-            // pass-through's clients are made before it.
-            let router = match contender {
-                "router" => Some(stack.spawn_router("bench").await),
-                _ => None,
+            // Each contender's clients are made and subscribed before the clock starts: the
+            // router connects (topics, schemas, its group subscription), the pass-through
+            // likewise.
+            let (router, copier) = match contender {
+                "router" => (Some(stack.spawn_router("bench").await), None),
+                "produce-only" => (None, None),
+                _ => {
+                    let output = (contender == "pass-through").then_some(output.as_str());
+                    let copier = PassThrough::new(&stack.settings, "bench", output).await;
+                    (None, Some(copier))
+                }
             };
             BROKER_PID.store(
                 stack.broker.pid().unwrap_or(0),
@@ -577,15 +618,10 @@ async fn main() {
             perf_control("enable");
             let threads = cpu_by_thread();
             let start = Mark::now(0);
-            let first = match router {
-                None if contender == "produce-only" => {
-                    produce_only(&stack.settings, &output, EVENTS).await
-                }
-                None => {
-                    let output = (contender == "pass-through").then_some(output.as_str());
-                    pass_through(&stack.settings, "bench", EVENTS, output).await
-                }
-                Some(router) => run_router_until(router, EVENTS).await,
+            let first = match (router, &copier) {
+                (Some(router), _) => run_router_until(router, EVENTS).await,
+                (None, Some(copier)) => copier.run(EVENTS).await,
+                (None, None) => produce_only(&stack.settings, &output, EVENTS).await,
             };
             let end = Mark::now(EVENTS);
             perf_control("disable");
@@ -707,7 +743,8 @@ async fn latency_round(contender: &str) -> Vec<f64> {
             let output = output.clone();
             tokio::spawn(async move {
                 let offered = (LATENCY_RATE * (LATENCY_WARMUP_SECONDS + LATENCY_SECONDS)) as usize;
-                pass_through(&settings, "latency", offered, Some(&output)).await;
+                let copier = PassThrough::new(&settings, "latency", Some(&output)).await;
+                copier.run(offered).await;
             })
         }
         _ => {
