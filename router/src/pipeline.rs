@@ -558,6 +558,17 @@ impl Router {
                 ("isolation.level", "read_committed"),
             ])?
             .create()?;
+        let names = Names::new(&topics);
+        // librdkafka asks where a newly assigned partition starts only once it knows the
+        // partition's leader, and otherwise tries again after 500 ms: learnt now, the first
+        // state load (which every event of its partitions waits for) does not wait for that.
+        tokio::task::block_in_place(|| {
+            names.state.iter().try_for_each(|topic| {
+                state_consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(10))
+                    .map(drop)
+            })
+        })?;
         let state_ends: BaseConsumer = settings
             .client_config(&[
                 ("group.id", &format!("{}-state-ends", config.group_id)),
@@ -591,7 +602,7 @@ impl Router {
                 allow_synthetic: config.allow_synthetic_identifiers,
             },
             config,
-            names: Names::new(&topics),
+            names,
             counters: Counters::new(),
             topics,
             serde,

@@ -45,6 +45,29 @@ struct Expected {
 }
 
 impl Model {
+    /// The patient's consents and subscriptions, for a failure message.
+    fn describe(&self, patient: u64) -> String {
+        let consents = self.consents.iter().filter(|((p, _), _)| *p == patient);
+        let subscriptions = self
+            .subscriptions
+            .iter()
+            .filter(|((p, _), _)| *p == patient);
+        let mut out = String::new();
+        for (_, c) in consents {
+            out += &format!("\n  consent {} {:?}:", c.consent_id, c.status);
+            for p in &c.provisions {
+                out += &format!(" {:?} {} {:?};", p.kind, p.actor.value, p.categories);
+            }
+        }
+        for (_, s) in subscriptions {
+            out += &format!(
+                "\n  subscription {} {:?} {:?} codes {:?} {:?}",
+                s.subscription_id, s.status, s.categories, s.code_filter, s.content_level
+            );
+        }
+        out
+    }
+
     /// The rules, written independently of the router's code.
     fn entitled(
         &self,
@@ -175,6 +198,10 @@ struct PublishedEvent {
     expected: Option<BTreeMap<String, Expected>>,
     category: DataCategory,
     code: String,
+    /// When it was published and judged, and the patient's state it was judged on: what a
+    /// failure needs to be read.
+    published_in: usize,
+    judged: String,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,9 +234,6 @@ async fn every_delivery_and_non_delivery_matches_an_independent_model() {
         if round == 6 {
             router.take().unwrap().stop().await;
         }
-        if round == 11 {
-            router = Some(stack.spawn_router(GROUP).await);
-        }
         for _ in 0..rng.random_range(1..=5) {
             let patient = rng.random_range(0..PATIENTS);
             let p = fixtures::patient(patient);
@@ -239,6 +263,11 @@ async fn every_delivery_and_non_delivery_matches_an_independent_model() {
                 }
             }
         }
+        // Started after this round's state changes: the backlog of rounds 6 to 10 is judged
+        // on them, and a router started before them could route it first.
+        if round == 11 {
+            router = Some(stack.spawn_router(GROUP).await);
+        }
         for _ in 0..rng.random_range(3..=8) {
             let patient = rng.random_range(0..PATIENTS);
             let p = fixtures::patient(patient);
@@ -264,6 +293,8 @@ async fn every_delivery_and_non_delivery_matches_an_independent_model() {
                 expected: None,
                 category,
                 code,
+                published_in: round,
+                judged: String::new(),
             });
         }
         if router.is_some() {
@@ -271,6 +302,7 @@ async fn every_delivery_and_non_delivery_matches_an_independent_model() {
             // current state is exactly what the router sees for every pending event.
             for e in events.iter_mut().filter(|e| e.expected.is_none()) {
                 e.expected = Some(model.entitled(e.patient, e.category, &e.code));
+                e.judged = format!("in round {round} on{}", model.describe(e.patient));
             }
             let mut last: BTreeMap<(String, i32), i64> = BTreeMap::new();
             for e in &events {
@@ -334,10 +366,19 @@ async fn every_delivery_and_non_delivery_matches_an_independent_model() {
                     }
                 }
                 (Some(_), None) => panic!(
-                    "{subscriber} was entitled to {:?} but got nothing",
-                    e.source
+                    "{subscriber} was entitled to {:?} ({:?}, patient {}, published in round {}) but got nothing; judged {}",
+                    e.source, e.category, e.patient, e.published_in, e.judged
                 ),
-                (None, Some(_)) => panic!("{subscriber} got {:?} without entitlement", e.source),
+                (None, Some(d)) => panic!(
+                    "{subscriber} got {:?} ({:?}, patient {}, published in round {}) without entitlement, under consent {} and subscription {}; judged {}",
+                    e.source,
+                    e.category,
+                    e.patient,
+                    e.published_in,
+                    d[0].consent_id,
+                    d[0].subscription_id,
+                    e.judged
+                ),
             }
         }
     }
