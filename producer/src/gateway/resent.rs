@@ -38,7 +38,7 @@ use crate::Receipt;
 
 /// Which topic a reading goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Kind {
+pub(super) enum Kind {
     Measurement,
     SelfReport,
 }
@@ -329,7 +329,7 @@ fn key(event: &Ingested, platform: &OrganisationIdentifier) -> Option<Key> {
     };
     Some(Key {
         kind,
-        event_id: super::routes::derived_event_id(platform, source_id),
+        event_id: super::routes::derived_event_id(platform, kind, source_id),
     })
 }
 

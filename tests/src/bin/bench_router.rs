@@ -577,6 +577,11 @@ async fn main() {
         "== router benchmark ({} cores) ==",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    // BENCH_DECISION_ONLY=1: the in-process decision figure alone, in a fresh process.
+    if std::env::var_os("BENCH_DECISION_ONLY").is_some() {
+        bench_decision();
+        return;
+    }
     // Throughput: the same preloaded backlog drained by each contender on its own stack,
     // in alternating rounds (one drain's CPU figure swings by tens of percent with
     // scheduling on two cores; the medians are compared).
