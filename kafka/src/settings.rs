@@ -87,7 +87,7 @@ impl KafkaSettings {
     }
 
     /// [`client_config`](Self::client_config) with `tuning` added: settings for speed, not for
-    /// guarantees, which the pass-through may override.
+    /// guarantees, which the pass-through may override (and `own` always does).
     pub fn client_config_tuned(
         &self,
         own: &[(&str, &str)],
@@ -95,7 +95,9 @@ impl KafkaSettings {
     ) -> Result<ClientConfig> {
         let mut config = self.client_config(own)?;
         for (key, value) in tuning {
-            if !self.librdkafka.contains_key(*key) {
+            let set_elsewhere =
+                self.librdkafka.contains_key(*key) || own.iter().any(|(k, _)| k == key);
+            if !set_elsewhere {
                 config.set(*key, *value);
             }
         }
@@ -165,6 +167,11 @@ mod tests {
         let cfg = s.client_config_tuned(&own, FETCH_PROMPTLY).unwrap();
         assert_eq!(cfg.get("fetch.wait.max.ms"), Some("10"));
         assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("50"));
+
+        let cfg = s
+            .client_config_tuned(&[("fetch.queue.backoff.ms", "5")], FETCH_PROMPTLY)
+            .unwrap();
+        assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("5"), "own wins");
 
         s.librdkafka
             .insert("isolation.level".into(), "read_uncommitted".into());

@@ -547,21 +547,25 @@ impl Router {
         // State topics are read by assignment, not by the group: each instance reads the
         // partitions matching the event partitions it owns.
         let state_consumer: BaseConsumer = settings
-            .client_config(&[
-                ("group.id", &format!("{}-state-reader", config.group_id)),
-                ("enable.auto.commit", "false"),
-                ("enable.partition.eof", "false"),
+            .client_config_tuned(
+                &[
+                    ("group.id", &format!("{}-state-reader", config.group_id)),
+                    ("enable.auto.commit", "false"),
+                    ("enable.partition.eof", "false"),
+                    // The router's own alert-state writes are transactional in exactly-once
+                    // mode.
+                    ("isolation.level", "read_committed"),
+                ],
                 // Catching up a newly owned partition waits on this; state changes are rare,
                 // so short long-polls cost little.
-                ("fetch.wait.max.ms", "50"),
-                // The router's own alert-state writes are transactional in exactly-once mode.
-                ("isolation.level", "read_committed"),
-            ])?
+                &[("fetch.wait.max.ms", "50")],
+            )?
             .create()?;
         let names = Names::new(&topics);
         // librdkafka asks where a newly assigned partition starts only once it knows the
-        // partition's leader, and otherwise tries again after 500 ms: learnt now, the first
-        // state load (which every event of its partitions waits for) does not wait for that.
+        // partition's leader, and otherwise tries again after 500 ms: learnt now, the state
+        // load after the first assignment (which every event of its partitions waits for)
+        // does not wait for that. (The leaders stay known for `metadata.max.age.ms`.)
         tokio::task::block_in_place(|| {
             names.state.iter().try_for_each(|topic| {
                 state_consumer

@@ -6,7 +6,7 @@
 //! is idempotent with `acks=all`), so an acknowledged reading is never lost; a gateway
 //! killed between accepting and answering leaves the client without an answer, and the
 //! client retries. A retried reading with a source id (the platform's own id of it) gets
-//! the same event id, derived from platform and source id, and within `resend_window` the
+//! the same event id, derived from platform, kind and source id, and within `resend_window` the
 //! gateway answers it with the original acknowledgement instead of publishing it again
 //! (`resent.rs`: the router's delivery ids come from source positions, so a second record
 //! would reach subscribers twice).

@@ -8,7 +8,7 @@
 //!
 //! What counts as the same reading: the same kind (reading or self-report), from the same
 //! platform, with the same `source_id` (the platform's own id of it; the event id is
-//! derived from the two), and the same content apart from the gateway's receive time. A
+//! derived from the three), and the same content apart from the gateway's receive time. A
 //! reading with the same source id and other content (a correction) is published.
 //! Readings without a source id cannot be recognised and are always published.
 //!
@@ -43,7 +43,7 @@ pub(super) enum Kind {
     SelfReport,
 }
 
-/// A reading, by kind and the event id derived from (platform, source id).
+/// A reading, by kind and the event id derived from (platform, kind, source id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
     kind: Kind,
