@@ -50,12 +50,9 @@ impl PartitionState {
                 self.patients
                     .entry(patient_key(key).to_string())
                     .or_default()
-                    .consents
-                    .insert(id, c);
+                    .set_consent(id, Some(c));
             }
-            None => self.remove(key, |p| {
-                p.consents.remove(&id);
-            }),
+            None => self.remove(key, |p| p.set_consent(id, None)),
         }
     }
 
@@ -66,12 +63,9 @@ impl PartitionState {
                 self.patients
                     .entry(patient_key(key).to_string())
                     .or_default()
-                    .subscriptions
-                    .insert(id, s);
+                    .set_subscription(id, Some(s));
             }
-            None => self.remove(key, |p| {
-                p.subscriptions.remove(&id);
-            }),
+            None => self.remove(key, |p| p.set_subscription(id, None)),
         }
     }
 
@@ -145,9 +139,9 @@ mod tests {
             Some(fixtures::consent(&p, "c1", &[fixtures::home_care()])),
         );
         let state = s.patient(p.key()).unwrap();
-        assert_eq!(state.consents.len(), 1);
+        assert_eq!(state.consents().len(), 1);
         assert_eq!(
-            state.consents["c1"].provisions[0].actor,
+            state.consents()["c1"].provisions[0].actor,
             fixtures::home_care()
         );
         s.apply_consent(&key, None);
@@ -172,6 +166,9 @@ mod tests {
             Some(fixtures::subscription(&p, "home", &fixtures::home_care())),
         );
         let state = s.patient(p.key()).unwrap();
-        assert_eq!((state.consents.len(), state.subscriptions.len()), (1, 2));
+        assert_eq!(
+            (state.consents().len(), state.subscriptions().len()),
+            (1, 2)
+        );
     }
 }
