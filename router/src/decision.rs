@@ -65,8 +65,8 @@ type Span = (u32, u32);
 
 /// A patient's subscriptions and active consent provisions as the decision reads them: flat,
 /// with their strings in one buffer. The records themselves keep each string and list in
-/// an allocation of its own, and reading them cost a cache miss each, about twenty per
-/// decision (see BENCHMARKS.md).
+/// an allocation of its own: about twenty places to read per decision, each likely a cache
+/// miss with many patients (see BENCHMARKS.md).
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Routes {
     text: String,
