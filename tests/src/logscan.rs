@@ -60,20 +60,36 @@ impl Scanner {
 }
 
 /// A run of exactly 11 ASCII digits (a longer run, such as a timestamp in microseconds, is
-/// not an identity number).
+/// not an identity number), unless it is part of a hexadecimal string of 32 or more (a
+/// UUID without dashes or a hash: one in twenty random UUIDs has such a run).
 pub fn eleven_digit_run(line: &str) -> bool {
+    let bytes = line.as_bytes();
     let mut run = 0;
-    for b in line.bytes().chain(std::iter::once(b' ')) {
+    for (at, b) in bytes.iter().chain(std::iter::once(&b' ')).enumerate() {
         if b.is_ascii_digit() {
             run += 1;
-        } else {
-            if run == 11 {
-                return true;
-            }
-            run = 0;
+            continue;
         }
+        if run == 11 && !in_long_hex(bytes, at - 11, at) {
+            return true;
+        }
+        run = 0;
     }
     false
+}
+
+/// Whether `bytes[start..end]` lies in a run of 32 or more hexadecimal digits.
+fn in_long_hex(bytes: &[u8], start: usize, end: usize) -> bool {
+    let before = bytes[..start]
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_hexdigit())
+        .count();
+    let after = bytes[end..]
+        .iter()
+        .take_while(|b| b.is_ascii_hexdigit())
+        .count();
+    before + (end - start) + after >= 32
 }
 
 /// `Bearer ` (any case) followed by at least 16 token characters.
@@ -111,6 +127,9 @@ mod tests {
             r#"{"fields":{"message":"bad patient 01018012345"}}"#.to_string(),
             r#"{"fields":{"message":"x=01018012345"}}"#.to_string(),
             "01018012345".to_string(),
+            // Next to letters, but not in a UUID or a hash.
+            r#"{"fields":{"message":"fnr01018012345"}}"#.to_string(),
+            r#"{"fields":{"id":"abcdef01018012345"}}"#.to_string(),
             r#"{"fields":{"token":"test-platform-token-0123456789abcdef"}}"#.to_string(),
             r#"{"fields":{"authorization":"Bearer abcdefghijklmnop1234"}}"#.to_string(),
             "authorization: bearer eyJhbGciOiJIUzI1NiJ9.e30".to_string(),
@@ -131,6 +150,8 @@ mod tests {
             r#"{"fields":{"message":"request refused by authentication or authorisation","reason":"unknown_token"}}"#,
             r#"{"fields":{"message":"WWW-Authenticate: Bearer"}}"#,
             "1234567890 12345678901234",
+            // A random topic suffix (a UUID without dashes) with an 11-digit run in it.
+            r#"{"fields":{"topic":"_schemas-7e53a0180e0446e78ee37614106501fc"}}"#,
         ] {
             assert_eq!(s.leak(clean), None, "{clean}");
         }
