@@ -16,6 +16,10 @@ pub struct RouterConfig {
     /// Most events routed in one batch (one commit per batch).
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// How long a batch waits for more events after the last one (seconds). Longer makes
+    /// fewer, bigger batches under light load, and every reading that much later.
+    #[serde(default = "default_batch_wait", with = "humantime_secs")]
+    pub batch_wait: Duration,
     /// How long a batch may wait to catch up state before the router gives up.
     #[serde(default = "default_state_sync_timeout", with = "humantime_secs")]
     pub state_sync_timeout: Duration,
@@ -56,6 +60,9 @@ fn default_group() -> String {
 fn default_max_batch() -> usize {
     500
 }
+fn default_batch_wait() -> Duration {
+    Duration::from_millis(2)
+}
 fn default_state_sync_timeout() -> Duration {
     Duration::from_secs(30)
 }
@@ -92,6 +99,7 @@ impl RouterConfig {
             kafka,
             group_id: default_group(),
             max_batch: default_max_batch(),
+            batch_wait: default_batch_wait(),
             state_sync_timeout: default_state_sync_timeout(),
             session_timeout: default_session_timeout(),
             transactional_id: None,

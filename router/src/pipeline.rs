@@ -68,6 +68,15 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 const DELIVERY_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6a1f_4c2e_9d3b_4e8a_a5c7_1b2d_3e4f_5a6b);
 
+/// The broker's answer to a question for state ends (see `Router::ask_state_ends`).
+type EndsAnswer = tokio::task::JoinHandle<Result<TopicPartitionList, KafkaError>>;
+
+/// A filled batch, and the state ends asked for while it filled if they hold for all of it.
+struct Filled<'c> {
+    batch: Vec<BorrowedMessage<'c>>,
+    ends: Option<EndsAnswer>,
+}
+
 /// `Uuid::new_v5(&DELIVERY_ID_NAMESPACE, name)`, with a SHA-1 that uses the CPU's SHA
 /// instructions where it has them (uuid's own is portable code: 4% of the router's CPU).
 fn uuid_v5(name: &[u8]) -> uuid::Uuid {
@@ -672,7 +681,7 @@ impl Router {
                 // finish the routed batches now rather than when the next reading comes.
                 match futures::FutureExt::now_or_never(events.recv()) {
                     Some(Ok(message)) => {
-                        let batch = self.fill_batch(&events, message).await;
+                        let batch = self.fill_batch(&events, message).await?;
                         self.route_batch(batch).await?;
                         continue;
                     }
@@ -694,7 +703,7 @@ impl Router {
                     continue;
                 }
             };
-            let batch = self.fill_batch(&events, first).await;
+            let batch = self.fill_batch(&events, first).await?;
             self.route_batch(batch).await?;
         }
         info!("router stopping: committing and leaving the group");
@@ -710,28 +719,53 @@ impl Router {
         Ok(self.stats)
     }
 
-    /// A batch: `first` and what else arrives within 2 ms, up to `max_batch`.
+    /// A batch: `first` and what else arrives within `batch_wait` (2 ms) of the last
+    /// record, up to `max_batch`. Halfway through its first wait, the state ends are asked
+    /// for, so the broker answers while the batch waits (not at once: the records of one
+    /// Fetch reach the queue a partition at a time). The answer holds for the batch only if
+    /// no record came after the question (see `route_batch`).
     async fn fill_batch<'c>(
         &self,
         events: &'c StreamConsumer<RebalanceTracker>,
         first: BorrowedMessage<'c>,
-    ) -> Vec<BorrowedMessage<'c>> {
+    ) -> Result<Filled<'c>> {
+        let wait = self.config.batch_wait;
         let mut batch = vec![first];
+        let mut asked: Option<(EndsAnswer, usize)> = None;
         while batch.len() < self.config.max_batch {
             // What is already fetched needs no timer (a timer per record showed in profiles).
             let next = match futures::FutureExt::now_or_never(events.recv()) {
                 Some(next) => next,
-                None => match tokio::time::timeout(Duration::from_millis(2), events.recv()).await {
-                    Ok(next) => next,
-                    Err(_) => break,
-                },
+                None => {
+                    let deadline = tokio::time::Instant::now() + wait;
+                    let mut next = None;
+                    if asked.is_none() {
+                        match tokio::time::timeout(wait / 2, events.recv()).await {
+                            Ok(early) => next = Some(early),
+                            Err(_) => {
+                                let partitions = batch.iter().map(|m| m.partition()).collect();
+                                asked = Some((self.ask_state_ends(&partitions)?, batch.len()));
+                            }
+                        }
+                    }
+                    match next {
+                        Some(next) => next,
+                        None => match tokio::time::timeout_at(deadline, events.recv()).await {
+                            Ok(next) => next,
+                            Err(_) => break,
+                        },
+                    }
+                }
             };
             match next {
                 Ok(message) => batch.push(message),
                 Err(_) => break,
             }
         }
-        batch
+        let ends = asked
+            .filter(|(_, in_hand)| *in_hand == batch.len())
+            .map(|(ends, _)| ends);
+        Ok(Filled { batch, ends })
     }
 
     /// The no-data timer: in every partition this instance owns whose readings are all
@@ -878,8 +912,9 @@ impl Router {
             .collect())
     }
 
-    async fn route_batch(&mut self, batch: Vec<BorrowedMessage<'_>>) -> Result<()> {
+    async fn route_batch(&mut self, filled: Filled<'_>) -> Result<()> {
         let started = Instant::now();
+        let Filled { batch, ends } = filled;
         // Records of a partition revoked while the batch filled are the new owner's now.
         let revoked = self.drop_revoked();
         let batch: Vec<BorrowedMessage<'_>> = batch
@@ -893,10 +928,15 @@ impl Router {
         // Begun before the state sync: a state record dead-lettered there is an output of
         // this batch, and a transactional producer refuses to produce outside a transaction.
         self.begin()?;
-        // The state ends are asked for now that the batch's records are in hand (a change
-        // acknowledged before any of them was written is below the ends); while the broker
-        // answers, the oldest routed batch is finished if the pipeline is full.
-        let ends = self.ask_state_ends(&partitions)?;
+        self.own_state_partitions(&partitions)?;
+        // The state ends are asked for once the batch's records are in hand (a change
+        // acknowledged before any of them was written is below the ends): while the batch
+        // filled, or now. While the broker answers, the oldest routed batch is finished if
+        // the pipeline is full.
+        let ends = match ends {
+            Some(ends) => ends,
+            None => self.ask_state_ends(&partitions)?,
+        };
         while self.in_flight.len() >= PIPELINE_DEPTH {
             if let Some(oldest) = self.in_flight.pop_front() {
                 self.finish(oldest).await?;
@@ -905,7 +945,7 @@ impl Router {
         let ends = ends
             .await
             .map_err(|_| Error::Kafka(KafkaError::Canceled))??;
-        self.catch_up_state(ends).await?;
+        self.catch_up_state(ends, &partitions).await?;
 
         let mut out = BatchOutputs::new();
         // One time for the whole batch: consent, subscription and validity are judged at the
@@ -1190,26 +1230,21 @@ impl Router {
     /// Reads the state topics of `partitions` up to their current high watermarks: any
     /// change acknowledged before now is applied before the batch is routed.
     async fn sync_state(&mut self, partitions: &BTreeSet<i32>) -> Result<()> {
+        self.own_state_partitions(partitions)?;
         let ends = self.ask_state_ends(partitions)?;
         let ends = ends
             .await
             .map_err(|_| Error::Kafka(KafkaError::Canceled))??;
-        self.catch_up_state(ends).await
+        self.catch_up_state(ends, partitions).await
     }
 
-    /// Starts reading the state topics of partitions new to this instance, and asks the
-    /// broker for the current ends of the state topics of `partitions` (one ListOffsets
-    /// request, on a blocking thread): the answer is what [`catch_up_state`] reads up to.
-    fn ask_state_ends(
-        &mut self,
-        partitions: &BTreeSet<i32>,
-    ) -> Result<tokio::task::JoinHandle<Result<TopicPartitionList, KafkaError>>> {
-        let state_topics = StateTopic::ALL;
+    /// Starts reading the state topics of partitions new to this instance.
+    fn own_state_partitions(&mut self, partitions: &BTreeSet<i32>) -> Result<()> {
         let mut assign = TopicPartitionList::new();
         for &partition in partitions {
             if let std::collections::hash_map::Entry::Vacant(slot) = self.owned.entry(partition) {
                 slot.insert(PartitionState::default());
-                for topic in state_topics {
+                for topic in StateTopic::ALL {
                     self.positions.insert((topic, partition), 0);
                     assign.add_partition_offset(
                         self.state_topic_name(topic),
@@ -1222,11 +1257,17 @@ impl Router {
         if assign.count() > 0 {
             self.state_consumer.incremental_assign(&assign)?;
         }
-        // One ListOffsets request for every partition of the batch: the "latest" offset of
-        // a state partition now is its end, so everything acknowledged before it is applied.
+        Ok(())
+    }
+
+    /// Asks the broker for the current ends of the state topics of `partitions` (one
+    /// ListOffsets request, on a blocking thread): the "latest" offset of a state partition
+    /// now is its end, so everything acknowledged before now is below it, and
+    /// [`catch_up_state`](Self::catch_up_state) reads up to it.
+    fn ask_state_ends(&self, partitions: &BTreeSet<i32>) -> Result<EndsAnswer> {
         let mut query = TopicPartitionList::new();
         for &partition in partitions {
-            for topic in state_topics {
+            for topic in StateTopic::ALL {
                 query.add_partition_offset(self.state_topic_name(topic), partition, Offset::End)?;
             }
         }
@@ -1236,10 +1277,18 @@ impl Router {
         }))
     }
 
-    /// Applies the state records of each partition in `ends` up to its end.
-    async fn catch_up_state(&mut self, ends: TopicPartitionList) -> Result<()> {
+    /// Applies the state records of each of `partitions` up to its end in `ends` (which may
+    /// name more: asked for before a partition in it was revoked).
+    async fn catch_up_state(
+        &mut self,
+        ends: TopicPartitionList,
+        partitions: &BTreeSet<i32>,
+    ) -> Result<()> {
         let mut targets = Vec::new();
         for element in ends.elements() {
+            if !partitions.contains(&element.partition()) {
+                continue;
+            }
             let topic = self.state_topic(element.topic());
             match element.offset() {
                 Offset::Offset(end) => targets.push(((topic, element.partition()), end)),

@@ -76,9 +76,12 @@ impl Stack {
 
     /// Starts a router instance in this process; stop it with [`RunningRouter::stop`].
     pub async fn spawn_router(&self, group: &str) -> RunningRouter {
-        let router = Router::connect(self.router_config(group))
-            .await
-            .expect("router connects");
+        self.spawn_router_with(self.router_config(group)).await
+    }
+
+    /// [`spawn_router`](Self::spawn_router) with a configuration of the test's own.
+    pub async fn spawn_router_with(&self, config: RouterConfig) -> RunningRouter {
+        let router = Router::connect(config).await.expect("router connects");
         let (stop, stopped) = oneshot::channel::<()>();
         let finished = router.finished();
         let task = tokio::spawn(router.run(async {

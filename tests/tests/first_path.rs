@@ -171,3 +171,64 @@ async fn a_revocation_acknowledged_before_routing_applies_even_when_the_router_l
     );
     router.stop().await;
 }
+
+/// The router asks for the state ends halfway through a batch's wait for more readings, so
+/// the broker answers during the wait. A reading that arrives after that question joins the
+/// batch, and a revocation acknowledged before it was written must still apply: the ends
+/// are asked again. A long `batch_wait` (4 s: the question after 2 s) holds the first
+/// reading in the batch while, after the question, the revocation is acknowledged and the
+/// second reading is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_acknowledged_while_a_batch_waits_applies_to_the_whole_batch() {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher().await;
+    let topics = stack.settings.topics();
+    let patient = fixtures::patient(5);
+    consent_to_gp_and_home(&publisher, &patient).await;
+    let mut config = stack.router_config(GROUP);
+    config.batch_wait = Duration::from_secs(4);
+    let router = stack.spawn_router_with(config).await;
+    // A reading of another patient, routed: the group is joined and the clients are warm.
+    let other = fixtures::patient(6);
+    let warm_up = fixtures::spo2(&other, 97.0, now_millis() - 60_000);
+    let receipt = publisher.publish_measurement(&warm_up).await.unwrap();
+    wait_routed(
+        &stack.settings,
+        GROUP,
+        &receipt.topic,
+        receipt.partition,
+        receipt.offset,
+    )
+    .await;
+    let routed_before = router.finished();
+
+    let first = fixtures::spo2(&patient, 93.0, now_millis() - 60_000);
+    publisher.publish_measurement(&first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        router.finished(),
+        routed_before,
+        "the first reading should still wait in its batch"
+    );
+    withdraw_gp_consent(&publisher, &patient).await;
+    let second = fixtures::spo2(&patient, 92.0, now_millis() - 30_000);
+    let receipt = publisher.publish_measurement(&second).await.unwrap();
+    wait_routed(
+        &stack.settings,
+        GROUP,
+        &receipt.topic,
+        receipt.partition,
+        receipt.offset,
+    )
+    .await;
+
+    let home: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("home")).await;
+    assert_eq!(home.len(), 2, "home care keeps its consent");
+    let gp: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("gp")).await;
+    assert!(
+        gp.is_empty(),
+        "both readings were routed after the revocation was acknowledged, yet the GP got {}",
+        gp.len()
+    );
+    router.stop().await;
+}

@@ -28,7 +28,11 @@ const PATIENTS: u64 = 200;
 /// Long enough that one-time costs (group join, first state load) amortise.
 const EVENTS: usize = 240_000;
 const LATENCY_RATE: u64 = 1_000;
-const LATENCY_SECONDS: u64 = 20;
+/// Short rounds, many of them: the development broker lists a partition's whole log for
+/// every read, so its CPU grows with the round (at 1,000 readings a second: 40% of a core
+/// 2 s in, a full core from 12 s on), and late in a long round the latency measured was
+/// the broker's saturation, not the contender's.
+const LATENCY_SECONDS: u64 = 5;
 /// Offered before the measured seconds and not measured: the router makes a subscriber's
 /// topic and registers its schema at its first delivery (about 100 ms, once per subscriber
 /// and start), which is not a latency at a steady rate.
@@ -420,28 +424,35 @@ async fn produce_only(settings: &KafkaSettings, output: &str, events: usize) -> 
     first_output.unwrap_or_else(|| Mark::now(0))
 }
 
-/// Reads `topic` from its end and records now - received_time of each reading, in ms.
+/// Reads `topic` from its end and records, in ms, each reading's end-to-end latency (now -
+/// received_time) and its part up to the contender's handing it to its producer (the
+/// output record's timestamp - received_time).
+/// It fetches as the SDK's subscriber does: a probe polling faster than any subscriber
+/// (it once asked every 5 ms) kept this broker, which lists a partition's whole log for
+/// every read, at a full core for 1,000 readings a second, and its tail in the figures.
 async fn latency_probe(
     settings: KafkaSettings,
     topic: String,
     expect: usize,
     delivery: bool,
-) -> Vec<f64> {
+) -> Latencies {
     let consumer: StreamConsumer = settings
-        .client_config(&[
-            ("group.id", &format!("probe-{topic}")),
-            ("auto.offset.reset", "latest"),
-            ("enable.auto.commit", "false"),
-            ("fetch.wait.max.ms", "5"),
-        ])
+        .client_config_tuned(
+            &[
+                ("group.id", &format!("probe-{topic}")),
+                ("auto.offset.reset", "latest"),
+                ("enable.auto.commit", "false"),
+            ],
+            dho_kafka::FETCH_PROMPTLY,
+        )
         .unwrap()
         .create()
         .unwrap();
     consumer.subscribe(&[&topic]).unwrap();
     let serde = AvroSerde::new(&settings.schema_registry_url);
-    let mut latencies = vec![];
+    let mut latencies = Latencies::default();
     let mut warmup = LATENCY_RATE * LATENCY_WARMUP_SECONDS;
-    while latencies.len() < expect {
+    while latencies.total.len() < expect {
         let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await else {
             break;
         };
@@ -465,9 +476,20 @@ async fn latency_probe(
             warmup -= 1;
             continue;
         }
-        latencies.push((now - sent) as f64);
+        latencies.total.push((now - sent) as f64);
+        let handed_over = m.timestamp().to_millis().unwrap_or(now);
+        latencies.handed_over.push((handed_over - sent) as f64);
     }
+    latencies.total.sort_by(f64::total_cmp);
+    latencies.handed_over.sort_by(f64::total_cmp);
     latencies
+}
+
+/// One round's latencies (ms, sorted): end to end, and up to the contender's producer.
+#[derive(Default)]
+struct Latencies {
+    total: Vec<f64>,
+    handed_over: Vec<f64>,
 }
 
 /// Publishes at a fixed rate, each reading stamped with its send time.
@@ -518,6 +540,10 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 async fn fresh_stack() -> Stack {
     let stack = Stack::start().await;
+    BROKER_PID.store(
+        stack.broker.pid().unwrap_or(0),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let publisher = stack.publisher().await;
     for i in 0..PATIENTS {
         let p = fixtures::patient(i);
@@ -582,16 +608,39 @@ async fn main() {
         bench_decision();
         return;
     }
-    // Throughput: the same preloaded backlog drained by each contender on its own stack,
-    // in alternating rounds (one drain's CPU figure swings by tens of percent with
-    // scheduling on two cores; the medians are compared).
-    let mut drains: BTreeMap<&str, Vec<Drain>> = BTreeMap::new();
     // BENCH_PROFILE=1: the router's drain alone (for `perf record`), nothing else.
     let profiling = std::env::var_os("BENCH_PROFILE").is_some();
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(if profiling { 1 } else { 5 });
+    // BENCH_LATENCY_ONLY=1: the latency rounds alone.
+    if std::env::var_os("BENCH_LATENCY_ONLY").is_none() {
+        bench_drains(rounds, profiling).await;
+        if profiling {
+            return;
+        }
+    }
+    // Latency rounds are short (see LATENCY_SECONDS), so there are more of them.
+    let latency_rounds = std::env::var("BENCH_LATENCY_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(rounds * 2);
+    bench_latency(latency_rounds).await;
+    // The in-process figures come last: the memory figure leaves gigabytes in this process
+    // for the kernel to reclaim, and drains measured after it were slower and noisier (the
+    // router more than the pass-through). BENCH_PIPELINE_ONLY=1 skips them.
+    if std::env::var_os("BENCH_PIPELINE_ONLY").is_none() {
+        bench_decision();
+        bench_memory();
+    }
+}
+
+/// Throughput: the same preloaded backlog drained by each contender on its own stack, in
+/// alternating rounds (one drain's CPU figure swings by tens of percent with scheduling on
+/// two cores; the medians are compared).
+async fn bench_drains(rounds: usize, profiling: bool) {
+    let mut drains: BTreeMap<&str, Vec<Drain>> = BTreeMap::new();
     // "consume-only" and "produce-only" are no contenders: the broker's rates of handing
     // records out and of taking the router's output volume, the ceilings.
     let contenders: &[&str] = if profiling {
@@ -616,10 +665,6 @@ async fn main() {
                     (None, Some(copier))
                 }
             };
-            BROKER_PID.store(
-                stack.broker.pid().unwrap_or(0),
-                std::sync::atomic::Ordering::Relaxed,
-            );
             perf_control("enable");
             let threads = cpu_by_thread();
             let start = Mark::now(0);
@@ -692,42 +737,51 @@ async fn main() {
         ratio(|d| d.cpu),
         ratio(|d| d.steady_cpu),
     );
+}
 
-    // Latency at a fixed offered rate, in alternating rounds too (where a reading lands in
-    // the broker's and the clients' polling cycles moves a 10 s p99 by several ms).
+/// Latency at a fixed offered rate, in alternating rounds too (where a reading lands in the
+/// broker's and the clients' polling cycles moves a round's p99 by several ms). Reported
+/// as the medians of the rounds' percentiles and as the percentiles of all rounds' readings.
+async fn bench_latency(rounds: usize) {
     let mut percentiles: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut pooled: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for round in 1..=rounds {
         for contender in ["pass-through", "router"] {
-            let latencies = latency_round(contender).await;
-            let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+            let (latencies, load) = latency_round(contender).await;
+            let total = &latencies.total;
+            let (p50, p99) = (percentile(total, 0.5), percentile(total, 0.99));
             println!(
-                "round {round} {contender:>12}: {LATENCY_RATE} events/s offered for {LATENCY_SECONDS} s after {LATENCY_WARMUP_SECONDS} s, {} measured: latency p50 {p50:.1} ms, p99 {p99:.1} ms, max {:.1} ms",
-                latencies.len(),
-                latencies.last().copied().unwrap_or(f64::NAN),
+                "round {round} {contender:>12}: {LATENCY_RATE} events/s offered for {LATENCY_SECONDS} s after {LATENCY_WARMUP_SECONDS} s, {} measured: latency p50 {p50:.1} ms, p99 {p99:.1} ms, max {:.1} ms (to its producer: p50 {:.1} ms, p99 {:.1} ms); broker {:.0}% of a core, this process {:.0}%",
+                total.len(),
+                total.last().copied().unwrap_or(f64::NAN),
+                percentile(&latencies.handed_over, 0.5),
+                percentile(&latencies.handed_over, 0.99),
+                load.broker_busy * 100.0,
+                load.busy * 100.0,
             );
             let entry = percentiles.entry(contender).or_default();
             entry.0.push(p50);
             entry.1.push(p99);
+            pooled.entry(contender).or_default().extend(latencies.total);
         }
     }
     for (contender, (p50, p99)) in percentiles {
+        let mut all = pooled.remove(contender).unwrap_or_default();
+        all.sort_by(f64::total_cmp);
         println!(
-            "median of {rounds} {contender:>12}: latency p50 {:.1} ms, p99 {:.1} ms",
+            "median of {rounds} {contender:>12}: latency p50 {:.1} ms, p99 {:.1} ms; all {} readings: p50 {:.1} ms, p99 {:.1} ms",
             median(p50),
-            median(p99)
+            median(p99),
+            all.len(),
+            percentile(&all, 0.5),
+            percentile(&all, 0.99),
         );
-    }
-    // The in-process figures come last: the memory figure leaves gigabytes in this process
-    // for the kernel to reclaim, and drains measured after it were slower and noisier (the
-    // router more than the pass-through). BENCH_PIPELINE_ONLY=1 skips them.
-    if std::env::var_os("BENCH_PIPELINE_ONLY").is_none() {
-        bench_decision();
-        bench_memory();
     }
 }
 
-/// One contender's end-to-end latencies (ms, sorted) at the offered rate, on a fresh stack.
-async fn latency_round(contender: &str) -> Vec<f64> {
+/// One contender's latencies at the offered rate, on a fresh stack, and the CPU used
+/// meanwhile.
+async fn latency_round(contender: &str) -> (Latencies, Load) {
     let stack = fresh_stack().await;
     let output = copy_topic(&stack).await;
     let expect = (LATENCY_RATE * LATENCY_SECONDS) as usize;
@@ -755,16 +809,31 @@ async fn latency_round(contender: &str) -> Vec<f64> {
         _ => {
             let router = stack.spawn_router("latency").await;
             tokio::spawn(async move {
-                let offered_for = LATENCY_WARMUP_SECONDS + LATENCY_SECONDS;
-                tokio::time::sleep(Duration::from_secs(offered_for + 5)).await;
+                let offered = LATENCY_RATE * (LATENCY_WARMUP_SECONDS + LATENCY_SECONDS);
+                while router.finished() < offered {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 router.stop().await;
             })
         }
     };
     tokio::time::sleep(Duration::from_secs(2)).await; // group joined, probe positioned
+    let start = Mark::now(0);
     offered_load(&stack.settings).await;
-    let mut latencies = probe.await.unwrap();
+    let end = Mark::now(0);
+    let latencies = probe.await.unwrap();
     worker.await.unwrap();
-    latencies.sort_by(f64::total_cmp);
-    latencies
+    let secs = (end.at - start.at).as_secs_f64();
+    let load = Load {
+        broker_busy: (end.broker_cpu - start.broker_cpu) / secs,
+        busy: (end.cpu - start.cpu) / secs,
+    };
+    (latencies, load)
+}
+
+/// The shares of a core used while the load was offered: by the broker, and by this process
+/// (the offered load, the probe and the contender).
+struct Load {
+    broker_busy: f64,
+    busy: f64,
 }
