@@ -17,7 +17,9 @@ pub struct RouterConfig {
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
     /// How long a batch waits for more events after the last one (seconds). Longer makes
-    /// fewer, bigger batches under light load, and every reading that much later.
+    /// fewer, bigger batches under light load, and every reading that much later. The
+    /// state ends are asked for halfway through the wait: a consent change acknowledged in
+    /// its second half applies from the next batch.
     #[serde(default = "default_batch_wait", with = "humantime_secs")]
     pub batch_wait: Duration,
     /// How long a batch may wait to catch up state before the router gives up.

@@ -720,10 +720,10 @@ impl Router {
     }
 
     /// A batch: `first` and what else arrives within `batch_wait` (2 ms) of the last
-    /// record, up to `max_batch`. Halfway through its first wait, the state ends are asked
-    /// for, so the broker answers while the batch waits (not at once: the records of one
-    /// Fetch reach the queue a partition at a time). The answer holds for the batch only if
-    /// no record came after the question (see `route_batch`).
+    /// record, up to `max_batch`. Once half a wait has passed with no record, the state
+    /// ends are asked for, so the broker answers while the batch waits (not at once: the
+    /// records of one Fetch reach the queue a partition at a time). The answer holds for
+    /// the batch only if no record came after the question (see `route_batch`).
     async fn fill_batch<'c>(
         &self,
         events: &'c StreamConsumer<RebalanceTracker>,

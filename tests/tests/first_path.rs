@@ -175,9 +175,9 @@ async fn a_revocation_acknowledged_before_routing_applies_even_when_the_router_l
 /// The router asks for the state ends halfway through a batch's wait for more readings, so
 /// the broker answers during the wait. A reading that arrives after that question joins the
 /// batch, and a revocation acknowledged before it was written must still apply: the ends
-/// are asked again. A long `batch_wait` (4 s: the question after 2 s) holds the first
-/// reading in the batch while, after the question, the revocation is acknowledged and the
-/// second reading is written.
+/// are asked again. A long `batch_wait` (6 s: the question 3 s after the first reading
+/// arrives) holds the first reading in the batch while, after the question (at 4 s), the
+/// revocation is acknowledged and the second reading is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_acknowledged_while_a_batch_waits_applies_to_the_whole_batch() {
     let stack = Stack::start().await;
@@ -186,7 +186,7 @@ async fn a_revocation_acknowledged_while_a_batch_waits_applies_to_the_whole_batc
     let patient = fixtures::patient(5);
     consent_to_gp_and_home(&publisher, &patient).await;
     let mut config = stack.router_config(GROUP);
-    config.batch_wait = Duration::from_secs(4);
+    config.batch_wait = Duration::from_secs(6);
     let router = stack.spawn_router_with(config).await;
     // A reading of another patient, routed: the group is joined and the clients are warm.
     let other = fixtures::patient(6);
@@ -204,7 +204,7 @@ async fn a_revocation_acknowledged_while_a_batch_waits_applies_to_the_whole_batc
 
     let first = fixtures::spo2(&patient, 93.0, now_millis() - 60_000);
     publisher.publish_measurement(&first).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         router.finished(),
         routed_before,
@@ -227,7 +227,8 @@ async fn a_revocation_acknowledged_while_a_batch_waits_applies_to_the_whole_batc
     let gp: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("gp")).await;
     assert!(
         gp.is_empty(),
-        "both readings were routed after the revocation was acknowledged, yet the GP got {}",
+        "the second reading was written after the revocation was acknowledged and routed \
+         in one batch with the first, yet the GP got {} readings",
         gp.len()
     );
     router.stop().await;

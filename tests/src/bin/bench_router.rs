@@ -134,7 +134,12 @@ struct Drain {
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    let middle = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    }
 }
 
 fn rss_bytes() -> f64 {
@@ -477,7 +482,14 @@ async fn latency_probe(
             continue;
         }
         latencies.total.push((now - sent) as f64);
-        let handed_over = m.timestamp().to_millis().unwrap_or(now);
+        // Both contenders leave the timestamp to librdkafka, which sets it when the record
+        // is produced; the broker keeps it (CreateTime).
+        let rdkafka::Timestamp::CreateTime(handed_over) = m.timestamp() else {
+            panic!(
+                "an output record without its CreateTime: {:?}",
+                m.timestamp()
+            );
+        };
         latencies.handed_over.push((handed_over - sent) as f64);
     }
     latencies.total.sort_by(f64::total_cmp);
@@ -810,7 +822,13 @@ async fn latency_round(contender: &str) -> (Latencies, Load) {
             let router = stack.spawn_router("latency").await;
             tokio::spawn(async move {
                 let offered = LATENCY_RATE * (LATENCY_WARMUP_SECONDS + LATENCY_SECONDS);
+                let deadline = Instant::now() + Duration::from_secs(60);
                 while router.finished() < offered {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the router finished {} of {offered} readings in a minute",
+                        router.finished()
+                    );
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 router.stop().await;
