@@ -585,10 +585,12 @@ async fn ensure_output(stack: &Stack, topic: &str) {
         .unwrap();
 }
 
-/// Returns when its first outputs were acknowledged (as the pass-through's mark), found by
-/// reading the router's own count of finished records every millisecond: no broker
-/// requests whose CPU would count as the router's, and no end found late.
-async fn run_router_until(router: dho_tests::RunningRouter, events: usize) -> Mark {
+/// Returns when its first outputs were acknowledged (as the pass-through's mark), once all
+/// `events` are finished, found by reading the router's own count of finished records every
+/// millisecond: no broker requests whose CPU would count as the router's, and no end found
+/// late. The router is still running: its stop (a last synchronous commit, leaving the
+/// group) is no part of the drain, as the pass-through's clients are dropped after it.
+async fn run_router_until(router: &dho_tests::RunningRouter, events: usize) -> Mark {
     let mut first_output = None;
     loop {
         let finished = router.finished() as usize;
@@ -600,12 +602,6 @@ async fn run_router_until(router: dho_tests::RunningRouter, events: usize) -> Ma
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let stats = router.stop().await;
-    println!(
-        "      router: {} batches, {:.0} events per batch",
-        stats.batches,
-        stats.events as f64 / stats.batches.max(1) as f64
-    );
     first_output.unwrap_or_else(|| Mark::now(0))
 }
 
@@ -680,16 +676,25 @@ async fn bench_drains(rounds: usize, profiling: bool) {
             perf_control("enable");
             let threads = cpu_by_thread();
             let start = Mark::now(0);
-            let first = match (router, &copier) {
+            let first = match (&router, &copier) {
                 (Some(router), _) => run_router_until(router, EVENTS).await,
                 (None, Some(copier)) => copier.run(EVENTS).await,
                 (None, None) => produce_only(&stack.settings, &output, EVENTS).await,
             };
             let end = Mark::now(EVENTS);
             perf_control("disable");
+            let threads_after = cpu_by_thread();
+            if let Some(router) = router {
+                let stats = router.stop().await;
+                println!(
+                    "      router: {} batches, {:.0} events per batch",
+                    stats.batches,
+                    stats.events as f64 / stats.batches.max(1) as f64
+                );
+            }
             if std::env::var_os("BENCH_THREADS").is_some() {
                 // Threads that ended during the drain are missing here (their CPU is in `cpu`).
-                for (name, after) in cpu_by_thread() {
+                for (name, after) in threads_after {
                     let used = after - threads.get(&name).copied().unwrap_or(0.0);
                     if used > 0.0 {
                         println!(
