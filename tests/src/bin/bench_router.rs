@@ -685,11 +685,13 @@ async fn bench_drains(rounds: usize, profiling: bool) {
             perf_control("disable");
             let threads_after = cpu_by_thread();
             if let Some(router) = router {
+                let stopping = Instant::now();
                 let stats = router.stop().await;
                 println!(
-                    "      router: {} batches, {:.0} events per batch",
+                    "      router: {} batches, {:.0} events per batch; its stop took {:.2} s",
                     stats.batches,
-                    stats.events as f64 / stats.batches.max(1) as f64
+                    stats.events as f64 / stats.batches.max(1) as f64,
+                    stopping.elapsed().as_secs_f64(),
                 );
             }
             if std::env::var_os("BENCH_THREADS").is_some() {
