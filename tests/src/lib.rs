@@ -398,6 +398,22 @@ pub async fn wait_for<T: AvroRecord>(
     }
 }
 
+/// [`wait_routed`] for a record the publisher wrote.
+pub async fn wait_receipt_routed(
+    settings: &KafkaSettings,
+    group: &str,
+    receipt: &dho_producer::Receipt,
+) {
+    wait_routed(
+        settings,
+        group,
+        &receipt.topic,
+        receipt.partition,
+        receipt.offset,
+    )
+    .await
+}
+
 /// Waits until the router group has committed past `offset` on `topic`/`partition`: every
 /// output of that record is acknowledged by then.
 pub async fn wait_routed(

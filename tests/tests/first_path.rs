@@ -9,7 +9,7 @@ use dho_producer::Publisher;
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
 use dho_tests::scenario::{consent, gp_and_home, subscribe};
-use dho_tests::{Stack, read_decoded, read_topic, wait_for, wait_routed};
+use dho_tests::{Stack, read_decoded, read_topic, wait_for, wait_receipt_routed};
 
 const GROUP: &str = "router";
 
@@ -64,14 +64,7 @@ async fn the_entitled_subscriber_receives_the_measurement_and_the_unconsented_on
         dho_router::delivery_id(&delivery.source, "gp")
     );
 
-    wait_routed(
-        &stack.settings,
-        GROUP,
-        &receipt.topic,
-        receipt.partition,
-        receipt.offset,
-    )
-    .await;
+    wait_receipt_routed(&stack.settings, GROUP, &receipt).await;
     assert!(
         read_topic(&stack.settings, &topics.deliver("home")).is_empty(),
         "home care has no consent"
@@ -110,14 +103,7 @@ async fn a_revoked_consent_stops_later_deliveries() {
         home[1].measurement.as_ref().unwrap().event_id,
         second.event_id
     );
-    wait_routed(
-        &stack.settings,
-        GROUP,
-        &receipt.topic,
-        receipt.partition,
-        receipt.offset,
-    )
-    .await;
+    wait_receipt_routed(&stack.settings, GROUP, &receipt).await;
     // ... the GP only the first.
     let gp: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("gp")).await;
     assert_eq!(gp.len(), 1, "no delivery to the GP after the revocation");
@@ -126,14 +112,7 @@ async fn a_revoked_consent_stops_later_deliveries() {
     publisher.delete_consent(&patient, "c-home").await.unwrap();
     let third = fixtures::spo2(&patient, 90.0, now_millis() - 10_000);
     let receipt = publisher.publish_measurement(&third).await.unwrap();
-    wait_routed(
-        &stack.settings,
-        GROUP,
-        &receipt.topic,
-        receipt.partition,
-        receipt.offset,
-    )
-    .await;
+    wait_receipt_routed(&stack.settings, GROUP, &receipt).await;
     let home: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("home")).await;
     assert_eq!(home.len(), 2, "no delivery after the consent was deleted");
     let audit: Vec<DisclosureRecord> = read_decoded(&stack.settings, &topics.audit()).await;
@@ -155,14 +134,7 @@ async fn a_revocation_acknowledged_before_routing_applies_even_when_the_router_l
     withdraw_gp_consent(&publisher, &patient).await;
 
     let router = stack.spawn_router(GROUP).await;
-    wait_routed(
-        &stack.settings,
-        GROUP,
-        &receipt.topic,
-        receipt.partition,
-        receipt.offset,
-    )
-    .await;
+    wait_receipt_routed(&stack.settings, GROUP, &receipt).await;
     let home: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("home")).await;
     assert_eq!(home.len(), 1);
     assert!(
@@ -192,14 +164,7 @@ async fn a_revocation_acknowledged_while_a_batch_waits_applies_to_the_whole_batc
     let other = fixtures::patient(6);
     let warm_up = fixtures::spo2(&other, 97.0, now_millis() - 60_000);
     let receipt = publisher.publish_measurement(&warm_up).await.unwrap();
-    wait_routed(
-        &stack.settings,
-        GROUP,
-        &receipt.topic,
-        receipt.partition,
-        receipt.offset,
-    )
-    .await;
+    wait_receipt_routed(&stack.settings, GROUP, &receipt).await;
     let routed_before = router.finished();
 
     let first = fixtures::spo2(&patient, 93.0, now_millis() - 60_000);
@@ -213,14 +178,7 @@ async fn a_revocation_acknowledged_while_a_batch_waits_applies_to_the_whole_batc
     withdraw_gp_consent(&publisher, &patient).await;
     let second = fixtures::spo2(&patient, 92.0, now_millis() - 30_000);
     let receipt = publisher.publish_measurement(&second).await.unwrap();
-    wait_routed(
-        &stack.settings,
-        GROUP,
-        &receipt.topic,
-        receipt.partition,
-        receipt.offset,
-    )
-    .await;
+    wait_receipt_routed(&stack.settings, GROUP, &receipt).await;
 
     let home: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("home")).await;
     assert_eq!(home.len(), 2, "home care keeps its consent");

@@ -16,7 +16,7 @@ use dho_schemas::model::*;
 use dho_tests::ingest::{
     GP, GP_TOKEN, HOME, HOME_TOKEN, PLATFORM_TOKEN, gateway_config, start_gateway,
 };
-use dho_tests::{Stack, read_topic_sizes, wait_routed};
+use dho_tests::{Stack, read_topic_sizes, wait_receipt_routed};
 
 const GROUP: &str = "sdk-subscriptions-router";
 
@@ -37,14 +37,7 @@ async fn publish_routed(
 ) -> Measurement {
     let m = fixtures::spo2(patient, value, now_millis() - 60_000);
     let receipt = publisher.publish_measurement(&m).await.unwrap();
-    wait_routed(
-        &stack.settings,
-        GROUP,
-        &receipt.topic,
-        receipt.partition,
-        receipt.offset,
-    )
-    .await;
+    wait_receipt_routed(&stack.settings, GROUP, &receipt).await;
     m
 }
 
