@@ -68,15 +68,6 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 const DELIVERY_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6a1f_4c2e_9d3b_4e8a_a5c7_1b2d_3e4f_5a6b);
 
-/// The broker's answer to a question for state ends (see `Router::ask_state_ends`).
-type EndsAnswer = tokio::task::JoinHandle<Result<TopicPartitionList, KafkaError>>;
-
-/// A filled batch, and the state ends asked for while it filled if they hold for all of it.
-struct Filled<'c> {
-    batch: Vec<BorrowedMessage<'c>>,
-    ends: Option<EndsAnswer>,
-}
-
 /// `Uuid::new_v5(&DELIVERY_ID_NAMESPACE, name)`, with a SHA-1 that uses the CPU's SHA
 /// instructions where it has them (uuid's own is portable code: 4% of the router's CPU).
 fn uuid_v5(name: &[u8]) -> uuid::Uuid {
@@ -296,6 +287,15 @@ struct BatchOutputs {
     /// Alert tracks changed in the batch, as they were at its end, by (partition,
     /// `patient|code` key): written once the batch's outputs are acknowledged.
     tracks: BTreeMap<(i32, String), Track>,
+}
+
+/// The broker's answer to a question for state ends (see `Router::ask_state_ends`).
+type EndsAnswer = tokio::task::JoinHandle<Result<TopicPartitionList, KafkaError>>;
+
+/// A filled batch, and the state ends asked for while it filled if they hold for all of it.
+struct Filled<'c> {
+    batch: Vec<BorrowedMessage<'c>>,
+    ends: Option<EndsAnswer>,
 }
 
 /// A routed batch whose outputs may not be acknowledged yet.

@@ -132,6 +132,11 @@ struct Drain {
     broker_busy: f64,
 }
 
+/// A count from the environment, if set and a number.
+fn env_count(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
@@ -432,9 +437,8 @@ async fn produce_only(settings: &KafkaSettings, output: &str, events: usize) -> 
 /// Reads `topic` from its end and records, in ms, each reading's end-to-end latency (now -
 /// received_time) and its part up to the contender's handing it to its producer (the
 /// output record's timestamp - received_time).
-/// It fetches as the SDK's subscriber does: a probe polling faster than any subscriber
-/// (it once asked every 5 ms) kept this broker, which lists a partition's whole log for
-/// every read, at a full core for 1,000 readings a second, and its tail in the figures.
+/// It fetches as the SDK's subscriber does (it once asked every 5 ms, which no subscriber
+/// does).
 async fn latency_probe(
     settings: KafkaSettings,
     topic: String,
@@ -618,10 +622,7 @@ async fn main() {
     }
     // BENCH_PROFILE=1: the router's drain alone (for `perf record`), nothing else.
     let profiling = std::env::var_os("BENCH_PROFILE").is_some();
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(if profiling { 1 } else { 5 });
+    let rounds = env_count("BENCH_ROUNDS").unwrap_or(if profiling { 1 } else { 5 });
     // BENCH_LATENCY_ONLY=1: the latency rounds alone.
     if std::env::var_os("BENCH_LATENCY_ONLY").is_none() {
         bench_drains(rounds, profiling).await;
@@ -630,10 +631,7 @@ async fn main() {
         }
     }
     // Latency rounds are short (see LATENCY_SECONDS), so there are more of them.
-    let latency_rounds = std::env::var("BENCH_LATENCY_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(rounds * 2);
+    let latency_rounds = env_count("BENCH_LATENCY_ROUNDS").unwrap_or(rounds * 2);
     bench_latency(latency_rounds).await;
     // The in-process figures come last: the memory figure leaves gigabytes in this process
     // for the kernel to reclaim, and drains measured after it were slower and noisier (the
