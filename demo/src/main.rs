@@ -73,7 +73,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
 
-    println!("==> starting the development broker");
+    println!(
+        "==> starting the development broker (Apache Kafka {})",
+        dho_devstack::kafka_version()
+    );
     let broker = tokio::task::spawn_blocking(Broker::start_default).await??;
     println!("    broker on {}", broker.bootstrap_servers());
     let registry = dho_registry::start(
@@ -154,7 +157,8 @@ async fn main() -> anyhow::Result<()> {
     // Clients go before the broker, or librdkafka reports the broker as down.
     drop(publisher);
     registry.shutdown().await?;
-    drop(broker);
+    let mut broker = broker;
+    tokio::task::spawn_blocking(move || broker.stop()).await?;
     println!("==> stopped cleanly after publishing {published} readings");
     Ok(())
 }

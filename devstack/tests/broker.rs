@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use dho_devstack::{Broker, BrokerOptions, Storage};
+use dho_devstack::{Broker, BrokerOptions};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -38,6 +38,21 @@ fn produce(bootstrap: &str, topic: &str, count: usize) {
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
+fn produce_more(bootstrap: &str, topic: &str, count: usize) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for i in 0..count {
+        let payload = format!("more-{i}");
+        producer
+            .send(BaseRecord::<(), _>::to(topic).payload(&payload))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
 fn high_watermark(bootstrap: &str, topic: &str) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -50,29 +65,57 @@ fn high_watermark(bootstrap: &str, topic: &str) -> i64 {
 }
 
 #[test]
-fn sqlite_storage_keeps_every_record_across_a_broker_restart() {
+fn kept_storage_keeps_every_record_across_a_broker_crash() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(BrokerOptions {
-        storage: Storage::Sqlite(dir.path().join("broker.db")),
+        home: Some(dir.path().join("kafka")),
         ..BrokerOptions::default()
     })
     .expect("the development broker starts");
     produce(&broker.bootstrap_servers(), "kept", 100);
     assert_eq!(high_watermark(&broker.bootstrap_servers(), "kept"), 100);
+    // SIGKILL, then the same log folder: what acks=all acknowledged is still there.
     broker.restart().unwrap();
     assert_eq!(high_watermark(&broker.bootstrap_servers(), "kept"), 100);
+    produce_more(&broker.bootstrap_servers(), "kept", 10);
+    assert_eq!(high_watermark(&broker.bootstrap_servers(), "kept"), 110);
 }
 
 #[test]
-fn a_missing_broker_binary_is_an_error_that_says_how_to_install_it() {
+fn the_broker_is_apache_kafka_at_the_pinned_version() {
+    let version = dho_devstack::kafka_version();
+    assert!(
+        version.split('.').count() == 3 && version.split('.').all(|p| p.parse::<u32>().is_ok()),
+        "kafka.version in devstack/kafka/pom.xml is a release number: {version}"
+    );
+    let jar = dho_devstack::broker_libs().join(format!("kafka_2.13-{version}.jar"));
+    assert!(jar.is_file(), "{} is installed", jar.display());
+}
+
+#[test]
+fn a_missing_install_is_an_error_that_says_how_to_install_it() {
     let err = Broker::start(BrokerOptions {
-        binary: Some("/nonexistent/nisshi".into()),
+        libs: Some("/nonexistent/kafka/libs".into()),
         ..BrokerOptions::default()
     })
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("./dev install-broker") && err.contains("/nonexistent/nisshi"),
+        err.contains("./dev install-broker") && err.contains("/nonexistent/kafka/libs"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_jdk_is_an_error_that_names_what_to_install() {
+    let err = Broker::start(BrokerOptions {
+        java: Some("/nonexistent/jdk/bin/java".into()),
+        ..BrokerOptions::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("JDK 17") && err.contains("/nonexistent/jdk/bin/java"),
         "{err}"
     );
 }

@@ -109,9 +109,9 @@ pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Res
             }
         }
     }
-    for spec in specs.iter().filter(|s| s.co_partitioned) {
-        let actual = partition_count(settings, &spec.name).await?;
-        if actual != spec.partitions {
+    for spec in specs {
+        let actual = created_partition_count(settings, &spec.name).await?;
+        if spec.co_partitioned && actual != spec.partitions {
             return Err(Error::PartitionMismatch {
                 topic: spec.name.clone(),
                 expected: spec.partitions,
@@ -120,6 +120,21 @@ pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Res
         }
     }
     Ok(())
+}
+
+/// The partition count of a topic just created: Apache Kafka answers CreateTopics once its
+/// controller has the topic, and its brokers learn of it a moment later, so metadata may
+/// still say "unknown" for a while.
+async fn created_partition_count(settings: &KafkaSettings, topic: &str) -> Result<i32> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match partition_count(settings, topic).await {
+            Err(Error::Topic { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The partition count of an existing topic.

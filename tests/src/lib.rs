@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dho_devstack::Broker;
+use dho_devstack::{Broker, BrokerOptions, TestBroker};
 use dho_kafka::KafkaSettings;
 use dho_registry::{RegistryConfig, RunningRegistry};
 use dho_router::{Router, RouterConfig};
@@ -34,21 +34,46 @@ pub const PARTITIONS: i32 = 3;
 /// A broker and a registry for one test.
 #[allow(missing_debug_implementations)]
 pub struct Stack {
-    pub broker: Broker,
+    /// The run's shared broker, or (see [`Stack::start_own_broker`]) one of this test's own.
+    pub broker: TestBroker,
     pub registry: RunningRegistry,
     pub settings: KafkaSettings,
+    /// The registry's schemas topic, deleted with the test's own topics.
+    schemas_topic: String,
 }
 
 impl Stack {
+    /// A stack on the test run's shared broker (see [`TestBroker::get`]).
     pub async fn start() -> Stack {
-        let broker = tokio::task::spawn_blocking(Broker::start_default)
+        let broker = tokio::task::spawn_blocking(TestBroker::get)
             .await
             .unwrap()
             .unwrap_or_else(|e| panic!("the development broker is required for this test: {e}"));
+        Self::on(broker).await
+    }
+
+    /// A stack on a broker of the test's own, which the test may kill and restart.
+    pub async fn start_own_broker(options: BrokerOptions) -> Stack {
+        let broker = tokio::task::spawn_blocking(move || TestBroker::own(options))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("the development broker is required for this test: {e}"));
+        Self::on(broker).await
+    }
+
+    /// The test's own broker process (see [`Stack::start_own_broker`]).
+    pub fn own_broker(&mut self) -> &mut Broker {
+        self.broker
+            .own_broker()
+            .expect("this test started a broker of its own (Stack::start_own_broker)")
+    }
+
+    async fn on(broker: TestBroker) -> Stack {
+        let schemas_topic = format!("_schemas-{}", uuid::Uuid::new_v4().simple());
         let registry = dho_registry::start(
             RegistryConfig::new(broker.bootstrap_servers())
                 .with_listen(([127, 0, 0, 1], 0).into())
-                .with_topic(format!("_schemas-{}", uuid::Uuid::new_v4().simple())),
+                .with_topic(schemas_topic.clone()),
         )
         .await
         .unwrap_or_else(|e| panic!("the schema registry did not start: {e}"));
@@ -59,6 +84,7 @@ impl Stack {
             broker,
             registry,
             settings,
+            schemas_topic,
         }
     }
 
@@ -92,6 +118,61 @@ impl Stack {
             task,
             finished,
         }
+    }
+}
+
+/// A shared broker outlives hundreds of tests: each deletes its topics when it ends, or
+/// their files and memory maps would add up.
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if matches!(self.broker, TestBroker::Own(_)) {
+            return;
+        }
+        delete_topics(
+            &self.settings.bootstrap_servers,
+            &format!("{}.", self.settings.topic_prefix),
+            &self.schemas_topic,
+        );
+    }
+}
+
+/// Deletes the topics named `exact` or starting with `prefix` (on a thread of its own: a
+/// test's stack is dropped inside its runtime).
+pub fn delete_topics(bootstrap: &str, prefix: &str, exact: &str) {
+    let (bootstrap, prefix, exact) = (bootstrap.to_string(), prefix.to_string(), exact.to_string());
+    let deleted = std::thread::spawn(move || {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("log_level", "3")
+                .create()?;
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))?;
+        let names: Vec<&str> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name())
+            .filter(|name| name.starts_with(&prefix) || *name == exact)
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| rdkafka::error::KafkaError::AdminOpCreation(e.to_string()))?;
+        runtime
+            .block_on(admin.delete_topics(
+                &names,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            ))
+            .map(drop)
+    })
+    .join();
+    if let Ok(Err(e)) = deleted {
+        eprintln!("could not delete this test's topics: {e}");
     }
 }
 
@@ -310,6 +391,17 @@ pub fn read_topic(settings: &KafkaSettings, topic: &str) -> Vec<Record> {
     while !remaining.is_empty() {
         assert!(Instant::now() < deadline, "timed out reading {topic}");
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            // Transaction markers, aborted records and compacted gaps take offsets that no
+            // record is handed over for: the reader's position tells when the end is passed.
+            if let Ok(position) = consumer.position() {
+                for e in position.elements() {
+                    if let Offset::Offset(next) = e.offset()
+                        && next >= remaining.get(&e.partition()).copied().unwrap_or(i64::MAX)
+                    {
+                        remaining.remove(&e.partition());
+                    }
+                }
+            }
             continue;
         };
         let message = message.unwrap();

@@ -25,7 +25,8 @@ fn bundle(n: u64) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_a_saturated_gateway_answers_503_with_retry_after_and_never_2xx_unacknowledged() {
-    let mut stack = Stack::start().await;
+    // Its broker is killed: one of its own, not the run's shared one.
+    let mut stack = Stack::start_own_broker(Default::default()).await;
     let mut config = gateway_config(&stack.settings);
     config.max_bundle_entries = 5;
     config.max_in_flight = 5;
@@ -34,7 +35,7 @@ async fn ingest_a_saturated_gateway_answers_503_with_retry_after_and_never_2xx_u
     let http = Http::new(gw.url());
     assert_eq!(http.get_text("/readyz").await.0, 200);
 
-    stack.broker.kill();
+    stack.own_broker().kill();
     let pending = {
         let http = http.clone();
         tokio::spawn(async move {

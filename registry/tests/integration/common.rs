@@ -1,21 +1,22 @@
 use std::net::SocketAddr;
 
-use dho_devstack::Broker;
+use dho_devstack::TestBroker;
 use dho_registry::{RegistryConfig, RunningRegistry};
 use reqwest::Method;
 use serde_json::Value;
 
 /// A broker, a registry on a fresh topic, and an HTTP client. Keep it alive for the test.
 pub struct Env {
-    pub broker: Broker,
+    pub broker: TestBroker,
     pub topic: String,
     pub registry: RunningRegistry,
     pub http: reqwest::Client,
 }
 
-/// Starts the development broker. Fails loudly if it is not installed: never skips.
-pub async fn broker() -> Broker {
-    tokio::task::spawn_blocking(Broker::start_default)
+/// The test run's shared broker, or one of this test's own (see `TestBroker::get`). Fails
+/// loudly if Apache Kafka is not installed: never skips.
+pub async fn broker() -> TestBroker {
+    tokio::task::spawn_blocking(TestBroker::get)
         .await
         .expect("broker start task")
         .unwrap_or_else(|e| panic!("the development broker is required for these tests: {e}"))

@@ -1,4 +1,4 @@
-//! Integration tests against a real broker (the development stack's nisshi) and a running
+//! Integration tests against a real broker (the development stack's Apache Kafka) and a running
 //! registry. One test binary, so the heavy dependencies are linked once.
 
 mod common;
