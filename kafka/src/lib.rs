@@ -7,6 +7,7 @@
 
 mod admin;
 mod error;
+pub mod outage;
 mod serde;
 #[cfg(feature = "service")]
 pub mod service;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dho_kafka::outage::Outage;
 use dho_kafka::{AvroSerde, Encoder, TopicSpec};
 use dho_schemas::codec::{AvroRecord, DeliveryView, DisclosureView, ReferenceView};
 use dho_schemas::model::*;
@@ -17,7 +18,8 @@ use dho_schemas::topics::{headers, state_key};
 use dho_schemas::{Policy, TopicNames};
 use dho_telemetry::{KafkaStats, StatsContext};
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+    StreamConsumer,
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders, OwnedMessage};
@@ -48,6 +50,16 @@ pub enum Error {
     NotAcknowledged(KafkaError),
     #[error("the batch's transaction failed and was aborted: {0}; the batch will be replayed")]
     Transaction(KafkaError),
+    /// In exactly-once mode: another instance with the same `transactional_id` started
+    /// (this one is a zombie now), or the broker lost this producer's state.
+    #[error(
+        "the output producer failed for good ({code:?}: {reason}); nothing of the batch is \
+         committed, and an instance with the same transactional_id routes it again"
+    )]
+    ProducerFatal {
+        code: rdkafka::types::RDKafkaErrorCode,
+        reason: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -296,6 +308,10 @@ type EndsAnswer = tokio::task::JoinHandle<Result<TopicPartitionList, KafkaError>
 struct Filled<'c> {
     batch: Vec<BorrowedMessage<'c>>,
     ends: Option<EndsAnswer>,
+    /// Partitions the group took away while the batch filled. Their records fetched before
+    /// that are already out of `batch`; what is left of them was fetched after the group
+    /// gave them back, and is this instance's to route.
+    revoked: Vec<i32>,
 }
 
 /// A routed batch whose outputs may not be acknowledged yet.
@@ -303,6 +319,13 @@ struct InFlight {
     out: BatchOutputs,
     /// The input offsets to commit once it is acknowledged.
     offsets: TopicPartitionList,
+    /// Exactly-once mode: the group membership the batch's records were fetched under. Its
+    /// offsets are committed under it, so if the group has moved on meanwhile (this
+    /// instance was taken for dead and its partitions given to another), the broker
+    /// refuses the commit (KIP-447) instead of taking offsets from a zombie. librdkafka
+    /// updates the membership in the background on rejoining, so asking at commit time
+    /// could already name the new generation.
+    group: Option<ConsumerGroupMetadata>,
     started: Instant,
     events: usize,
 }
@@ -679,7 +702,11 @@ impl Router {
                 }
                 // Keep the pipeline full while a backlog lasts; when nothing is waiting,
                 // finish the routed batches now rather than when the next reading comes.
-                match futures::FutureExt::now_or_never(events.recv()) {
+                let next = futures::FutureExt::now_or_never(events.recv());
+                // A revocation is served inside recv: before anything in flight is finished
+                // and committed, its partitions' part is dropped.
+                self.drop_revoked();
+                match next {
                     Some(Ok(message)) => {
                         let batch = self.fill_batch(&events, message).await?;
                         self.route_batch(batch).await?;
@@ -696,6 +723,9 @@ impl Router {
                 }
                 message = events.recv() => message,
             };
+            // `first` was fetched after any revocation this recv served: only what was in
+            // hand before it (in flight, state) is dropped.
+            self.drop_revoked();
             let first = match first {
                 Ok(message) => message,
                 Err(e) => {
@@ -732,6 +762,7 @@ impl Router {
         let wait = self.config.batch_wait;
         let mut batch = vec![first];
         let mut asked: Option<(EndsAnswer, usize)> = None;
+        let mut revoked = Vec::new();
         while batch.len() < self.config.max_batch {
             // What is already fetched needs no timer (a timer per record showed in profiles).
             let next = match futures::FutureExt::now_or_never(events.recv()) {
@@ -757,23 +788,45 @@ impl Router {
                     }
                 }
             };
+            // The recv that returned `next` may have served a revocation: the records in hand
+            // of those partitions are the new owner's, `next` is not (it came after).
+            self.forget_revoked_records(&mut batch, &mut revoked);
             match next {
                 Ok(message) => batch.push(message),
                 Err(_) => break,
             }
         }
+        self.forget_revoked_records(&mut batch, &mut revoked);
         let ends = asked
             .filter(|(_, in_hand)| *in_hand == batch.len())
             .map(|(ends, _)| ends);
-        Ok(Filled { batch, ends })
+        Ok(Filled {
+            batch,
+            ends,
+            revoked,
+        })
+    }
+
+    /// Takes the revocations noticed since the last look and removes their partitions'
+    /// records from `batch` (fetched before the revocation); notes them in `revoked` for
+    /// the state to be dropped before the batch is routed.
+    fn forget_revoked_records(&self, batch: &mut Vec<BorrowedMessage<'_>>, revoked: &mut Vec<i32>) {
+        let newly: Vec<i32> =
+            std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()));
+        if newly.is_empty() {
+            return;
+        }
+        batch.retain(|m| !newly.contains(&m.partition()));
+        revoked.extend(newly);
     }
 
     /// The no-data timer: in every partition this instance owns whose readings are all
     /// routed (so a reading waiting in the backlog cannot be mistaken for silence), raises
     /// `NO_DATA` for each alert track silent past its plan's interval.
     async fn check_silences(&mut self) -> Result<()> {
-        self.finish_in_flight().await?;
+        // Revoked partitions' part of the batches in flight is dropped before they finish.
         self.drop_revoked();
+        self.finish_in_flight().await?;
         let measurements = self.names.measurements.clone();
         // A question to the broker that fails skips this tick (the next one asks again);
         // only a failure to deliver an alert stops the router.
@@ -845,7 +898,7 @@ impl Router {
             if self.config.transactional_id.is_some() {
                 // Holds at most dead letters of the state sync; librdkafka ends a transaction
                 // with nothing in it locally.
-                self.commit_transaction(&TopicPartitionList::new())?;
+                self.commit_transaction(&TopicPartitionList::new(), None)?;
             }
             return Ok(());
         }
@@ -872,7 +925,7 @@ impl Router {
         }
         self.acknowledge(out).await?;
         if self.config.transactional_id.is_some() {
-            self.commit_transaction(&TopicPartitionList::new())?;
+            self.commit_transaction(&TopicPartitionList::new(), None)?;
         }
         self.state_gauges();
         Ok(())
@@ -914,13 +967,15 @@ impl Router {
 
     async fn route_batch(&mut self, filled: Filled<'_>) -> Result<()> {
         let started = Instant::now();
-        let Filled { batch, ends } = filled;
-        // Records of a partition revoked while the batch filled are the new owner's now.
-        let revoked = self.drop_revoked();
-        let batch: Vec<BorrowedMessage<'_>> = batch
-            .into_iter()
-            .filter(|m| !revoked.contains(&m.partition()))
-            .collect();
+        let Filled {
+            batch,
+            ends,
+            revoked,
+        } = filled;
+        // The batch holds no record fetched before a revocation (see `fill_batch`); what this
+        // instance kept for those partitions goes now, so a partition given back is loaded
+        // afresh.
+        self.forget_partitions(revoked);
         if batch.is_empty() {
             return Ok(());
         }
@@ -928,6 +983,10 @@ impl Router {
         // Begun before the state sync: a state record dead-lettered there is an output of
         // this batch, and a transactional producer refuses to produce outside a transaction.
         self.begin()?;
+        let group = match self.config.transactional_id {
+            Some(_) => Some(self.events.group_metadata().ok_or(KafkaError::Canceled)?),
+            None => None,
+        };
         self.own_state_partitions(&partitions)?;
         // The state ends are asked for once the batch's records are in hand (a change
         // acknowledged before any of them was written is below the ends): while the batch
@@ -1003,6 +1062,7 @@ impl Router {
         let routed = InFlight {
             out,
             offsets,
+            group,
             started,
             events: batch.len(),
         };
@@ -1031,13 +1091,14 @@ impl Router {
         let InFlight {
             out,
             offsets,
+            group,
             started,
             events,
         } = batch;
         self.acknowledge(out).await?;
         // Outputs acknowledged: only now may the input offsets move on.
         if self.config.transactional_id.is_some() {
-            self.commit_transaction(&offsets)?;
+            self.commit_transaction(&offsets, group.as_ref())?;
         } else {
             self.events.commit(&offsets, CommitMode::Async)?;
             self.last_offsets = Some(offsets);
@@ -1088,8 +1149,8 @@ impl Router {
                     .await?;
             }
             let (outputs, written) = futures::join!(await_acks(acks), await_acks(&track_writes));
-            outputs?;
-            self.note_own_writes(written?);
+            let written = outputs.and(written).map_err(|e| self.fatal_or(e))?;
+            self.note_own_writes(written);
             return Ok(());
         }
         await_acks(acks).await?;
@@ -1104,6 +1165,15 @@ impl Router {
         let written = await_acks(&track_writes).await?;
         self.note_own_writes(written);
         Ok(())
+    }
+
+    /// A failed acknowledgement in exactly-once mode is usually the producer's fatal error
+    /// (fenced by a newer instance), which says more than the purged records do.
+    fn fatal_or(&self, e: Error) -> Error {
+        match self.outputs.producer().client().fatal_error() {
+            Some((code, reason)) => Error::ProducerFatal { code, reason },
+            None => e,
+        }
     }
 
     /// Produces an alert track under its `patient|code` key to the alert-state topic.
@@ -1145,16 +1215,18 @@ impl Router {
 
     /// Offsets and outputs become visible together; on failure everything is aborted and
     /// the router stops, so the batch is routed again from the last committed offsets.
-    fn commit_transaction(&self, offsets: &TopicPartitionList) -> Result<()> {
+    fn commit_transaction(
+        &self,
+        offsets: &TopicPartitionList,
+        group: Option<&ConsumerGroupMetadata>,
+    ) -> Result<()> {
         let result = tokio::task::block_in_place(|| {
             // The no-data timer's transactions consume nothing: no offsets to send.
             if offsets.count() > 0 {
-                let group = self.events.group_metadata().ok_or(KafkaError::Canceled)?;
-                self.outputs.producer().send_offsets_to_transaction(
-                    offsets,
-                    &group,
-                    TXN_TIMEOUT,
-                )?;
+                let group = group.ok_or(KafkaError::Canceled)?;
+                self.outputs
+                    .producer()
+                    .send_offsets_to_transaction(offsets, group, TXN_TIMEOUT)?;
             }
             self.outputs.producer().commit_transaction(TXN_TIMEOUT)
         });
@@ -1170,13 +1242,17 @@ impl Router {
     /// Drops what this instance kept for the partitions the group took away: their state,
     /// and the part of the batch in flight that is theirs (its offsets are not committed
     /// and its alert tracks not written: the new owner routes those records again, with the
-    /// same ids, and a late write from here could overwrite the new owner's). Returns the
-    /// revoked partitions.
-    fn drop_revoked(&mut self) -> Vec<i32> {
+    /// same ids, and a late write from here could overwrite the new owner's).
+    fn drop_revoked(&mut self) {
         let revoked: Vec<i32> =
             std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()));
+        self.forget_partitions(revoked);
+    }
+
+    /// See [`drop_revoked`](Self::drop_revoked).
+    fn forget_partitions(&mut self, revoked: Vec<i32>) {
         if revoked.is_empty() {
-            return revoked;
+            return;
         }
         for in_flight in &mut self.in_flight {
             in_flight
@@ -1213,7 +1289,6 @@ impl Router {
                 warn!(error = %e, "could not unassign state partitions");
             }
         }
-        revoked
     }
 
     fn state_topic_name(&self, topic: StateTopic) -> &str {
@@ -1272,8 +1347,12 @@ impl Router {
             }
         }
         let client = self.state_ends.clone();
+        // While the broker is down the batch waits for it (uncommitted), as consent first
+        // requires: routing without the state's end could miss a withdrawal.
         Ok(tokio::task::spawn_blocking(move || {
-            client.offsets_for_times(query, Duration::from_secs(10))
+            Outage::wait_blocking("the state topics' ends", || {
+                client.offsets_for_times(query.clone(), Duration::from_secs(10))
+            })
         }))
     }
 
@@ -1302,7 +1381,7 @@ impl Router {
                 }
             }
         }
-        let deadline = Instant::now() + self.config.state_sync_timeout;
+        let mut deadline = Instant::now() + self.config.state_sync_timeout;
         loop {
             let behind = targets
                 .iter()
@@ -1311,7 +1390,11 @@ impl Router {
                 self.state_loaded.store(true, Ordering::Relaxed);
                 return Ok(());
             };
-            if Instant::now() > deadline {
+            if Instant::now() > deadline && self.broker_down() {
+                // An outage is waited out; only a broker that answers yet does not hand over
+                // the state is an error.
+                deadline = Instant::now() + self.config.state_sync_timeout;
+            } else if Instant::now() > deadline {
                 return Err(Error::StateSyncTimeout {
                     partition: *partition,
                     seconds: self.config.state_sync_timeout.as_secs(),
@@ -1326,6 +1409,23 @@ impl Router {
                 }
                 Some(Err(e)) => warn!(error = %e, "state consumer error; retrying"),
                 None => self.step_over_control_records(),
+            }
+        }
+    }
+
+    /// Whether the broker fails to answer a metadata request for a reason that is an outage.
+    fn broker_down(&self) -> bool {
+        let client = &self.state_ends;
+        let answer =
+            tokio::task::block_in_place(|| client.fetch_metadata(None, Duration::from_secs(5)));
+        match answer {
+            Ok(_) => false,
+            Err(e) => {
+                let down = dho_kafka::outage::is_transient(&e);
+                if down {
+                    warn!(error = %e, "the broker does not answer; the state sync waits for it");
+                }
+                down
             }
         }
     }
@@ -1780,13 +1880,22 @@ impl Router {
         let topic = self.topics.deliver(subscriber_id);
         let settings = &self.config.kafka;
         let spec = [TopicSpec::output(topic.clone(), settings.partitions, None)];
-        if self.config.create_topics {
-            dho_kafka::ensure_topics(settings, &spec).await?;
-        } else {
-            // Provisioned by operators: CreateTopics may be denied to the router, or not be
-            // served at all (librdkafka's mock cluster has no controller for it, so the
-            // admin request would wait out its 60 s timeout). A metadata check is enough.
-            dho_kafka::check_topics(settings, &spec).await?;
+        let mut outage = Outage::new("a subscriber's topic");
+        loop {
+            let made = if self.config.create_topics {
+                dho_kafka::ensure_topics(settings, &spec).await
+            } else {
+                // Provisioned by operators: CreateTopics may be denied to the router, or not
+                // be served at all (librdkafka's mock cluster has no controller for it, so
+                // the admin request would wait out its 60 s timeout). A metadata check is
+                // enough.
+                dho_kafka::check_topics(settings, &spec).await
+            };
+            match made {
+                Ok(()) => break,
+                Err(dho_kafka::Error::Kafka(e)) => tokio::time::sleep(outage.failed(e)?).await,
+                Err(e) => return Err(e.into()),
+            }
         }
         let encoder = self.serde.register::<Delivery>(&topic).await?;
         let topic = self.outputs.topic(&topic)?;

@@ -189,6 +189,14 @@ impl RunningRouter {
         self.finished.load(Ordering::Relaxed)
     }
 
+    /// Panics with the router's own error if it has stopped.
+    pub async fn assert_running(&mut self) {
+        if self.task.is_finished() {
+            let outcome = (&mut self.task).await.expect("router task");
+            panic!("the router stopped by itself: {outcome:?}");
+        }
+    }
+
     /// Graceful stop: the batch in hand is finished and committed. Returns what it routed.
     pub async fn stop(self) -> dho_router::RunStats {
         let _ = self.stop.send(());

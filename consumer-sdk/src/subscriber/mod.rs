@@ -5,8 +5,9 @@ mod start;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use dho_kafka::outage::Outage;
 use dho_kafka::{AvroSerde, TopicSpec};
 use dho_schemas::Delivery;
 use dho_schemas::model::now_millis;
@@ -14,7 +15,7 @@ use dho_telemetry::StatsContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::metrics::{self, reasons};
 use crate::{
@@ -148,8 +149,17 @@ impl Subscriber {
     /// The next delivery not handled before. Duplicates are committed and dropped here;
     /// under [`FailurePolicy::Park`] undecodable records are parked and committed here.
     pub async fn next(&mut self) -> Result<Received> {
+        let mut broker_down = Outage::new("deliveries");
         loop {
-            let message = self.consumer.recv().await?;
+            // librdkafka reconnects by itself: a broker outage is waited out here, never
+            // handed to the application as a reason to stop.
+            let message = match self.consumer.recv().await {
+                Ok(message) => message,
+                Err(e) => {
+                    let _pause = broker_down.failed(e)?;
+                    continue;
+                }
+            };
             let (partition, offset) = (message.partition(), message.offset());
             let raw = RawRecord {
                 key: message.key().map(<[u8]>::to_vec),
@@ -157,14 +167,10 @@ impl Subscriber {
             };
             let timestamp = message.timestamp().to_millis();
             drop(message);
-            let delivery: Delivery = match self
-                .serde
-                .decode(raw.payload.as_deref().unwrap_or_default())
-                .await
-            {
+            let decoded =
+                decode_waiting(&self.serde, raw.payload.as_deref().unwrap_or_default()).await;
+            let delivery: Delivery = match decoded {
                 Ok(delivery) => delivery,
-                // The registry being down is no reason to park a good record.
-                Err(e) if e.is_retriable() => return Err(e.into()),
                 Err(e) => {
                     let Some(parking) = &self.parking else {
                         return Err(Error::Undecodable {
@@ -343,6 +349,26 @@ impl Subscriber {
         if let Err(e) = self.consumer.commit(&list, CommitMode::Sync) {
             // Not fatal: the deliveries come again and are dropped as duplicates.
             tracing::warn!(error = %e, "final offset commit failed");
+        }
+    }
+}
+
+/// Decodes a delivery, waiting while the registry is unreachable: the registry being
+/// down is no reason to park a good record, nor to stop.
+async fn decode_waiting(serde: &AvroSerde, payload: &[u8]) -> Result<Delivery, dho_kafka::Error> {
+    let mut pause = Duration::from_millis(100);
+    let mut warned: Option<Instant> = None;
+    loop {
+        match serde.decode(payload).await {
+            Err(e) if e.is_retriable() => {
+                if warned.is_none_or(|at| at.elapsed() > Duration::from_secs(30)) {
+                    warn!(error = %e, "cannot decode a delivery yet; waiting for the registry");
+                    warned = Some(Instant::now());
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
         }
     }
 }

@@ -1,0 +1,113 @@
+//! A broker that does not answer is waited out, never a reason to stop: a service that
+//! exits on an outage does nothing until someone restarts it, and fails no safer for it
+//! (nothing is committed while it waits, so nothing is skipped). The router and the
+//! consumer SDK share this.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use tracing::warn;
+
+/// Whether `e` says the broker is unreachable, busy or electing, rather than that the
+/// request itself was wrong.
+pub fn is_transient(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    let code = match e {
+        KafkaError::AdminOp(code) => Some(*code),
+        other => other.rdkafka_error_code(),
+    };
+    matches!(
+        code,
+        Some(
+            C::OperationTimedOut
+                | C::AllBrokersDown
+                | C::BrokerTransportFailure
+                | C::Resolve
+                | C::TimedOutQueue
+                | C::RequestTimedOut
+                | C::NetworkException
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+                | C::PreferredLeaderNotAvailable
+                | C::BrokerNotAvailable
+                | C::CoordinatorLoadInProgress
+                | C::CoordinatorNotAvailable
+                | C::NotCoordinator
+                | C::NotEnoughReplicas
+                | C::NotEnoughReplicasAfterAppend
+                | C::KafkaStorageError
+                | C::ReplicaNotAvailable
+                | C::NotController
+                // A restarted broker's partitions have a newer leader epoch than the
+                // client's metadata until it is refreshed.
+                | C::FencedLeaderEpoch
+                | C::UnknownLeaderEpoch
+                | C::OffsetNotAvailable
+                | C::UnstableOffsetCommit
+                | C::RebalanceInProgress
+                | C::ThrottlingQuotaExceeded
+                | C::Retry
+        )
+    )
+}
+
+/// Retries, with a growing pause (100 ms to 5 s), while the broker is unreachable. A
+/// warning names what waits on first failure and every 30 s after (an outage of minutes
+/// writes a handful of lines, not thousands).
+#[derive(Debug)]
+pub struct Outage {
+    what: &'static str,
+    pause: Duration,
+    since: Option<Instant>,
+    warned: Option<Instant>,
+}
+
+impl Outage {
+    pub fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            pause: Duration::from_millis(100),
+            since: None,
+            warned: None,
+        }
+    }
+
+    /// Notes a failure: the pause to wait before trying again, or the error back if it is
+    /// not an outage.
+    pub fn failed(&mut self, e: KafkaError) -> Result<Duration, KafkaError> {
+        if !is_transient(&e) {
+            return Err(e);
+        }
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        if self
+            .warned
+            .is_none_or(|at| now - at > Duration::from_secs(30))
+        {
+            warn!(
+                waiting_for = self.what,
+                error = %e,
+                seconds = (now - since).as_secs(),
+                "the broker does not answer; waiting, nothing is committed meanwhile"
+            );
+            self.warned = Some(now);
+        }
+        let pause = self.pause;
+        self.pause = (self.pause * 2).min(Duration::from_secs(5));
+        Ok(pause)
+    }
+
+    /// `call` until it succeeds or fails for a reason other than an outage (blocking).
+    pub fn wait_blocking<T>(
+        what: &'static str,
+        mut call: impl FnMut() -> Result<T, KafkaError>,
+    ) -> Result<T, KafkaError> {
+        let mut outage = Self::new(what);
+        loop {
+            match call() {
+                Ok(value) => return Ok(value),
+                Err(e) => std::thread::sleep(outage.failed(e)?),
+            }
+        }
+    }
+}
