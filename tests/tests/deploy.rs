@@ -1488,3 +1488,22 @@ async fn deploy_dashboard_every_metric_it_queries_is_exported_by_a_running_servi
         );
     }
 }
+
+#[test]
+fn deploy_the_compose_stack_runs_the_kafka_release_the_tests_run() {
+    let compose = compose();
+    let images: Vec<String> = compose
+        .services
+        .values()
+        .filter_map(|s| s.get("image").map(scalar))
+        .filter(|image| image.starts_with("apache/kafka:"))
+        .collect();
+    assert!(!images.is_empty(), "the compose stack runs Apache Kafka");
+    for image in images {
+        assert_eq!(
+            image,
+            format!("apache/kafka:{}", dho_devstack::kafka_version()),
+            "the compose stack and devstack/kafka/pom.xml pin the same Apache Kafka"
+        );
+    }
+}
