@@ -25,6 +25,15 @@ pub fn broker_libs() -> PathBuf {
         .join("libs")
 }
 
+/// Settings Kafka's own start scripts and the JVM read from the environment; whatever the
+/// caller's environment holds for them is not for this broker.
+const FOREIGN_JVM_SETTINGS: [&str; 4] = [
+    "KAFKA_OPTS",
+    "KAFKA_HEAP_OPTS",
+    "KAFKA_LOG4J_OPTS",
+    "JAVA_TOOL_OPTIONS",
+];
+
 /// The cluster id the storage is formatted with (any 16 bytes, base64url; one node).
 const CLUSTER_ID: &str = "ZGhvLWRldnN0YWNrLWtmaw";
 
@@ -301,13 +310,7 @@ impl Broker {
             .arg("-Djava.awt.headless=true")
             .current_dir(&self.home)
             .stdin(Stdio::null());
-        // Kafka's own start scripts read these; ours are not for it.
-        for var in [
-            "KAFKA_OPTS",
-            "KAFKA_HEAP_OPTS",
-            "KAFKA_LOG4J_OPTS",
-            "JAVA_TOOL_OPTIONS",
-        ] {
+        for var in FOREIGN_JVM_SETTINGS {
             command.env_remove(var);
         }
         Ok(command)
@@ -367,12 +370,7 @@ impl Broker {
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
-        for var in [
-            "KAFKA_OPTS",
-            "KAFKA_HEAP_OPTS",
-            "KAFKA_LOG4J_OPTS",
-            "JAVA_TOOL_OPTIONS",
-        ] {
+        for var in FOREIGN_JVM_SETTINGS {
             command.env_remove(var);
         }
         let watchdog = command

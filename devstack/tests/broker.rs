@@ -9,7 +9,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
-fn produce(bootstrap: &str, topic: &str, count: usize) {
+fn create_topic(bootstrap: &str, topic: &str) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -24,6 +24,9 @@ fn produce(bootstrap: &str, topic: &str, count: usize) {
             &AdminOptions::new(),
         ))
         .unwrap();
+}
+
+fn produce(bootstrap: &str, topic: &str, count: usize) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -31,21 +34,6 @@ fn produce(bootstrap: &str, topic: &str, count: usize) {
         .unwrap();
     for i in 0..count {
         let payload = format!("record-{i}");
-        producer
-            .send(BaseRecord::<(), _>::to(topic).payload(&payload))
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
-}
-
-fn produce_more(bootstrap: &str, topic: &str, count: usize) {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
-    for i in 0..count {
-        let payload = format!("more-{i}");
         producer
             .send(BaseRecord::<(), _>::to(topic).payload(&payload))
             .unwrap();
@@ -72,12 +60,13 @@ fn kept_storage_keeps_every_record_across_a_broker_crash() {
         ..BrokerOptions::default()
     })
     .expect("the development broker starts");
+    create_topic(&broker.bootstrap_servers(), "kept");
     produce(&broker.bootstrap_servers(), "kept", 100);
     assert_eq!(high_watermark(&broker.bootstrap_servers(), "kept"), 100);
     // SIGKILL, then the same log folder: what acks=all acknowledged is still there.
     broker.restart().unwrap();
     assert_eq!(high_watermark(&broker.bootstrap_servers(), "kept"), 100);
-    produce_more(&broker.bootstrap_servers(), "kept", 10);
+    produce(&broker.bootstrap_servers(), "kept", 10);
     assert_eq!(high_watermark(&broker.bootstrap_servers(), "kept"), 110);
 }
 

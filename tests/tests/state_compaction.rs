@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
 use dho_schemas::partition::partition_for;
-use dho_tests::scenario::{Published, consent, subscribe, wait_all_routed};
+use dho_tests::scenario::{Published, consent, stream, subscribe, wait_all_routed};
 use dho_tests::{PARTITIONS, Stack, read_topic};
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
@@ -45,24 +45,6 @@ async fn compact_eagerly(stack: &Stack) {
     {
         result.expect("the state topic's settings are changed");
     }
-}
-
-async fn readings(publisher: &dho_producer::Publisher, round: u64) -> Vec<Published> {
-    let mut published = vec![];
-    for patient in 0..PATIENTS {
-        let m = fixtures::spo2(
-            &fixtures::patient(patient),
-            90.0 + round as f64,
-            now_millis() - 60_000,
-        );
-        let receipt = publisher.publish_measurement(&m).await.unwrap();
-        published.push(Published {
-            patient,
-            event_id: m.event_id,
-            receipt,
-        });
-    }
-    published
 }
 
 /// Per delivery topic partition, where the next record goes.
@@ -118,7 +100,7 @@ async fn a_router_rebuilt_from_compacted_state_decides_the_same_and_a_tombstone_
     publisher.delete_consent(&withdrawn, "c").await.unwrap();
 
     // Before compaction: a router that reads every version.
-    let first = readings(&publisher, 0).await;
+    let first = stream(publisher.clone(), PATIENTS, PATIENTS, Duration::ZERO).await;
     let router = stack.spawn_router("before-compaction").await;
     wait_all_routed(&stack.settings, "before-compaction", &first).await;
     router.stop().await;
@@ -177,7 +159,7 @@ async fn a_router_rebuilt_from_compacted_state_decides_the_same_and_a_tombstone_
 
     // After compaction: a router of a new group reads the compacted state from the start and
     // routes the same readings again, and new ones.
-    let second = readings(&publisher, 1).await;
+    let second = stream(publisher.clone(), PATIENTS, PATIENTS, Duration::ZERO).await;
     let router = stack.spawn_router("after-compaction").await;
     let mut all = first.clone();
     all.extend(second.iter().cloned());
