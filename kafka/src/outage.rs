@@ -78,6 +78,12 @@ impl Outage {
         if !is_transient(&e) {
             return Err(e);
         }
+        Ok(self.pause_after(&e))
+    }
+
+    /// Notes a failure already known to be an outage (of the broker, or of another
+    /// dependency such as the schema registry): the pause to wait before trying again.
+    pub fn pause_after(&mut self, e: &dyn std::fmt::Display) -> Duration {
         let now = Instant::now();
         let since = *self.since.get_or_insert(now);
         if self
@@ -94,7 +100,7 @@ impl Outage {
         }
         let pause = self.pause;
         self.pause = (self.pause * 2).min(Duration::from_secs(5));
-        Ok(pause)
+        pause
     }
 
     /// `call` until it succeeds or fails for a reason other than an outage (blocking).

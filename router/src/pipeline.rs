@@ -811,8 +811,7 @@ impl Router {
     /// records from `batch` (fetched before the revocation); notes them in `revoked` for
     /// the state to be dropped before the batch is routed.
     fn forget_revoked_records(&self, batch: &mut Vec<BorrowedMessage<'_>>, revoked: &mut Vec<i32>) {
-        let newly: Vec<i32> =
-            std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()));
+        let newly = self.take_revoked();
         if newly.is_empty() {
             return;
         }
@@ -1244,9 +1243,13 @@ impl Router {
     /// and its alert tracks not written: the new owner routes those records again, with the
     /// same ids, and a late write from here could overwrite the new owner's).
     fn drop_revoked(&mut self) {
-        let revoked: Vec<i32> =
-            std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()));
+        let revoked = self.take_revoked();
         self.forget_partitions(revoked);
+    }
+
+    /// The partitions revoked since the last look (the rebalance callback notes them).
+    fn take_revoked(&self) -> Vec<i32> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// See [`drop_revoked`](Self::drop_revoked).

@@ -45,20 +45,12 @@ pub struct Stack {
 impl Stack {
     /// A stack on the test run's shared broker (see [`TestBroker::get`]).
     pub async fn start() -> Stack {
-        let broker = tokio::task::spawn_blocking(TestBroker::get)
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("the development broker is required for this test: {e}"));
-        Self::on(broker).await
+        Self::on(TestBroker::get).await
     }
 
     /// A stack on a broker of the test's own, which the test may kill and restart.
     pub async fn start_own_broker(options: BrokerOptions) -> Stack {
-        let broker = tokio::task::spawn_blocking(move || TestBroker::own(options))
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("the development broker is required for this test: {e}"));
-        Self::on(broker).await
+        Self::on(move || TestBroker::own(options)).await
     }
 
     /// The test's own broker process (see [`Stack::start_own_broker`]).
@@ -68,7 +60,13 @@ impl Stack {
             .expect("this test started a broker of its own (Stack::start_own_broker)")
     }
 
-    async fn on(broker: TestBroker) -> Stack {
+    async fn on(
+        broker: impl FnOnce() -> dho_devstack::Result<TestBroker> + Send + 'static,
+    ) -> Stack {
+        let broker = tokio::task::spawn_blocking(broker)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("the development broker is required for this test: {e}"));
         let schemas_topic = format!("_schemas-{}", uuid::Uuid::new_v4().simple());
         let registry = dho_registry::start(
             RegistryConfig::new(broker.bootstrap_servers())
@@ -138,7 +136,7 @@ impl Drop for Stack {
 
 /// Deletes the topics named `exact` or starting with `prefix` (on a thread of its own: a
 /// test's stack is dropped inside its runtime).
-pub fn delete_topics(bootstrap: &str, prefix: &str, exact: &str) {
+fn delete_topics(bootstrap: &str, prefix: &str, exact: &str) {
     let (bootstrap, prefix, exact) = (bootstrap.to_string(), prefix.to_string(), exact.to_string());
     let deleted = std::thread::spawn(move || {
         use rdkafka::admin::{AdminClient, AdminOptions};
@@ -335,15 +333,20 @@ impl RouterProcess {
         }
     }
 
+    /// Sends signal `name` (`TERM`, `KILL`, `STOP`, `CONT`) to the running program.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}").as_str(), &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
     /// SIGTERM, as an orchestrator stops it: it finishes its batch, commits, leaves the
     /// group and exits 0.
     pub async fn terminate(mut self) {
-        let pid = self.child.id().expect("still running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
+        self.signal("TERM");
         let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("dho-router stopped within 30 s of SIGTERM")

@@ -104,11 +104,11 @@ fn views(settings: &KafkaSettings, topic: &str) -> Views {
     Views { committed, aborted }
 }
 
-async fn decode<T: dho_schemas::codec::AvroRecord>(settings: &KafkaSettings, bytes: &[u8]) -> T {
-    dho_kafka::AvroSerde::new(&settings.schema_registry_url)
-        .decode(bytes)
-        .await
-        .unwrap()
+async fn decode<T: dho_schemas::codec::AvroRecord>(
+    serde: &dho_kafka::AvroSerde,
+    bytes: &[u8],
+) -> T {
+    serde.decode(bytes).await.unwrap()
 }
 
 /// The committed outputs, checked: every delivery id once (no batch's outputs committed
@@ -120,6 +120,8 @@ async fn check_outputs(
     published: &[Published],
 ) -> (usize, BTreeSet<String>) {
     let topics = settings.topics();
+    // One serde: it keeps the schemas it has looked up.
+    let serde = dho_kafka::AvroSerde::new(&settings.schema_registry_url);
     let even = |patient: &PatientIdentifier| {
         (0..PATIENTS)
             .find(|&i| fixtures::patient(i).value == patient.value)
@@ -134,7 +136,7 @@ async fn check_outputs(
         let v = views(settings, &topics.deliver(subscriber));
         let mut readings = BTreeSet::new();
         for (_, bytes) in v.committed.values() {
-            let d: Delivery = decode(settings, bytes).await;
+            let d: Delivery = decode(&serde, bytes).await;
             assert!(
                 committed_ids.insert(d.delivery_id.clone()),
                 "{subscriber}: delivery {} committed twice: a committed batch was routed again",
@@ -162,7 +164,7 @@ async fn check_outputs(
             "{subscriber}: exactly the entitled readings, each once"
         );
         for (_, bytes) in v.aborted.values() {
-            let d: Delivery = decode(settings, bytes).await;
+            let d: Delivery = decode(&serde, bytes).await;
             aborted_ids.insert(d.delivery_id);
             aborted += 1;
         }
@@ -170,7 +172,7 @@ async fn check_outputs(
     let audit = views(settings, &topics.audit());
     let mut audited = BTreeSet::new();
     for (_, bytes) in audit.committed.values() {
-        let r: DisclosureRecord = decode(settings, bytes).await;
+        let r: DisclosureRecord = decode(&serde, bytes).await;
         assert!(
             audited.insert(r.delivery_id),
             "an audit record committed twice"
@@ -186,18 +188,6 @@ async fn check_outputs(
         "a delivery of an aborted batch was never committed"
     );
     (aborted, aborted_ids)
-}
-
-fn signal_pid(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([format!("-{name}").as_str(), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn signal(process: &RouterProcess, name: &str) {
-    signal_pid(process.child.id().expect("running"), name);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +206,7 @@ async fn killed_while_draining_a_restart_resumes_from_committed_offsets_and_comm
     // begun before each batch's state sync and ends with its commit).
     for lead in [1500, 900, 1200, 700] {
         tokio::time::sleep(Duration::from_millis(lead)).await;
-        signal(&router, "KILL");
+        router.signal("KILL");
         router.child.wait().await.unwrap();
         // Same transactional id: the new instance's InitProducerId aborts the open one.
         router = start(&stack, group, &config, &log).await;
@@ -316,14 +306,14 @@ async fn a_zombie_left_behind_by_a_rebalance_cannot_commit_its_batch() {
     let mut a = start(&stack, group, &config_a, &log_a).await;
     // Freeze A while it drains the backlog, inside a batch's transaction.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    signal(&a, "STOP");
+    a.signal("STOP");
     // B joins; A's session (2 s) runs out and B is given every partition, A's included, and
     // routes A's uncommitted batch again.
     let b = start(&stack, group, &config_b, &log_b).await;
     wait_all_routed(&stack.settings, group, &published).await;
     // A wakes with its old group generation: its TxnOffsetCommit is refused, so it cannot
     // commit the batch it held; it aborts and stops.
-    signal(&a, "CONT");
+    a.signal("CONT");
     let exit = tokio::time::timeout(Duration::from_secs(60), a.child.wait())
         .await
         .expect("the zombie stops instead of going on")

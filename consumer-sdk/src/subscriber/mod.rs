@@ -5,7 +5,7 @@ mod start;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dho_kafka::outage::Outage;
 use dho_kafka::{AvroSerde, TopicSpec};
@@ -15,7 +15,7 @@ use dho_telemetry::StatsContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::metrics::{self, reasons};
 use crate::{
@@ -356,18 +356,10 @@ impl Subscriber {
 /// Decodes a delivery, waiting while the registry is unreachable: the registry being
 /// down is no reason to park a good record, nor to stop.
 async fn decode_waiting(serde: &AvroSerde, payload: &[u8]) -> Result<Delivery, dho_kafka::Error> {
-    let mut pause = Duration::from_millis(100);
-    let mut warned: Option<Instant> = None;
+    let mut registry_down = Outage::new("the schema registry, to decode a delivery");
     loop {
         match serde.decode(payload).await {
-            Err(e) if e.is_retriable() => {
-                if warned.is_none_or(|at| at.elapsed() > Duration::from_secs(30)) {
-                    warn!(error = %e, "cannot decode a delivery yet; waiting for the registry");
-                    warned = Some(Instant::now());
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
+            Err(e) if e.is_retriable() => tokio::time::sleep(registry_down.pause_after(&e)).await,
             other => return other,
         }
     }
