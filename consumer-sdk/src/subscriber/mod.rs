@@ -156,7 +156,9 @@ impl Subscriber {
             let message = match self.consumer.recv().await {
                 Ok(message) => message,
                 Err(e) => {
-                    let _pause = broker_down.failed(e)?;
+                    // Paused, not retried at once: librdkafka can hand back the same error
+                    // event at once, and a loop that never waits starves the runtime.
+                    tokio::time::sleep(broker_down.failed(e)?).await;
                     continue;
                 }
             };
