@@ -5,6 +5,8 @@
 pub mod alerts;
 mod config;
 pub mod decision;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod metrics;
 mod outputs;
 mod pipeline;

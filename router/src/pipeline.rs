@@ -1222,6 +1222,8 @@ impl Router {
         let result = tokio::task::block_in_place(|| {
             // The no-data timer's transactions consume nothing: no offsets to send.
             if offsets.count() > 0 {
+                #[cfg(feature = "fault-injection")]
+                crate::fault::before_commit()?;
                 let group = group.ok_or(KafkaError::Canceled)?;
                 self.outputs
                     .producer()

@@ -223,6 +223,15 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
     path
 }
 
+/// Features the tests build a program with: the router's injectable faults (inert unless
+/// `DHO_ROUTER_FAULT` is set), as this crate's dependency on it enables them.
+fn test_features(package: &str) -> &'static [&'static str] {
+    match package {
+        "dho-router" => &["--features", "fault-injection"],
+        _ => &[],
+    }
+}
+
 /// Builds `package`'s programs of one kind (`--bins`, `--examples`) once per process, with
 /// this test's profile into its target directory; returns `<target>/<profile>`.
 pub(crate) fn build_programs(package: &str, kind: &str) -> PathBuf {
@@ -242,6 +251,7 @@ pub(crate) fn build_programs(package: &str, kind: &str) -> PathBuf {
         let manifest = crate_dir().join("../Cargo.toml");
         let status = std::process::Command::new(cargo)
             .args(["build", "--quiet", "-p", package, kind])
+            .args(test_features(package))
             .args(["--profile", &profile])
             .arg("--manifest-path")
             .arg(&manifest)
@@ -290,6 +300,18 @@ impl RouterProcess {
         rust_log: &str,
         log: &Path,
     ) -> RouterProcess {
+        RouterProcess::start_with_env(stack, group, args, &[], rust_log, log).await
+    }
+
+    /// [`start`](Self::start) with environment variables added (such as an injected fault).
+    pub async fn start_with_env(
+        stack: &Stack,
+        group: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        rust_log: &str,
+        log: &Path,
+    ) -> RouterProcess {
         let s = &stack.settings;
         let mut child = tokio::process::Command::new(binary("dho-router", "dho-router"))
             .args(["--bootstrap-servers", &s.bootstrap_servers])
@@ -300,6 +322,7 @@ impl RouterProcess {
             .args(["--metrics-listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", rust_log)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(log).unwrap())
             .kill_on_drop(true)

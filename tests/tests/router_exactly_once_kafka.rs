@@ -3,10 +3,9 @@
 //! consumer-group-metadata fencing (KIP-447). The injected protocol failures that a real
 //! broker cannot produce on demand stay in `router_exactly_once.rs` (librdkafka's mock).
 //!
-//! Killing the router mid-stream (SIGKILL) never happened to land between a batch's
-//! produce and its commit in these runs (the window is a few milliseconds), so the aborted
-//! records a read_committed reader must not see come from the zombie test, whose frozen
-//! batch the broker refuses to commit.
+//! A SIGKILL or a failed commit between a batch's produce and its commit (a window of a
+//! few milliseconds) is injected inside the router (`DHO_ROUTER_FAULT`, see
+//! `router/src/fault.rs`), so those tests land in it every time.
 //!
 //! Every test reads the outputs twice: as a `read_committed` subscriber sees them, and as
 //! `read_uncommitted` (every record written, aborted ones included). The difference is
@@ -71,6 +70,19 @@ async fn start(
 ) -> RouterProcess {
     let config = config.display().to_string();
     RouterProcess::start(stack, group, &["--config", &config], "warn", log).await
+}
+
+/// [`start`] with `fault` injected (see `router/src/fault.rs`).
+async fn start_faulty(
+    stack: &Stack,
+    group: &str,
+    config: &std::path::Path,
+    log: &std::path::Path,
+    fault: &str,
+) -> RouterProcess {
+    let config = config.display().to_string();
+    let env = [(dho_router::fault::VARIABLE, fault)];
+    RouterProcess::start_with_env(stack, group, &["--config", &config], &env, "warn", log).await
 }
 
 /// (partition, offset) -> (key, value).
@@ -327,4 +339,83 @@ async fn a_zombie_left_behind_by_a_rebalance_cannot_commit_its_batch() {
     b.terminate().await;
     let (aborted, _) = check_outputs(&stack.settings, &published).await;
     eprintln!("{aborted} aborted delivery records, none of them visible to read_committed");
+}
+
+/// Waits until the router's log says the fault was injected.
+async fn wait_for_fault(log: &std::path::Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("fault injected") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the router never reached the injected fault: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_producing_and_committing_a_batch_stays_invisible_and_is_routed_again_once()
+{
+    let stack = Stack::start().await;
+    let publisher = patients(&stack).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&dir, "router", "eos-held");
+    let log = dir.path().join("router.log");
+    let group = "eos-held";
+    let published = stream(publisher.clone(), PATIENTS, 200, Duration::ZERO).await;
+    // The third batch's outputs are produced and acknowledged, then its transaction is held
+    // open: the router is SIGKILLed exactly between producing and committing.
+    let held = start_faulty(&stack, group, &config, &log, "hold-before-commit@3").await;
+    wait_for_fault(&log).await;
+    held.signal("KILL");
+    // Same transactional id: the new instance's InitProducerId aborts the held transaction.
+    let router = start(&stack, group, &config, &log).await;
+    wait_all_routed(&stack.settings, group, &published).await;
+    router.terminate().await;
+    let (aborted, aborted_ids) = check_outputs(&stack.settings, &published).await;
+    assert!(
+        aborted > 0,
+        "the held batch's deliveries were written and then aborted"
+    );
+    eprintln!(
+        "{aborted} aborted delivery records ({} ids), none visible to read_committed, each \
+         committed once by the next instance",
+        aborted_ids.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_commit_fails_is_aborted_invisible_and_routed_again_once() {
+    let stack = Stack::start().await;
+    let publisher = patients(&stack).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&dir, "router", "eos-abort");
+    let log = dir.path().join("router.log");
+    let group = "eos-abort";
+    let published = stream(publisher.clone(), PATIENTS, 200, Duration::ZERO).await;
+    // The third batch's commit fails: the router aborts its transaction and stops.
+    let mut failing = start_faulty(&stack, group, &config, &log, "abort-before-commit@3").await;
+    let exit = tokio::time::timeout(Duration::from_secs(90), failing.child.wait())
+        .await
+        .expect("the router stops after its commit failed")
+        .unwrap();
+    assert!(!exit.success(), "the router exited with {exit}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("fault injected") && text.contains("transaction"),
+        "the router stopped on its failed transaction: {text}"
+    );
+    let router = start(&stack, group, &config, &log).await;
+    wait_all_routed(&stack.settings, group, &published).await;
+    router.terminate().await;
+    let (aborted, _) = check_outputs(&stack.settings, &published).await;
+    assert!(
+        aborted > 0,
+        "the failed batch's deliveries were written and aborted"
+    );
+    eprintln!("{aborted} aborted delivery records, none visible to read_committed");
 }
