@@ -224,7 +224,8 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
 }
 
 /// Features the tests build a program with: the router's injectable faults (inert unless
-/// `DHO_ROUTER_FAULT` is set), as this crate's dependency on it enables them.
+/// `DHO_ROUTER_FAULT` is set). Only here, never as a dependency feature: cargo would unify
+/// it into every workspace build, the release images' included.
 fn test_features(package: &str) -> &'static [&'static str] {
     match package {
         "dho-router" => &["--features", "fault-injection"],

@@ -81,7 +81,7 @@ async fn start_faulty(
     fault: &str,
 ) -> RouterProcess {
     let config = config.display().to_string();
-    let env = [(dho_router::fault::VARIABLE, fault)];
+    let env = [("DHO_ROUTER_FAULT", fault)];
     RouterProcess::start_with_env(stack, group, &["--config", &config], &env, "warn", log).await
 }
 
