@@ -138,9 +138,17 @@ pub async fn assert_exactly_entitled(settings: &KafkaSettings, published: &[Publ
             unique.len(),
             "{subscriber}: one delivery id per event"
         );
-        assert_eq!(
-            got, want,
-            "{subscriber}: every entitled event exactly once, nothing else"
+        let missing: Vec<&&str> = want.difference(&got).collect();
+        let unentitled: Vec<&&str> = got.difference(&want).collect();
+        assert!(
+            missing.is_empty() && unentitled.is_empty(),
+            "{subscriber}: every entitled event exactly once, nothing else; {} of {} missing \
+             (first: {:?}), {} unentitled (first: {:?})",
+            missing.len(),
+            want.len(),
+            missing.first(),
+            unentitled.len(),
+            unentitled.first()
         );
         let mut offsets: BTreeMap<&str, i64> = BTreeMap::new();
         for d in &unique {

@@ -38,3 +38,46 @@ async fn instances_joining_and_leaving_during_traffic_lose_nothing() {
     let repeats = assert_exactly_entitled(&stack.settings, &published).await;
     eprintln!("the SDK's de-duplication would drop {repeats} repeated deliveries");
 }
+
+/// An instance that loses its partitions and gets some back keeps what it fetches after
+/// they came back: those records are its own again and its consumer position has moved
+/// past them, so dropping them would skip them for good (the batch lost after a broker
+/// restart took this path). While readings trickle in, the first instance waits in its
+/// consumer when a second one joins or leaves, and that one wait serves the revocation, the
+/// new assignment and the first record after it. The second instance joins and leaves four
+/// times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_handed_back_while_waiting_for_a_record_lose_none_of_their_records() {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher().await;
+    two_subscribers(&publisher, PATIENTS).await;
+    let group = "router-handed-back";
+    let first = stack.spawn_router(group).await;
+    let traffic = tokio::spawn(stream(
+        publisher.clone(),
+        PATIENTS,
+        2500,
+        Duration::from_millis(2),
+    ));
+    let mut second_routed = 0;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let second = stack.spawn_router(group).await;
+        // Until the group has handed it partitions (and so taken them from the first).
+        let joined = std::time::Instant::now();
+        while second.finished() == 0 && joined.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        second_routed += second.stop().await.events;
+    }
+    let published = traffic.await.unwrap();
+    wait_all_routed(&stack.settings, group, &published).await;
+    let first = first.stop().await;
+    assert!(
+        first.events > 0 && second_routed > 0,
+        "both instances routed: {first:?}, the second {second_routed} events"
+    );
+    let repeats = assert_exactly_entitled(&stack.settings, &published).await;
+    eprintln!("the SDK's de-duplication would drop {repeats} repeated deliveries");
+}
