@@ -96,6 +96,18 @@ struct WireDeleteSubjectValue {
     version: i64,
 }
 
+impl WireKey {
+    /// The key of every record but a schema's: no version, magic 0.
+    fn unversioned(keytype: &str, subject: Option<String>) -> Self {
+        WireKey {
+            keytype: keytype.into(),
+            subject,
+            version: None,
+            magic: 0,
+        }
+    }
+}
+
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     // Serialising these plain structs cannot fail (string keys, no maps with other keys).
     serde_json::to_vec(value).unwrap_or_default()
@@ -138,12 +150,7 @@ impl LogRecord {
                 (to_json(&key), value)
             }
             LogRecord::Config { subject, level } => {
-                let key = WireKey {
-                    keytype: "CONFIG".into(),
-                    subject: subject.clone(),
-                    version: None,
-                    magic: 0,
-                };
+                let key = WireKey::unversioned("CONFIG", subject.clone());
                 let value = level.map(|level| {
                     to_json(&WireConfigValue {
                         subject: subject.clone(),
@@ -153,12 +160,7 @@ impl LogRecord {
                 (to_json(&key), value)
             }
             LogRecord::Mode { subject, mode } => {
-                let key = WireKey {
-                    keytype: "MODE".into(),
-                    subject: subject.clone(),
-                    version: None,
-                    magic: 0,
-                };
+                let key = WireKey::unversioned("MODE", subject.clone());
                 let value = mode.map(|mode| {
                     to_json(&WireModeValue {
                         subject: subject.clone(),
@@ -168,12 +170,7 @@ impl LogRecord {
                 (to_json(&key), value)
             }
             LogRecord::DeleteSubject { subject, version } => {
-                let key = WireKey {
-                    keytype: "DELETE_SUBJECT".into(),
-                    subject: Some(subject.clone()),
-                    version: None,
-                    magic: 0,
-                };
+                let key = WireKey::unversioned("DELETE_SUBJECT", Some(subject.clone()));
                 let value = version.map(|version| {
                     to_json(&WireDeleteSubjectValue {
                         subject: subject.clone(),
@@ -182,15 +179,7 @@ impl LogRecord {
                 });
                 (to_json(&key), value)
             }
-            LogRecord::Ignored => (
-                to_json(&WireKey {
-                    keytype: "NOOP".into(),
-                    subject: None,
-                    version: None,
-                    magic: 0,
-                }),
-                None,
-            ),
+            LogRecord::Ignored => (to_json(&WireKey::unversioned("NOOP", None)), None),
         }
     }
 

@@ -3,6 +3,7 @@
 //! tests never see each other's records. A missing broker fails the test with the install
 //! command; nothing is skipped.
 
+pub mod deploy;
 pub mod ingest;
 pub mod logscan;
 pub mod sdk;

@@ -162,6 +162,22 @@ impl DeliveryWriter {
 
 /// The committed offsets of `group` on every partition of `topic` (absent: none).
 pub fn committed(settings: &KafkaSettings, group: &str, topic: &str) -> Vec<Option<i64>> {
+    committed_offsets(settings, group, topic)
+        .into_iter()
+        .map(|offset| match offset {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What OffsetFetch answers for `group` on every partition of `topic`, as librdkafka gives
+/// it (`None`: the partition is missing from the answer).
+pub fn committed_offsets(
+    settings: &KafkaSettings,
+    group: &str,
+    topic: &str,
+) -> Vec<Option<Offset>> {
     let consumer: BaseConsumer = settings
         .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
         .unwrap()
@@ -175,12 +191,7 @@ pub fn committed(settings: &KafkaSettings, group: &str, topic: &str) -> Vec<Opti
         .committed_offsets(list, Duration::from_secs(10))
         .unwrap();
     (0..PARTITIONS)
-        .map(
-            |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            },
-        )
+        .map(|p| committed.find_partition(topic, p).map(|e| e.offset()))
         .collect()
 }
 

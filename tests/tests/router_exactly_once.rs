@@ -315,20 +315,9 @@ async fn route_until(
 
 /// The offsets `group` has committed on `topic`, as OffsetFetch returns them.
 fn committed(settings: &KafkaSettings, group: &str, topic: &str) -> Vec<Offset> {
-    let consumer: BaseConsumer = settings
-        .client_config(&[("group.id", group), ("enable.auto.commit", "false")])
-        .unwrap()
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        list.add_partition(topic, p);
-    }
-    let committed = consumer
-        .committed_offsets(list, Duration::from_secs(10))
-        .unwrap();
-    (0..PARTITIONS)
-        .map(|p| committed.find_partition(topic, p).unwrap().offset())
+    dho_tests::sdk::committed_offsets(settings, group, topic)
+        .into_iter()
+        .map(|offset| offset.expect("OffsetFetch answers for every partition asked"))
         .collect()
 }
 

@@ -42,7 +42,7 @@ impl Harness {
     }
 
     fn set_level(&mut self, subject: Option<&str>, level: CompatibilityLevel) {
-        let plan = self.state.plan_set_config(subject, level);
+        let plan = self.state.plan_set(subject, level);
         self.commit(Ok(plan)).unwrap();
     }
 
@@ -281,7 +281,7 @@ fn replay_rebuilds_ids_versions_configs_and_deletes() {
     h.delete_version("a", VersionSpec::Number(1), false)
         .unwrap();
     h.delete_subject("b", false).unwrap();
-    let mode = h.state.plan_set_mode(Some("a"), Mode::Import);
+    let mode = h.state.plan_set(Some("a"), Mode::Import);
     h.commit(Ok(mode)).unwrap();
 
     let replayed = h.replayed();
@@ -647,7 +647,10 @@ fn compatibility_endpoint_semantics() {
 fn config_precedence_and_deletes() {
     let mut h = Harness::default();
     assert_eq!(h.state.effective_level("s"), CompatibilityLevel::Backward);
-    assert_eq!(code(h.state.plan_delete_config(Some("s"))), 40408);
+    assert_eq!(
+        code(h.state.plan_delete::<CompatibilityLevel>(Some("s"))),
+        40408
+    );
     h.set_level(None, CompatibilityLevel::Forward);
     assert_eq!(h.state.effective_level("s"), CompatibilityLevel::Forward);
     h.set_level(Some("s"), CompatibilityLevel::FullTransitive);
@@ -655,13 +658,13 @@ fn config_precedence_and_deletes() {
         h.state.effective_level("s"),
         CompatibilityLevel::FullTransitive
     );
-    let previous = h.state.plan_delete_config(Some("s"));
+    let previous = h.state.plan_delete::<CompatibilityLevel>(Some("s"));
     assert_eq!(
         h.commit(previous).unwrap(),
         CompatibilityLevel::FullTransitive
     );
     assert_eq!(h.state.effective_level("s"), CompatibilityLevel::Forward);
-    let previous = h.state.plan_delete_config(None);
+    let previous = h.state.plan_delete::<CompatibilityLevel>(None);
     assert_eq!(h.commit(previous).unwrap(), CompatibilityLevel::Forward);
     assert_eq!(h.state.global_config(), CompatibilityLevel::Backward);
     // A config alone does not make a subject exist.
@@ -673,12 +676,12 @@ fn config_precedence_and_deletes() {
 fn read_only_mode_blocks_writes_and_import_takes_ids() {
     let mut h = Harness::default();
     h.register("s", &record(A_INT)).unwrap();
-    let plan = h.state.plan_set_mode(None, Mode::ReadOnly);
+    let plan = h.state.plan_set(None, Mode::ReadOnly);
     h.commit(Ok(plan)).unwrap();
     assert_eq!(code(h.register("s", &record(B_STRING_DEFAULT))), 42205);
     assert_eq!(code(h.delete_subject("s", false)), 42205);
-    assert_eq!(code(h.state.plan_delete_mode(Some("s"))), 40409);
-    let plan = h.state.plan_set_mode(Some("s"), Mode::Import);
+    assert_eq!(code(h.state.plan_delete::<Mode>(Some("s"))), 40409);
+    let plan = h.state.plan_set(Some("s"), Mode::Import);
     h.commit(Ok(plan)).unwrap();
     let request = SchemaRequest {
         id: Some(100),

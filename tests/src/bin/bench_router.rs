@@ -220,18 +220,27 @@ fn bench_memory() {
     );
 }
 
-/// Writes `count` readings (received_time = send time) as fast as the producer takes them.
-async fn preload(settings: &KafkaSettings, count: usize) {
+/// An encoder for readings (their schema registered) and a producer with `linger_ms`.
+async fn measurement_writer(
+    settings: &KafkaSettings,
+    linger_ms: &str,
+) -> (dho_kafka::Encoder<Measurement>, FutureProducer) {
     let serde = AvroSerde::new(&settings.schema_registry_url);
     let encoder = serde
         .register::<Measurement>(&settings.topics().measurements())
         .await
         .unwrap();
     let producer: FutureProducer = settings
-        .client_config(&[("linger.ms", "5")])
+        .client_config(&[("linger.ms", linger_ms)])
         .unwrap()
         .create()
         .unwrap();
+    (encoder, producer)
+}
+
+/// Writes `count` readings (received_time = send time) as fast as the producer takes them.
+async fn preload(settings: &KafkaSettings, count: usize) {
+    let (encoder, producer) = measurement_writer(settings, "5").await;
     let patients: Vec<PatientIdentifier> = (0..PATIENTS).map(fixtures::patient).collect();
     let mut pending = Vec::with_capacity(count);
     let topic = settings.topics().measurements();
@@ -510,16 +519,7 @@ struct Latencies {
 
 /// Publishes at a fixed rate, each reading stamped with its send time.
 async fn offered_load(settings: &KafkaSettings) {
-    let serde = AvroSerde::new(&settings.schema_registry_url);
-    let encoder = serde
-        .register::<Measurement>(&settings.topics().measurements())
-        .await
-        .unwrap();
-    let producer: FutureProducer = settings
-        .client_config(&[("linger.ms", "0")])
-        .unwrap()
-        .create()
-        .unwrap();
+    let (encoder, producer) = measurement_writer(settings, "0").await;
     let topic = settings.topics().measurements();
     let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
     let mut pending = vec![];
