@@ -35,8 +35,38 @@ pub enum FailurePolicy {
 pub enum Dedup {
     /// The most recent ids, in memory: catches a replaying router, forgets on restart.
     Memory { window: usize },
-    /// A SQLite file (created if missing): survives restarts of the subscriber.
-    Sqlite { path: PathBuf },
+    /// A SQLite file (created if missing) that survives restarts of the subscriber: the
+    /// default. `path` None: `dho-dedup-<group id>.sqlite` in [`default_state_dir`].
+    /// Ids handled longer than `keep` ago are pruned; `keep` None: as long as the broker
+    /// keeps the delivery topic's records (its `retention.ms`), since an older delivery
+    /// can no longer be read again (never pruned if the topic is kept forever).
+    Sqlite {
+        path: Option<PathBuf>,
+        keep: Option<Duration>,
+    },
+}
+
+impl Default for Dedup {
+    fn default() -> Self {
+        Dedup::Sqlite {
+            path: None,
+            keep: None,
+        }
+    }
+}
+
+/// Where the SDK keeps its files unless told otherwise: `$DHO_STATE_DIR`, else
+/// `$XDG_STATE_HOME/dho`, else `~/.local/state/dho` (XDG's default), else `./dho-state`.
+pub fn default_state_dir() -> PathBuf {
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("DHO_STATE_DIR")
+        .or_else(|| var("XDG_STATE_HOME").map(|d| d.join("dho")))
+        .or_else(|| var("HOME").map(|d| d.join(".local/state/dho")))
+        .unwrap_or_else(|| PathBuf::from("dho-state"))
 }
 
 /// How a subscriber connects and behaves. Security settings (TLS, SASL) go in
@@ -77,7 +107,7 @@ impl SubscriberConfig {
             retry_backoff: Duration::from_millis(200),
             max_retry_backoff: Duration::from_secs(30),
             failure_policy: FailurePolicy::default(),
-            dedup: Dedup::Memory { window: 100_000 },
+            dedup: Dedup::default(),
             statistics_interval: Duration::from_secs(10),
         }
     }
@@ -132,10 +162,37 @@ impl SubscriberConfig {
         self
     }
 
-    /// Remember handled ids in a SQLite file, so duplicates are dropped across restarts.
+    /// Remember handled ids in this SQLite file (the default store, at a path of one's own).
     pub fn dedup_sqlite(mut self, path: impl Into<PathBuf>) -> Self {
-        self.dedup = Dedup::Sqlite { path: path.into() };
+        let keep = match self.dedup {
+            Dedup::Sqlite { keep, .. } => keep,
+            Dedup::Memory { .. } => None,
+        };
+        self.dedup = Dedup::Sqlite {
+            path: Some(path.into()),
+            keep,
+        };
         self
+    }
+
+    /// Remember only the `window` most recent ids, in memory: a restarted subscriber may
+    /// hand a delivery it handled before to the application again.
+    pub fn dedup_in_memory(mut self, window: usize) -> Self {
+        self.dedup = Dedup::Memory { window };
+        self
+    }
+
+    /// The SQLite file the default duplicate store uses for this configuration's group.
+    pub fn default_dedup_path(&self) -> PathBuf {
+        let group: String = self
+            .group_id
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' => c,
+                _ => '_',
+            })
+            .collect();
+        default_state_dir().join(format!("dho-dedup-{group}.sqlite"))
     }
 
     /// The subscriber's delivery topic.

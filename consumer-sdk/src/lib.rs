@@ -13,7 +13,7 @@
 //!     .librdkafka("security.protocol", "SASL_SSL") // TLS/SASL pass-through
 //!     .start_from(StartFrom::Timestamp(1_767_225_600_000)) // backfill, new group only
 //!     .failure_policy(FailurePolicy::Park) // or Stop (the default)
-//!     .dedup_sqlite("/var/lib/gp/dho-dedup.db"); // duplicates dropped across restarts
+//!     .dedup_sqlite("/var/lib/gp/dho-dedup.db"); // default: ~/.local/state/dho/…
 //! let subscriber = Subscriber::connect(config).await?;
 //! subscriber
 //!     .run(|received| async move {
@@ -73,9 +73,17 @@
 //! A crash between 3 and 4 is harmless: the record comes again and step 1 drops it. The
 //! **remaining window is between the handler's effect and step 3**: if the process dies
 //! after the handler's effect became durable but before the store's insert did, the
-//! handler sees that delivery once more after the restart. The in-memory store
-//! ([`MemoryStore`], the default) also forgets everything on restart, so it only covers
-//! router replays while the subscriber keeps running.
+//! handler sees that delivery once more after the restart.
+//!
+//! **The default store is durable**: a [`SqliteStore`] in `dho-dedup-<group id>.sqlite`
+//! under [`default_state_dir`] (`$DHO_STATE_DIR`, else `$XDG_STATE_HOME/dho`, else
+//! `~/.local/state/dho`; in a container, mount a volume there or set the path with
+//! [`SubscriberConfig::dedup_sqlite`]). It forgets ids handled longer ago than the
+//! delivery topic's retention (read from the broker at connect; never, for a topic kept
+//! forever), since older deliveries can no longer be read again; `Dedup::Sqlite { keep }`
+//! sets another window. The in-memory store ([`SubscriberConfig::dedup_in_memory`])
+//! forgets everything on restart, so it only covers router replays while the subscriber
+//! keeps running.
 //!
 //! **Recommended: close the window in the application.** Record the delivery id in the
 //! same transaction as the effect, with a unique constraint: then effect and id commit
@@ -102,7 +110,7 @@ pub mod metrics;
 mod subscriber;
 pub mod subscriptions;
 
-pub use config::{Dedup, FailurePolicy, StartFrom, SubscriberConfig};
+pub use config::{Dedup, FailurePolicy, StartFrom, SubscriberConfig, default_state_dir};
 pub use dedup::{DedupStore, MemoryStore, RecentIds, SqliteStore};
 pub use error::{Action, Error, Result};
 pub use fhir::{NotConvertible, ToFhir};

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -159,6 +159,32 @@ pub async fn partition_count(settings: &KafkaSettings, topic: &str) -> Result<i3
     })
     .await
     .map_err(|e| Error::Config(format!("metadata task failed: {e}")))?
+}
+
+/// How long the broker keeps `topic`'s records (`retention.ms`); None if forever.
+pub async fn topic_retention(settings: &KafkaSettings, topic: &str) -> Result<Option<Duration>> {
+    let admin: AdminClient<DefaultClientContext> = settings.client_config(&[])?.create()?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let unreadable = |detail: String| Error::Topic {
+        topic: topic.to_string(),
+        detail,
+    };
+    let results = admin
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+        .await?;
+    let resource = results
+        .into_iter()
+        .next()
+        .ok_or_else(|| unreadable("the broker described no configuration".into()))?
+        .map_err(|code| unreadable(format!("its configuration could not be read: {code}")))?;
+    let value = resource
+        .get("retention.ms")
+        .and_then(|entry| entry.value.as_deref())
+        .ok_or_else(|| unreadable("its configuration names no retention.ms".into()))?;
+    let millis: i64 = value
+        .parse()
+        .map_err(|_| unreadable(format!("its retention.ms {value:?} is not a number")))?;
+    Ok(u64::try_from(millis).ok().map(Duration::from_millis))
 }
 
 /// The partition ids of `topic` (none if it does not exist), from the metadata `consumer`

@@ -15,6 +15,7 @@ mod settings;
 
 pub use admin::{
     TopicSpec, check_topics, ensure_topics, hub_topics, partition_count, partition_ids,
+    topic_retention,
 };
 pub use error::{Error, Result};
 pub use serde::{AvroSerde, Encoder};

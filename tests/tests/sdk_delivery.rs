@@ -177,20 +177,22 @@ async fn handle_all(subscriber: &mut Subscriber, quiet: Duration) -> Vec<String>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sdk_the_sqlite_store_drops_a_replayed_delivery_after_the_subscriber_restarted() {
+async fn sdk_the_default_store_drops_a_replayed_delivery_after_the_subscriber_restarted() {
     let stack = Stack::start().await;
     let settings = stack.settings.clone();
     let writer = DeliveryWriter::new(&settings, SUBSCRIBER).await;
-    let dir = std::env::temp_dir().join(format!("dho-dedup-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
     let first = measurement_delivery(&settings, SUBSCRIBER, 4, 0);
     let second = measurement_delivery(&settings, SUBSCRIBER, 4, 1);
     writer.send(&first).await;
 
+    // The default: a SQLite file of the group's own in the state directory.
     let durable = SubscriberConfig::new(settings.clone(), SUBSCRIBER)
-        .group_id("sdk-durable")
-        .dedup_sqlite(dir.join("dedup.db"));
-    let in_memory = SubscriberConfig::new(settings.clone(), SUBSCRIBER).group_id("sdk-memory");
+        .group_id(format!("sdk-durable-{}", uuid::Uuid::new_v4()));
+    let file = durable.default_dedup_path();
+    assert!(file.starts_with(dho_consumer::default_state_dir()));
+    let in_memory = SubscriberConfig::new(settings.clone(), SUBSCRIBER)
+        .group_id("sdk-memory")
+        .dedup_in_memory(100_000);
     for config in [&durable, &in_memory] {
         let mut subscriber = Subscriber::connect(config.clone()).await.unwrap();
         let got = handle_all(&mut subscriber, Duration::from_secs(5)).await;
@@ -213,5 +215,55 @@ async fn sdk_the_sqlite_store_drops_a_replayed_delivery_after_the_subscriber_res
         handle_all(&mut subscriber, Duration::from_secs(5)).await,
         vec![first.delivery_id.clone(), second.delivery_id.clone()],
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(file.exists(), "the store is the file named");
+    remove_store(&file);
+}
+
+fn remove_store(file: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = file.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(name);
+    }
+}
+
+/// The default store forgets ids handled longer ago than the delivery topic keeps records:
+/// such a delivery can no longer be read again, and the file must not grow without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_the_default_store_forgets_ids_older_than_the_delivery_topics_retention() {
+    let stack = Stack::start().await;
+    let settings = stack.settings.clone();
+    let topic = settings.topics().deliver(SUBSCRIBER);
+    // The topic keeps records for one minute.
+    let spec = dho_kafka::TopicSpec::output(topic, settings.partitions, Some(60_000));
+    dho_kafka::ensure_topics(&settings, &[spec]).await.unwrap();
+    let writer = DeliveryWriter::new(&settings, SUBSCRIBER).await;
+    let old = measurement_delivery(&settings, SUBSCRIBER, 5, 0);
+    let recent = measurement_delivery(&settings, SUBSCRIBER, 5, 1);
+    let config = SubscriberConfig::new(settings.clone(), SUBSCRIBER)
+        .group_id(format!("sdk-pruned-{}", uuid::Uuid::new_v4()));
+    let file = config.default_dedup_path();
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    {
+        // Handled two minutes and ten seconds ago, respectively.
+        let db = dho_consumer::rusqlite::Connection::open(&file).unwrap();
+        dho_consumer::SqliteStore::create_table(&db).unwrap();
+        let now = dho_schemas::model::now_millis();
+        for (id, ago) in [(&old.delivery_id, 120_000), (&recent.delivery_id, 10_000)] {
+            db.execute(
+                "INSERT INTO dho_handled_deliveries VALUES (?1, ?2)",
+                dho_consumer::rusqlite::params![id, now - ago],
+            )
+            .unwrap();
+        }
+    }
+    writer.send(&old).await;
+    writer.send(&recent).await;
+    let mut subscriber = Subscriber::connect(config).await.unwrap();
+    assert_eq!(
+        handle_all(&mut subscriber, Duration::from_secs(5)).await,
+        vec![old.delivery_id.clone()],
+        "the id older than the retention was forgotten, the recent one still drops its repeat"
+    );
+    remove_store(&file);
 }

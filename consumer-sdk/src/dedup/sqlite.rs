@@ -1,5 +1,5 @@
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -16,6 +16,9 @@ use crate::Result;
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Connection,
+    /// Ids handled longer ago than this are pruned (see [`SqliteStore::keep_for`]).
+    keep: Option<Duration>,
+    next_prune: Instant,
 }
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS dho_handled_deliveries (
@@ -33,7 +36,35 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(Duration::from_secs(10))?;
         Self::create_table(&conn)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            keep: None,
+            next_prune: Instant::now(),
+        })
+    }
+
+    /// Prunes ids handled longer than `keep` ago, now and then as ids are inserted (about
+    /// ten times per `keep`, at most hourly), so the file does not grow without end.
+    /// None keeps every id.
+    pub fn keep_for(mut self, keep: Option<Duration>) -> Result<Self> {
+        self.keep = keep;
+        self.prune_if_due()?;
+        Ok(self)
+    }
+
+    fn prune_if_due(&mut self) -> Result<()> {
+        let Some(keep) = self.keep else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if now < self.next_prune {
+            return Ok(());
+        }
+        let keep_millis = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+        self.prune_before(dho_schemas::model::now_millis().saturating_sub(keep_millis))?;
+        let every = (keep / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        self.next_prune = now + every;
+        Ok(())
     }
 
     /// Creates the store's table in `conn`'s database if it is missing. Call it in the
@@ -78,7 +109,7 @@ impl DedupStore for SqliteStore {
 
     fn insert(&mut self, delivery_id: &str) -> Result<()> {
         Self::mark_handled(&self.conn, delivery_id)?;
-        Ok(())
+        self.prune_if_due()
     }
 }
 
@@ -98,6 +129,38 @@ mod tests {
         let mut store = SqliteStore::open(&path).unwrap();
         assert!(store.contains("d-1").unwrap());
         assert!(!store.contains("d-2").unwrap());
+    }
+
+    #[test]
+    fn ids_older_than_the_window_are_pruned_and_recent_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dedup.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let now = dho_schemas::model::now_millis();
+        for (id, age_millis) in [("old", 7_200_000), ("recent", 60_000)] {
+            store
+                .conn
+                .execute(
+                    "INSERT INTO dho_handled_deliveries VALUES (?1, ?2)",
+                    params![id, now - age_millis],
+                )
+                .unwrap();
+        }
+        // Opened with a one-hour window: pruned at once.
+        let mut store = store.keep_for(Some(Duration::from_secs(3600))).unwrap();
+        assert!(!store.contains("old").unwrap(), "handled two hours ago");
+        assert!(store.contains("recent").unwrap(), "handled a minute ago");
+        // No window: nothing is pruned.
+        store
+            .conn
+            .execute(
+                "INSERT INTO dho_handled_deliveries VALUES ('old', ?1)",
+                params![now - 7_200_000],
+            )
+            .unwrap();
+        let mut store = store.keep_for(None).unwrap();
+        store.insert("new").unwrap();
+        assert!(store.contains("old").unwrap());
     }
 
     #[test]

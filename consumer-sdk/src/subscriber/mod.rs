@@ -77,11 +77,28 @@ impl std::fmt::Debug for Subscriber {
 impl Subscriber {
     /// Connects with the duplicate store `config.dedup` names.
     pub async fn connect(config: SubscriberConfig) -> Result<Self> {
+        Self::prepare(&config).await?;
         let store: Box<dyn DedupStore> = match &config.dedup {
             Dedup::Memory { window } => Box::new(MemoryStore::new(*window)),
-            Dedup::Sqlite { path } => Box::new(SqliteStore::open(path)?),
+            Dedup::Sqlite { path, keep } => {
+                let path = path.clone().unwrap_or_else(|| config.default_dedup_path());
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        Error::Config(format!(
+                            "the duplicate store's directory {}: {e}",
+                            dir.display()
+                        ))
+                    })?;
+                }
+                let keep = match keep {
+                    Some(keep) => Some(*keep),
+                    None => dho_kafka::topic_retention(&config.kafka, &config.topic()).await?,
+                };
+                info!(path = %path.display(), keep_secs = keep.map(|k| k.as_secs()), "duplicate store");
+                Box::new(SqliteStore::open(&path)?.keep_for(keep)?)
+            }
         };
-        Self::connect_with_store(config, store).await
+        Self::start(config, store).await
     }
 
     /// Connects with an application-provided duplicate store.
@@ -89,6 +106,12 @@ impl Subscriber {
         config: SubscriberConfig,
         store: Box<dyn DedupStore>,
     ) -> Result<Self> {
+        Self::prepare(&config).await?;
+        Self::start(config, store).await
+    }
+
+    /// Checks the configuration and makes the topics the subscriber reads and parks to.
+    async fn prepare(config: &SubscriberConfig) -> Result<()> {
         config.validate()?;
         let topic = config.topic();
         let partitions = config.kafka.partitions;
@@ -108,6 +131,12 @@ impl Subscriber {
             .await
             .map_err(|e| Error::Config(format!("backfill task: {e}")))??;
         }
+        Ok(())
+    }
+
+    /// Joins the group with `store` as the duplicate store.
+    async fn start(config: SubscriberConfig, store: Box<dyn DedupStore>) -> Result<Self> {
+        let topic = config.topic();
         let statistics_ms = config.statistics_interval.as_millis().to_string();
         let consumer: StreamConsumer<StatsContext> = config
             .kafka
