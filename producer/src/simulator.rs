@@ -523,7 +523,7 @@ impl GatewayClient {
         enrolment: &Enrolment,
     ) -> Result<(), EnrolError> {
         let org = &enrolment.org;
-        let consent = crate::gateway::fhir_consent(
+        let consent = dho_schemas::fhir::consent::fhir_consent(
             tag,
             &patient.id,
             ProvisionKind::Permit,

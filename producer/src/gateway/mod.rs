@@ -35,7 +35,6 @@
 
 mod auth;
 pub mod config;
-mod consent;
 pub mod metrics;
 mod resent;
 mod routes;
@@ -50,7 +49,7 @@ use tokio::sync::Semaphore;
 
 pub use auth::{AuthFailure, Credentials, Principal, hash_token, new_token};
 pub use config::{CareOrganisationCredential, GatewayConfig, PlatformCredential};
-pub use consent::{CATEGORY_SYSTEM, consent_from_fhir, fhir_consent};
+pub use dho_schemas::fhir::consent::{CATEGORY_SYSTEM, consent_from_fhir, fhir_consent};
 pub use routes::{is_own_care_plan_id, is_own_subscription_id};
 
 use crate::Publisher;

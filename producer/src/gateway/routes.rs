@@ -16,11 +16,12 @@ use dho_schemas::model::*;
 use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::Gateway;
 use super::auth::Principal;
 use super::metrics::{self as m, Endpoint};
 use super::resent::{Claim, Kind};
-use super::{Gateway, consent};
 use crate::{CarePlanAudit, ConsentAudit, Receipt};
+use dho_schemas::fhir::consent;
 
 /// FHIR's media type; the gateway also accepts plain `application/json`.
 const FHIR_JSON: &str = "application/fhir+json";
