@@ -15,8 +15,8 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use dho_gateway::{Credentials, GatewayConfig, fhir_consent, hash_token};
 use dho_kafka::{KafkaSettings, hub_topics};
-use dho_producer::gateway::{Credentials, GatewayConfig, fhir_consent, hash_token};
 use dho_router::RouterConfig;
 use dho_schemas::fixtures;
 use dho_schemas::model::*;

@@ -4,7 +4,7 @@
 //! and a care service touching another's subscription are all refused (401 or 403) and
 //! counted, and none of them leaves a record on Kafka. The allowed counterparts succeed.
 
-use dho_producer::gateway::fhir_consent;
+use dho_gateway::fhir_consent;
 use dho_schemas::fhir::observation_from_measurement;
 use dho_schemas::fixtures;
 use dho_schemas::model::*;

@@ -52,7 +52,7 @@ pub use config::{CareOrganisationCredential, GatewayConfig, PlatformCredential};
 pub use dho_schemas::fhir::consent::{CATEGORY_SYSTEM, consent_from_fhir, fhir_consent};
 pub use routes::{is_own_care_plan_id, is_own_subscription_id};
 
-use crate::Publisher;
+use dho_publisher::Publisher;
 
 /// Errors starting or running the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +63,7 @@ pub enum Error {
     Config(String),
     /// Kafka or the schema registry could not be reached or set up: retry later.
     #[error(transparent)]
-    Publish(#[from] crate::Error),
+    Publish(#[from] dho_publisher::Error),
     /// The listener could not be bound or the server failed.
     #[error("HTTP server: {0}")]
     Io(#[from] std::io::Error),
@@ -120,7 +120,7 @@ impl Gateway {
         let remembered = recent
             .warm_up(&config.kafka)
             .await
-            .map_err(crate::Error::from)?;
+            .map_err(dho_publisher::Error::from)?;
         tracing::info!(
             remembered,
             "recent readings read back, to recognise their re-sends"

@@ -16,11 +16,11 @@ use dho_schemas::model::*;
 use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::Gateway;
-use super::auth::Principal;
-use super::metrics::{self as m, Endpoint};
-use super::resent::{Claim, Kind};
-use crate::{CarePlanAudit, ConsentAudit, Receipt};
+use crate::Gateway;
+use crate::auth::Principal;
+use crate::metrics::{self as m, Endpoint};
+use crate::resent::{Claim, Kind};
+use dho_publisher::{CarePlanAudit, ConsentAudit, Receipt};
 use dho_schemas::fhir::consent;
 
 /// FHIR's media type; the gateway also accepts plain `application/json`.
@@ -32,7 +32,7 @@ const FHIR_JSON: &str = "application/fhir+json";
 const EVENT_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6a0e_54d1_7c1b_4f0e_9b7d_2f45_d1c3_a001);
 
-pub(super) fn app(gateway: Gateway) -> axum::Router {
+pub(crate) fn app(gateway: Gateway) -> axum::Router {
     let limit = gateway.inner.config.max_body_bytes;
     axum::Router::new()
         .route("/fhir", post(fhir_bundle))
@@ -298,7 +298,7 @@ impl Gateway {
         })
     }
 
-    async fn publish(&self, event: &Ingested) -> crate::Result<Receipt> {
+    async fn publish(&self, event: &Ingested) -> dho_publisher::Result<Receipt> {
         let started = Instant::now();
         let result = match event {
             Ingested::Measurement(m) => self.inner.publisher.publish_measurement(m).await,
@@ -317,7 +317,7 @@ impl Gateway {
         &self,
         event: &Ingested,
         platform: &OrganisationIdentifier,
-    ) -> crate::Result<Receipt> {
+    ) -> dho_publisher::Result<Receipt> {
         loop {
             match self.inner.recent.claim(event, platform) {
                 None => return self.publish(event).await,
@@ -339,7 +339,7 @@ impl Gateway {
                     return match task.await {
                         Ok(result) => result,
                         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                        Err(_) => Err(crate::Error::NotAcknowledged(
+                        Err(_) => Err(dho_publisher::Error::NotAcknowledged(
                             rdkafka::error::KafkaError::Canceled,
                         )),
                     };
@@ -363,7 +363,7 @@ fn event_id(platform: &OrganisationIdentifier, kind: Kind, source_id: Option<&st
 /// unique per resource type, so an Observation and a QuestionnaireResponse may share one:
 /// the kind is part of the name. (A measurement's name has no kind, as before self-reports
 /// were told apart, so ids already given stay the same.)
-pub(super) fn derived_event_id(
+pub(crate) fn derived_event_id(
     platform: &OrganisationIdentifier,
     kind: Kind,
     source_id: &str,
@@ -394,17 +394,19 @@ fn data_controller(event: &Ingested) -> &OrganisationIdentifier {
 }
 
 /// Bounded reason of a publishing failure, the entry status and whether to retry.
-fn publish_failure(e: &crate::Error) -> (&'static str, StatusCode, &'static str) {
+fn publish_failure(e: &dho_publisher::Error) -> (&'static str, StatusCode, &'static str) {
     match e {
-        crate::Error::Backpressure => {
+        dho_publisher::Error::Backpressure => {
             ("backpressure", StatusCode::SERVICE_UNAVAILABLE, "transient")
         }
-        crate::Error::NotAcknowledged(_) => (
+        dho_publisher::Error::NotAcknowledged(_) => (
             "not_acknowledged",
             StatusCode::SERVICE_UNAVAILABLE,
             "transient",
         ),
-        crate::Error::Invalid(_) => ("invalid", StatusCode::UNPROCESSABLE_ENTITY, "invariant"),
+        dho_publisher::Error::Invalid(_) => {
+            ("invalid", StatusCode::UNPROCESSABLE_ENTITY, "invariant")
+        }
         _ => ("internal", StatusCode::INTERNAL_SERVER_ERROR, "exception"),
     }
 }
@@ -699,7 +701,7 @@ async fn native(
             });
             created(body, &format!("/{}/{}", ep_path(ep), event.event_id()))
         }
-        Err(crate::Error::Invalid(e)) => refuse_invalid(ep, e),
+        Err(dho_publisher::Error::Invalid(e)) => refuse_invalid(ep, e),
         Err(e) => {
             let (reason, status, code) = publish_failure(&e);
             m::entries("failed", reason, 1);
@@ -1061,8 +1063,8 @@ fn delete_target(
 async fn publish_state<R>(
     gw: &Gateway,
     endpoint: Endpoint,
-    change: impl Future<Output = crate::Result<R>>,
-    failure: fn(&Gateway, Endpoint, crate::Error) -> Response,
+    change: impl Future<Output = dho_publisher::Result<R>>,
+    failure: fn(&Gateway, Endpoint, dho_publisher::Error) -> Response,
 ) -> Result<R, Response> {
     let _permit = gw.reserve(1, false).map_err(|r| refuse(endpoint, r))?;
     let result = change.await.map_err(|e| failure(gw, endpoint, e))?;
@@ -1073,16 +1075,16 @@ async fn publish_state<R>(
 
 /// A record put the broker did not take: 422 for one the validators refused, else as
 /// [`state_failure`].
-fn upsert_failure(gw: &Gateway, endpoint: Endpoint, e: crate::Error) -> Response {
+fn upsert_failure(gw: &Gateway, endpoint: Endpoint, e: dho_publisher::Error) -> Response {
     match e {
-        crate::Error::Invalid(e) => refuse_invalid(endpoint, e),
+        dho_publisher::Error::Invalid(e) => refuse_invalid(endpoint, e),
         e => state_failure(gw, endpoint, e),
     }
 }
 
 /// A state change (subscription, care plan) the broker did not take: 503 with
 /// `Retry-After` when retrying may help, 500 otherwise.
-fn state_failure(gw: &Gateway, endpoint: Endpoint, e: crate::Error) -> Response {
+fn state_failure(gw: &Gateway, endpoint: Endpoint, e: dho_publisher::Error) -> Response {
     let (reason, status, code) = publish_failure(&e);
     m::entries("failed", reason, 1);
     tracing::warn!(

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::Publisher;
-
+use dho_publisher::Publisher;
 use dho_schemas::model::*;
 use dho_schemas::{codes, fixtures};
 use rand::rngs::StdRng;
@@ -374,7 +373,7 @@ impl Sink {
                 };
                 match result {
                     Ok(_) => Outcome::Accepted,
-                    Err(crate::Error::Invalid(_)) => Outcome::Rejected,
+                    Err(dho_publisher::Error::Invalid(_)) => Outcome::Rejected,
                     Err(_) => Outcome::Failed,
                 }
             }
