@@ -11,7 +11,7 @@
 //! (`resent.rs`: the router's delivery ids come from source positions, so a second record
 //! would reach subscribers twice).
 //!
-//! Endpoints (see `routes.rs`):
+//! Endpoints (see `routes.rs` and `routes/`, one module per endpoint group):
 //! - `POST /fhir` and `POST /fhir/Bundle`: a `batch` (VKP) or `collection` (PMD) Bundle →
 //!   HTTP 200 with a `batch-response` Bundle, one entry per input entry in order.
 //! - `POST /measurements`, `POST /selfreports`: one record in the native JSON form.
@@ -35,6 +35,7 @@
 
 mod auth;
 pub mod config;
+mod event_id;
 pub mod metrics;
 mod resent;
 mod routes;

@@ -34,14 +34,9 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use dho_publisher::Receipt;
+use crate::event_id::{Kind, derived_event_id};
 
-/// Which topic a reading goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Kind {
-    Measurement,
-    SelfReport,
-}
+use dho_publisher::Receipt;
 
 /// A reading, by kind and the event id derived from (platform, kind, source id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -329,7 +324,7 @@ fn key(event: &Ingested, platform: &OrganisationIdentifier) -> Option<Key> {
     };
     Some(Key {
         kind,
-        event_id: crate::routes::derived_event_id(platform, kind, source_id),
+        event_id: derived_event_id(platform, kind, source_id),
     })
 }
 
