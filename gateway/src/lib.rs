@@ -25,6 +25,10 @@
 //!   `DELETE` takes `{"patient": …}` as its body). Every change is audited first on
 //!   `<prefix>.audit.careplans`, as consent changes are on `<prefix>.audit.consents`.
 //!
+//! Who may call a route is in its handler's signature: its first argument is the role's
+//! extractor (`routes/roles.rs`: a device platform or a care organisation), which checks
+//! the token and the role from the request's head, before the body is read.
+//!
 //! Refusals: `401` (no or unknown token, with `WWW-Authenticate: Bearer`), `403` (wrong
 //! role, another platform's data controller, another care service's subscription, another
 //! organisation's care plan), `400` (malformed JSON or shape), `413` (body or bundle too

@@ -14,6 +14,7 @@ mod measurements;
 mod operations;
 mod readings;
 mod refusal;
+mod roles;
 mod steps;
 mod subscriptions;
 

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dho_schemas::fhir::IngestContext;
 use dho_schemas::fhir::bundle::{self, EntryOutcome};
@@ -15,32 +15,18 @@ use serde_json::{Value, json};
 
 use super::readings::data_controller;
 use super::refusal::{FHIR_JSON, Refusal, publish_failure, refuse};
+use super::roles::{Platform, at};
 use crate::Gateway;
-use crate::auth::Principal;
 use crate::event_id::assign_event_id;
 use crate::metrics::{self as m, Endpoint};
 
 pub(super) async fn fhir_bundle(
+    caller: Platform<at::FhirBundle>,
     State(gw): State<Gateway>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     const EP: Endpoint = Endpoint::FhirBundle;
-    let principal = match gw.authenticate(EP, &headers, true) {
-        Ok(p) => p,
-        Err(r) => return refuse(EP, r),
-    };
-    let Principal::Platform { org: platform, .. } = principal else {
-        return refuse(
-            EP,
-            gw.forbid(
-                EP,
-                "wrong_role",
-                "only device platforms publish readings",
-                true,
-            ),
-        );
-    };
+    let platform = caller.org;
     let json = match gw.body(body, true) {
         Ok(json) => json,
         Err(r) => return refuse(EP, r),

@@ -5,19 +5,19 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dho_publisher::CarePlanAudit;
 use dho_schemas::model::*;
 use serde_json::json;
 
 use super::refusal::{Refusal, created, refuse, refuse_invalid};
+use super::roles::{CareOrganisation, at};
 use super::steps::{
     delete_target, json_object, own_id, owner_of, parse, publish_state, stamp_caller_org,
     state_failure, upsert_failure,
 };
 use crate::Gateway;
-use crate::auth::Principal;
 use crate::metrics::{self as m, Endpoint};
 
 /// A care plan id made through the gateway is `<orgnr>.<name>`, with the organisation number
@@ -47,38 +47,24 @@ pub fn is_own_care_plan_id(orgnr: &str, plan_id: &str) -> bool {
     plan_owner(plan_id) == Some(orgnr) && plan_name_ok(plan_id)
 }
 
+/// The care organisation writing a care plan (device platforms never write care plans).
+type Author = CareOrganisation<at::CarePlans>;
+
 pub(super) async fn create_care_plan(
+    caller: Author,
     State(gw): State<Gateway>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    upsert_care_plan(gw, None, headers, body).await
+    upsert_care_plan(gw, caller, None, body).await
 }
 
 pub(super) async fn put_care_plan(
+    caller: Author,
     State(gw): State<Gateway>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    upsert_care_plan(gw, Some(id), headers, body).await
-}
-
-/// The calling care organisation, or 401/403 (device platforms never write care plans).
-fn care_plan_author(
-    gw: &Gateway,
-    headers: &HeaderMap,
-) -> Result<(OrganisationIdentifier, String), Refusal> {
-    const EP: Endpoint = Endpoint::CarePlans;
-    match gw.authenticate(EP, headers, false)? {
-        Principal::CareOrganisation { org, name, .. } => Ok((org, name)),
-        Principal::Platform { .. } => Err(gw.forbid(
-            EP,
-            "wrong_role",
-            "only care organisations record care plans",
-            false,
-        )),
-    }
+    upsert_care_plan(gw, caller, Some(id), body).await
 }
 
 /// `POST /careplans`, `PUT /careplans/{id}`: a patient's self-management plan in the
@@ -88,15 +74,12 @@ fn care_plan_author(
 /// `<prefix>.audit.careplans` (`CarePlanChange`), like consent.
 async fn upsert_care_plan(
     gw: Gateway,
+    caller: Author,
     path_id: Option<String>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     const EP: Endpoint = Endpoint::CarePlans;
-    let (org, name) = match care_plan_author(&gw, &headers) {
-        Ok(o) => o,
-        Err(r) => return refuse(EP, r),
-    };
+    let CareOrganisation { org, name, .. } = caller;
     let mut json = match gw.body(body, false) {
         Ok(json) => json,
         Err(r) => return refuse(EP, r),
@@ -167,16 +150,13 @@ async fn upsert_care_plan(
 /// plan's owner only: a tombstone for the plan's key, so it classifies nothing from then on.
 /// Audited first, like a plan recorded.
 pub(super) async fn delete_care_plan(
+    caller: Author,
     State(gw): State<Gateway>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     const EP: Endpoint = Endpoint::CarePlans;
-    let (org, name) = match care_plan_author(&gw, &headers) {
-        Ok(o) => o,
-        Err(r) => return refuse(EP, r),
-    };
+    let CareOrganisation { org, name, .. } = caller;
     let owned = plan_owner(&id) == Some(org.value.as_str());
     let not_owned = "not one of this organisation's care plans";
     let patient = match delete_target(&gw, EP, owned, not_owned, body) {

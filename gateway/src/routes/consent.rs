@@ -5,38 +5,24 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dho_publisher::ConsentAudit;
 use dho_schemas::fhir::consent;
 use dho_schemas::model::*;
 
 use super::refusal::{FHIR_JSON, Refusal, publish_failure, refuse};
+use super::roles::{CareOrganisation, at};
 use crate::Gateway;
-use crate::auth::Principal;
 use crate::metrics::{self as m, Endpoint};
 
 pub(super) async fn fhir_consent(
+    caller: CareOrganisation<at::FhirConsent>,
     State(gw): State<Gateway>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     const EP: Endpoint = Endpoint::FhirConsent;
-    let principal = match gw.authenticate(EP, &headers, true) {
-        Ok(p) => p,
-        Err(r) => return refuse(EP, r),
-    };
-    let Principal::CareOrganisation { org, name, .. } = principal else {
-        return refuse(
-            EP,
-            gw.forbid(
-                EP,
-                "wrong_role",
-                "only care organisations record consent",
-                true,
-            ),
-        );
-    };
+    let CareOrganisation { org, name, .. } = caller;
     let mut json = match gw.body(body, true) {
         Ok(json) => json,
         Err(r) => return refuse(EP, r),

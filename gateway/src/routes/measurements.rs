@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use dho_schemas::fhir::Ingested;
 use dho_schemas::model::*;
@@ -12,49 +12,35 @@ use serde_json::{Value, json};
 
 use super::readings::data_controller;
 use super::refusal::{Refusal, created, publish_failure, refuse, refuse_invalid};
+use super::roles::{Platform, at};
 use super::steps::parse;
 use crate::Gateway;
-use crate::auth::Principal;
 use crate::event_id::assign_event_id;
 use crate::metrics::{self as m, Endpoint};
 
 pub(super) async fn measurement(
+    caller: Platform<at::Measurements>,
     State(gw): State<Gateway>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    native(gw, Endpoint::Measurements, headers, body).await
+    native(gw, Endpoint::Measurements, caller.org, body).await
 }
 
 pub(super) async fn self_report(
+    caller: Platform<at::SelfReports>,
     State(gw): State<Gateway>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    native(gw, Endpoint::SelfReports, headers, body).await
+    native(gw, Endpoint::SelfReports, caller.org, body).await
 }
 
+/// One reading of the endpoint `ep`'s kind from `platform`.
 async fn native(
     gw: Gateway,
     ep: Endpoint,
-    headers: HeaderMap,
+    platform: OrganisationIdentifier,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let principal = match gw.authenticate(ep, &headers, false) {
-        Ok(p) => p,
-        Err(r) => return refuse(ep, r),
-    };
-    let Principal::Platform { org: platform, .. } = principal else {
-        return refuse(
-            ep,
-            gw.forbid(
-                ep,
-                "wrong_role",
-                "only device platforms publish readings",
-                false,
-            ),
-        );
-    };
     let mut json = match gw.body(body, false) {
         Ok(json) => json,
         Err(r) => return refuse(ep, r),

@@ -1,11 +1,11 @@
-//! The steps every endpoint shares: authenticate and authorise, bound what is in flight,
-//! read and parse the body; and those of the state changes (subscriptions, care plans):
+//! The steps every endpoint shares once the caller's role is known (see [`super::roles`]):
+//! refuse what the caller may not do, bound what is in flight, read and parse the body; and those of the state changes (subscriptions, care plans):
 //! ids owned by the caller, the caller's organisation stamped in, deletes naming their
 //! patient in the body, publishing with room reserved.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use dho_schemas::model::*;
 use serde_json::Value;
@@ -13,35 +13,9 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::refusal::{Refusal, publish_failure, refuse, refuse_invalid};
 use crate::Gateway;
-use crate::auth::Principal;
 use crate::metrics::{self as m, Endpoint};
 
 impl Gateway {
-    /// The caller, or 401 (counted and logged without the token).
-    pub(super) fn authenticate(
-        &self,
-        endpoint: Endpoint,
-        headers: &HeaderMap,
-        fhir: bool,
-    ) -> Result<Principal, Refusal> {
-        self.inner
-            .credentials
-            .authenticate(headers)
-            .cloned()
-            .map_err(|failure| {
-                m::auth_failure(endpoint, failure.as_str());
-                Refusal {
-                    fhir,
-                    ..Refusal::new(
-                        StatusCode::UNAUTHORIZED,
-                        "login",
-                        failure.as_str(),
-                        "a valid bearer token is required",
-                    )
-                }
-            })
-    }
-
     /// 403 for an authenticated caller doing what its role does not allow.
     pub(super) fn forbid(
         &self,

@@ -4,18 +4,18 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dho_schemas::model::*;
 use serde_json::{Value, json};
 
-use super::refusal::{Refusal, created, refuse};
+use super::refusal::{created, refuse};
+use super::roles::{CareOrganisation, at};
 use super::steps::{
     delete_target, json_object, own_id, owner_of, parse, publish_state, stamp_caller_org,
     state_failure, upsert_failure,
 };
 use crate::Gateway;
-use crate::auth::Principal;
 use crate::metrics::Endpoint;
 
 /// Whether the gateway takes `subscription_id` from the care service that owns
@@ -24,55 +24,38 @@ pub fn is_own_subscription_id(subscriber_id: &str, subscription_id: &str) -> boo
     owner_of(subscription_id) == Some(subscriber_id)
 }
 
+/// A care service's subscriptions, as their owner sees them.
+type Owner = CareOrganisation<at::Subscriptions>;
+
 pub(super) async fn create_subscription(
+    caller: Owner,
     State(gw): State<Gateway>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    upsert_subscription(gw, None, headers, body).await
+    upsert_subscription(gw, caller, None, body).await
 }
 
 pub(super) async fn put_subscription(
+    caller: Owner,
     State(gw): State<Gateway>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    upsert_subscription(gw, Some(id), headers, body).await
-}
-
-/// The caller's own subscriber ids and organisation, or 401/403.
-fn subscription_owner(
-    gw: &Gateway,
-    headers: &HeaderMap,
-) -> Result<(OrganisationIdentifier, Vec<String>), Refusal> {
-    const EP: Endpoint = Endpoint::Subscriptions;
-    match gw.authenticate(EP, headers, false)? {
-        Principal::CareOrganisation {
-            org,
-            subscriber_ids,
-            ..
-        } => Ok((org, subscriber_ids)),
-        Principal::Platform { .. } => Err(gw.forbid(
-            EP,
-            "wrong_role",
-            "only care organisations manage subscriptions",
-            false,
-        )),
-    }
+    upsert_subscription(gw, caller, Some(id), body).await
 }
 
 async fn upsert_subscription(
     gw: Gateway,
+    caller: Owner,
     path_id: Option<String>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     const EP: Endpoint = Endpoint::Subscriptions;
-    let (org, own) = match subscription_owner(&gw, &headers) {
-        Ok(o) => o,
-        Err(r) => return refuse(EP, r),
-    };
+    let CareOrganisation {
+        org,
+        subscriber_ids: own,
+        ..
+    } = caller;
     let mut json = match gw.body(body, false) {
         Ok(json) => json,
         Err(r) => return refuse(EP, r),
@@ -129,16 +112,13 @@ async fn upsert_subscription(
 /// `DELETE /subscriptions/{id}` with body `{"patient": {"system": "FNR", "value": "…"}}`:
 /// the patient is part of the record's key and never belongs in a URL (proxies log URLs).
 pub(super) async fn delete_subscription(
+    caller: Owner,
     State(gw): State<Gateway>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     const EP: Endpoint = Endpoint::Subscriptions;
-    let (_, own) = match subscription_owner(&gw, &headers) {
-        Ok(o) => o,
-        Err(r) => return refuse(EP, r),
-    };
+    let own = caller.subscriber_ids;
     let owned = owner_of(&id).is_some_and(|owner| own.iter().any(|s| s == owner));
     let not_owned = "not one of this organisation's subscriptions";
     let patient = match delete_target(&gw, EP, owned, not_owned, body) {
