@@ -11,12 +11,12 @@ use clap::Parser;
 use dho_consumer::{Subscriber, SubscriberConfig};
 use dho_devstack::Broker;
 use dho_kafka::KafkaSettings;
-use dho_producer::Publisher;
-use dho_producer::simulator::{Diagnosis, Fleet, SIM_PLAN_NAME, SimEvent, SimPatient};
+use dho_publisher::Publisher;
 use dho_registry::RegistryConfig;
 use dho_router::{Router, RouterConfig};
 use dho_schemas::model::*;
 use dho_schemas::{Policy, fixtures};
+use dho_simulator::{Diagnosis, Fleet, SIM_PLAN_NAME, SimEvent, SimPatient};
 use dho_telemetry::Readiness;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
@@ -307,7 +307,7 @@ fn describe(m: &Measurement) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dho_producer::gateway::{is_own_care_plan_id, is_own_subscription_id};
+    use dho_gateway::{is_own_care_plan_id, is_own_subscription_id};
 
     #[test]
     fn the_demos_ids_are_ones_the_gateway_takes_from_their_owners() {

@@ -33,7 +33,7 @@ fn the_demo_delivers_to_every_care_service_and_never_prints_an_identifier() {
     );
     assert!(stdout.contains("stopped cleanly"), "{stdout}");
     // The fleet is deterministic: none of its numbers may appear in any output line.
-    let fleet = dho_producer_fleet_numbers();
+    let fleet = simulated_fleet_numbers();
     for line in stdout.lines().chain(stderr.lines()) {
         for number in &fleet {
             assert!(
@@ -48,9 +48,9 @@ fn the_demo_delivers_to_every_care_service_and_never_prints_an_identifier() {
     }
 }
 
-fn dho_producer_fleet_numbers() -> Vec<String> {
+fn simulated_fleet_numbers() -> Vec<String> {
     // Same seed and size as the demo's defaults.
-    dho_producer::simulator::Fleet::new(2026, 50)
+    dho_simulator::Fleet::new(2026, 50)
         .patients()
         .iter()
         .map(|p| p.id.value.clone())

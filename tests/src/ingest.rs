@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use dho_kafka::KafkaSettings;
-use dho_producer::gateway::{
+use dho_gateway::{
     CareOrganisationCredential, GatewayConfig, PlatformCredential, RunningGateway, hash_token,
 };
+use dho_kafka::KafkaSettings;
 use dho_schemas::OrganisationIdentifier;
 use dho_schemas::fixtures;
 use dho_schemas::model::Measurement;
@@ -100,9 +100,15 @@ pub fn config_toml(config: &GatewayConfig) -> String {
     text
 }
 
-/// The path of one of dho-producer's programs (`dho-ingest`, `dho-admin`), built first.
+/// The path of one of the publishing side's programs (`dho-ingest`, `dho-admin`,
+/// `dho-simulator`), built first.
 pub fn program(name: &str) -> PathBuf {
-    crate::binary("dho-producer", name)
+    let package = match name {
+        "dho-ingest" => "dho-gateway",
+        // dho-admin and dho-simulator are their packages' own programs.
+        other => other,
+    };
+    crate::binary(package, name)
 }
 
 /// `dho-admin` (the program) with the stack's Kafka settings and `args`; its output, whether

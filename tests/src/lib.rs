@@ -87,8 +87,8 @@ impl Stack {
         }
     }
 
-    pub async fn publisher(&self) -> dho_producer::Publisher {
-        dho_producer::Publisher::connect(&self.settings, dho_schemas::Policy::default())
+    pub async fn publisher(&self) -> dho_publisher::Publisher {
+        dho_publisher::Publisher::connect(&self.settings, dho_schemas::Policy::default())
             .await
             .expect("publisher connects")
     }
@@ -530,7 +530,7 @@ pub async fn wait_for<T: AvroRecord>(
 pub async fn wait_receipt_routed(
     settings: &KafkaSettings,
     group: &str,
-    receipt: &dho_producer::Receipt,
+    receipt: &dho_publisher::Receipt,
 ) {
     wait_routed(
         settings,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use dho_kafka::KafkaSettings;
-use dho_producer::{Publisher, Receipt};
+use dho_publisher::{Publisher, Receipt};
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
 

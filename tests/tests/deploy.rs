@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use dho_gateway::{Credentials, fhir_consent, hash_token};
 use dho_kafka::hub_topics;
-use dho_producer::gateway::{Credentials, fhir_consent, hash_token};
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
 use dho_tests::deploy::compose::{

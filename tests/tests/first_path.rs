@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use dho_consumer::{Subscriber, SubscriberConfig};
-use dho_producer::Publisher;
+use dho_publisher::Publisher;
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
 use dho_tests::scenario::{consent, gp_and_home, subscribe};

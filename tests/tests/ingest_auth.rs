@@ -3,8 +3,10 @@
 //! publishing readings, a device platform recording consent or touching subscriptions,
 //! and a care service touching another's subscription are all refused (401 or 403) and
 //! counted, and none of them leaves a record on Kafka. The allowed counterparts succeed.
+//! The token and the role are checked before the body is read: a request whose body never
+//! arrives (or would be larger than the gateway takes) is still refused at once.
 
-use dho_producer::gateway::fhir_consent;
+use dho_gateway::fhir_consent;
 use dho_schemas::fhir::observation_from_measurement;
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
@@ -15,6 +17,9 @@ use dho_tests::ingest::{
 use dho_tests::{Stack, read_topic_sizes};
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn reading(seed: u64) -> Measurement {
     fixtures::spo2(&fixtures::patient(seed), 95.0, now_millis() - 60_000)
@@ -270,5 +275,78 @@ async fn ingest_every_wrong_credential_is_refused_counted_and_stores_nothing() {
     for token in [PLATFORM_TOKEN, OTHER_PLATFORM_TOKEN, HOME_TOKEN, GP_TOKEN] {
         assert!(!metrics.contains(token));
     }
+    gw.stop().await.unwrap();
+}
+
+/// Sends a request's head declaring a body of `declared` bytes, then only 1 KiB of it, and
+/// keeps the connection open without sending more: the gateway can answer only if it does
+/// not wait for the body. Returns the answer's head (lowercase), read within 10 s.
+async fn answer_to_a_stalled_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    declared: usize,
+) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n"
+    );
+    if let Some(token) = token {
+        head += &format!("authorization: Bearer {token}\r\n");
+    }
+    head += "\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[b' '; 1024]).await.unwrap();
+    let mut answer = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer while the body was outstanding"))
+        .unwrap();
+    String::from_utf8_lossy(&answer[..n]).to_lowercase()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_the_token_and_role_are_checked_before_the_body_is_read() {
+    let stack = Stack::start().await;
+    let config = gateway_config(&stack.settings);
+    let limit = config.max_body_bytes;
+    let gw = start_gateway(config).await;
+    // (method, path, token, declared body length, expected status): a body within the
+    // limit that never arrives, and one declared 16 times larger than the limit (401 or
+    // 403, not 413: the body is not looked at).
+    let cases: Vec<(&str, &str, Option<&str>, usize, u16)> = vec![
+        ("POST", "/measurements", None, 512 * 1024, 401),
+        ("POST", "/fhir/Bundle", Some("not-a-token"), 512 * 1024, 401),
+        ("POST", "/fhir/Consent", None, 16 * limit, 401),
+        (
+            "PUT",
+            "/careplans/x.y",
+            Some("not-a-token"),
+            16 * limit,
+            401,
+        ),
+        ("DELETE", "/subscriptions/x.y", None, 512 * 1024, 401),
+        ("POST", "/measurements", Some(HOME_TOKEN), 16 * limit, 403),
+        (
+            "PUT",
+            "/careplans/x.y",
+            Some(PLATFORM_TOKEN),
+            512 * 1024,
+            403,
+        ),
+    ];
+    for (method, path, token, declared, expected) in cases {
+        let answer = answer_to_a_stalled_body(gw.addr, method, path, token, declared).await;
+        assert!(
+            answer.starts_with(&format!("http/1.1 {expected} ")),
+            "{method} {path} with {declared} bytes declared: {answer}"
+        );
+        if expected == 401 {
+            assert!(answer.contains("www-authenticate: bearer"), "{answer}");
+        }
+    }
+    let topics = stack.settings.topics();
+    assert_eq!(read_topic_sizes(&stack.settings, &topics.measurements()), 0);
     gw.stop().await.unwrap();
 }

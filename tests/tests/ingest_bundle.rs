@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use dho_producer::gateway::RunningGateway;
+use dho_gateway::RunningGateway;
 use dho_schemas::fhir::{observation_from_measurement, questionnaire_response_from_self_report};
 use dho_schemas::fixtures;
 use dho_schemas::model::*;

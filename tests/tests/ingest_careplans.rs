@@ -9,8 +9,8 @@
 //! either, is audited like a consent change: who changed which plan of which patient, when,
 //! through what (`<prefix>.audit.careplans`); refused changes leave no record.
 
+use dho_gateway::fhir_consent;
 use dho_kafka::KafkaSettings;
-use dho_producer::gateway::fhir_consent;
 use dho_schemas::model::*;
 use dho_schemas::{codec, fixtures, wire};
 use dho_tests::ingest::{

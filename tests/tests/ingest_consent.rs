@@ -7,7 +7,7 @@
 
 use std::process::Output;
 
-use dho_producer::gateway::fhir_consent;
+use dho_gateway::fhir_consent;
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
 use dho_tests::ingest::{

@@ -7,9 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use dho_producer::simulator::{Fleet, SIM_PLAN_NAME};
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
+use dho_simulator::{Fleet, SIM_PLAN_NAME};
 use dho_tests::ingest::{HOME, HOME_TOKEN, PLATFORM_TOKEN, gateway_config, program, start_gateway};
 use dho_tests::{Stack, read_decoded, read_topic, read_topic_sizes, wait_routed};
 use serde_json::Value;

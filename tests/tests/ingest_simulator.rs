@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dho_producer::simulator::{Fleet, GatewayClient, SimOptions, Sink, run};
+use dho_simulator::{Fleet, GatewayClient, SimOptions, Sink, run};
 use dho_tests::ingest::{PLATFORM_TOKEN, gateway_config, start_gateway};
 use dho_tests::{Stack, read_topic_sizes};
 

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dho_consumer::{Subscriber, SubscriberConfig, SubscriptionClient, SubscriptionRequest};
-use dho_producer::gateway::fhir_consent;
-use dho_producer::simulator::{Fleet, GatewayClient, SimOptions, Sink, run};
+use dho_gateway::fhir_consent;
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
+use dho_simulator::{Fleet, GatewayClient, SimOptions, Sink, run};
 use dho_tests::ingest::{
     GP, GP_TOKEN, HOME, HOME_TOKEN, Http, OTHER_PLATFORM_TOKEN, PLATFORM_TOKEN, gateway_config,
     spawn_ingest_with,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use dho_producer::Publisher;
+use dho_publisher::Publisher;
 use dho_router::{Router, RouterConfig};
 use dho_schemas::model::*;
 use dho_schemas::{codes, fixtures};

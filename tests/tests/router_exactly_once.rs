@@ -125,7 +125,7 @@ impl Writer {
             published.push(Published {
                 patient,
                 event_id: m.event_id,
-                receipt: dho_producer::Receipt {
+                receipt: dho_publisher::Receipt {
                     partition: partition_for(m.patient.key().as_bytes(), PARTITIONS),
                     topic,
                     offset,

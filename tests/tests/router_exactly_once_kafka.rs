@@ -28,7 +28,7 @@ const SUBSCRIBERS: [&str; 3] = ["gp", "home", "lung"];
 /// Patients, consents (home care for all, the GP for even patients), subscriptions of the
 /// GP, home care and the lung clinic (permitted by no consent), and a care plan each, so
 /// every reading moves an alert track.
-async fn patients(stack: &Stack) -> dho_producer::Publisher {
+async fn patients(stack: &Stack) -> dho_publisher::Publisher {
     let publisher = stack.publisher().await;
     two_subscribers(&publisher, PATIENTS).await;
     for i in 0..PATIENTS {

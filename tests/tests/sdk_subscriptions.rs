@@ -31,7 +31,7 @@ async fn next(subscriber: &mut Subscriber, quiet: Duration) -> Option<Received> 
 /// Publishes a reading for `patient` and waits until the router has routed it.
 async fn publish_routed(
     stack: &Stack,
-    publisher: &dho_producer::Publisher,
+    publisher: &dho_publisher::Publisher,
     patient: &PatientIdentifier,
     value: f64,
 ) -> Measurement {

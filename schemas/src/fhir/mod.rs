@@ -1,7 +1,8 @@
 //! FHIR R4 shaped like HL7 Norway's VKP profiles (see `shared/VKP_FHIR.md`) to and from the
 //! hub's events: Observation ↔ [`Measurement`], QuestionnaireResponse ↔ [`SelfReport`], and a
 //! questionnaire score Observation (LOINC 74465-6) → [`SelfReport`]. [`bundle`] splits a
-//! batch (or PMD collection) Bundle into per-entry results for the ingest gateway.
+//! batch (or PMD collection) Bundle into per-entry results for the ingest gateway, and
+//! [`consent`] maps a Consent (HL7 Norway's profiles) → [`Consent`].
 //!
 //! Every refusal is a [`FhirError`]: the FHIRPath-like location, the OperationOutcome issue
 //! code and the VKP error code, with a message that never contains a patient identifier.
@@ -9,6 +10,7 @@
 //! [`crate::ids`] and [`crate::codes`]; this module only translates locations.
 
 pub mod bundle;
+pub mod consent;
 mod observation;
 mod questionnaire;
 pub mod time;

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use dho_gateway::GatewayConfig;
 use dho_kafka::KafkaSettings;
-use dho_producer::gateway::GatewayConfig;
 use dho_router::RouterConfig;
 use serde::de::DeserializeOwned;
 

@@ -13,9 +13,11 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use dho_kafka::KafkaSettings;
 use dho_kafka::service::KafkaArgs;
-use dho_producer::{CarePlanAudit, ConsentAudit, Publisher, state};
+use dho_publisher::{CarePlanAudit, ConsentAudit, Publisher};
 use dho_schemas::model::*;
 use dho_schemas::{Policy, ids};
+
+mod state;
 
 #[derive(Debug, Parser)]
 #[command(about = "Operate the DHO hub: consents, subscriptions, care plans, tokens")]
@@ -228,9 +230,9 @@ async fn main() -> anyhow::Result<()> {
     };
     match &args.command {
         Command::Token => {
-            let token = dho_producer::gateway::new_token();
+            let token = dho_gateway::new_token();
             println!("token        {token}");
-            println!("token_sha256 {}", dho_producer::gateway::hash_token(&token));
+            println!("token_sha256 {}", dho_gateway::hash_token(&token));
         }
         Command::Grant {
             patient: number,

@@ -34,14 +34,9 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::Receipt;
+use crate::event_id::{Kind, derived_event_id};
 
-/// Which topic a reading goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) enum Kind {
-    Measurement,
-    SelfReport,
-}
+use dho_publisher::Receipt;
 
 /// A reading, by kind and the event id derived from (platform, kind, source id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,7 +71,7 @@ struct State {
 
 /// The gateway's memory of recently published readings.
 #[derive(Clone)]
-pub(super) struct Recent {
+pub(crate) struct Recent {
     state: Arc<Mutex<State>>,
     capacity: usize,
     window: Duration,
@@ -85,7 +80,7 @@ pub(super) struct Recent {
 }
 
 /// What to do with a reading.
-pub(super) enum Claim {
+pub(crate) enum Claim {
     /// Published before with the same content: its acknowledgement.
     Answered(Receipt),
     /// Being published by another request: wait until that is over, then claim again.
@@ -96,7 +91,7 @@ pub(super) enum Claim {
 
 /// The right to publish a reading the memory does not hold; dropped without
 /// [`finish`](Self::finish), it leaves nothing behind.
-pub(super) struct Ticket {
+pub(crate) struct Ticket {
     recent: Recent,
     key: Key,
     fingerprint: Fingerprint,
@@ -106,7 +101,7 @@ pub(super) struct Ticket {
 
 impl Recent {
     /// Remembers at most `capacity` readings (0: none) for `window`.
-    pub(super) fn new(settings: &KafkaSettings, capacity: usize, window: Duration) -> Self {
+    pub(crate) fn new(settings: &KafkaSettings, capacity: usize, window: Duration) -> Self {
         let topics = settings.topics();
         Self {
             state: Arc::new(Mutex::new(State {
@@ -127,7 +122,7 @@ impl Recent {
 
     /// What to do with `event`, published by `platform`. `None`: nothing to remember
     /// (no source id, or the memory is off); publish it.
-    pub(super) fn claim(
+    pub(crate) fn claim(
         &self,
         event: &Ingested,
         platform: &OrganisationIdentifier,
@@ -221,7 +216,7 @@ impl Recent {
     /// Reads back the tails of the reading topics (at most `capacity` records per topic,
     /// published within the window) and remembers the readings the gateway published with
     /// an id derived from a source id. Returns how many it remembered.
-    pub(super) async fn warm_up(&self, settings: &KafkaSettings) -> dho_kafka::Result<usize> {
+    pub(crate) async fn warm_up(&self, settings: &KafkaSettings) -> dho_kafka::Result<usize> {
         if self.capacity == 0 {
             return Ok(0);
         }
@@ -291,7 +286,7 @@ impl Recent {
 impl Ticket {
     /// Records the outcome: an acknowledged reading is remembered; a failed one is
     /// forgotten, so its re-send is published. Waiters are released either way.
-    pub(super) fn finish(mut self, result: &crate::Result<Receipt>) {
+    pub(crate) fn finish(mut self, result: &dho_publisher::Result<Receipt>) {
         self.finished = true;
         let recent = self.recent.clone();
         let mut state = recent.lock();
@@ -329,7 +324,7 @@ fn key(event: &Ingested, platform: &OrganisationIdentifier) -> Option<Key> {
     };
     Some(Key {
         kind,
-        event_id: super::routes::derived_event_id(platform, kind, source_id),
+        event_id: derived_event_id(platform, kind, source_id),
     })
 }
 
@@ -445,7 +440,7 @@ mod tests {
         Ingested::Measurement(m)
     }
 
-    fn receipt(offset: i64) -> crate::Result<Receipt> {
+    fn receipt(offset: i64) -> dho_publisher::Result<Receipt> {
         Ok(Receipt {
             topic: "dho.measurements".into(),
             partition: 2,
@@ -505,7 +500,7 @@ mod tests {
             panic!("expected to wait");
         };
         assert!(waiting.has_changed().is_ok(), "still in flight");
-        ticket.finish(&Err(crate::Error::Backpressure));
+        ticket.finish(&Err(dho_publisher::Error::Backpressure));
         assert!(waiting.has_changed().is_err(), "released");
         // The failed one left nothing: the re-send is published, and a dropped ticket
         // leaves nothing either.

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use dho_gateway::{Gateway, GatewayConfig, install_metrics};
 use dho_kafka::service::{KafkaArgs, init_logging, shutdown_signal};
-use dho_producer::gateway::{Gateway, GatewayConfig, install_metrics};
 
 #[derive(Debug, Parser)]
 #[command(about = "The DHO hub's ingest gateway (FHIR Bundles, JSON, consent, subscriptions)")]
@@ -63,7 +63,7 @@ mod tests {
 
     #[test]
     fn the_example_config_parses_and_unknown_keys_are_refused() {
-        let text = include_str!("../../../config/ingest.example.toml");
+        let text = include_str!("../../config/ingest.example.toml");
         let config: GatewayConfig = toml::from_str(text).unwrap();
         assert_eq!(config.platforms.len(), 1);
         assert_eq!(config.care_organisations[0].subscriber_ids.len(), 1);
@@ -72,6 +72,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_bundle_entires"), "{err}");
-        dho_producer::gateway::Credentials::from_config(&config).unwrap();
+        dho_gateway::Credentials::from_config(&config).unwrap();
     }
 }

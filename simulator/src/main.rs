@@ -13,11 +13,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use dho_kafka::KafkaSettings;
-use dho_producer::Publisher;
-use dho_producer::simulator::{
-    Enrolment, Fleet, GatewayClient, SimOptions, Sink, enrol_fleet, run,
-};
+use dho_publisher::Publisher;
 use dho_schemas::{OrganisationIdentifier, Policy};
+use dho_simulator::{Enrolment, Fleet, GatewayClient, SimOptions, Sink, enrol_fleet, run};
 
 #[derive(Debug, Parser)]
 #[command(about = "Simulate a fleet of home-monitoring patients")]

@@ -11,7 +11,7 @@
 //! (`resent.rs`: the router's delivery ids come from source positions, so a second record
 //! would reach subscribers twice).
 //!
-//! Endpoints (see `routes.rs`):
+//! Endpoints (see `routes.rs` and `routes/`, one module per endpoint group):
 //! - `POST /fhir` and `POST /fhir/Bundle`: a `batch` (VKP) or `collection` (PMD) Bundle →
 //!   HTTP 200 with a `batch-response` Bundle, one entry per input entry in order.
 //! - `POST /measurements`, `POST /selfreports`: one record in the native JSON form.
@@ -25,6 +25,10 @@
 //!   `DELETE` takes `{"patient": …}` as its body). Every change is audited first on
 //!   `<prefix>.audit.careplans`, as consent changes are on `<prefix>.audit.consents`.
 //!
+//! Who may call a route is in its handler's signature: its first argument is the role's
+//! extractor (`routes/roles.rs`: a device platform or a care organisation), which checks
+//! the token and the role from the request's head, before the body is read.
+//!
 //! Refusals: `401` (no or unknown token, with `WWW-Authenticate: Bearer`), `403` (wrong
 //! role, another platform's data controller, another care service's subscription, another
 //! organisation's care plan), `400` (malformed JSON or shape), `413` (body or bundle too
@@ -35,7 +39,7 @@
 
 mod auth;
 pub mod config;
-mod consent;
+mod event_id;
 pub mod metrics;
 mod resent;
 mod routes;
@@ -50,10 +54,10 @@ use tokio::sync::Semaphore;
 
 pub use auth::{AuthFailure, Credentials, Principal, hash_token, new_token};
 pub use config::{CareOrganisationCredential, GatewayConfig, PlatformCredential};
-pub use consent::{CATEGORY_SYSTEM, consent_from_fhir, fhir_consent};
+pub use dho_schemas::fhir::consent::{CATEGORY_SYSTEM, consent_from_fhir, fhir_consent};
 pub use routes::{is_own_care_plan_id, is_own_subscription_id};
 
-use crate::Publisher;
+use dho_publisher::Publisher;
 
 /// Errors starting or running the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +68,7 @@ pub enum Error {
     Config(String),
     /// Kafka or the schema registry could not be reached or set up: retry later.
     #[error(transparent)]
-    Publish(#[from] crate::Error),
+    Publish(#[from] dho_publisher::Error),
     /// The listener could not be bound or the server failed.
     #[error("HTTP server: {0}")]
     Io(#[from] std::io::Error),
@@ -121,7 +125,7 @@ impl Gateway {
         let remembered = recent
             .warm_up(&config.kafka)
             .await
-            .map_err(crate::Error::from)?;
+            .map_err(dho_publisher::Error::from)?;
         tracing::info!(
             remembered,
             "recent readings read back, to recognise their re-sends"

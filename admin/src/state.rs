@@ -14,7 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::{Error, Result};
+use dho_publisher::{Error, Result};
 
 /// How long reading one topic up to its high watermarks may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);

@@ -14,11 +14,12 @@
 //! A provision without `class` covers every data category. A withdrawal is `status`
 //! `inactive` (or `rejected`), or a deny provision.
 
-use dho_schemas::fhir::types::{Coding, Period, Reference};
-use dho_schemas::fhir::{FhirError, IssueCode, ORGNR_OID, RESH_OID, VkpCode};
-use dho_schemas::model::*;
-use dho_schemas::{Policy, validate};
 use serde::Deserialize;
+
+use super::types::{Coding, Period, Reference};
+use super::{FhirError, IssueCode, ORGNR_OID, RESH_OID, VkpCode};
+use crate::model::*;
+use crate::{Policy, validate};
 
 /// Code system of the hub's data categories in `Consent.provision.class`.
 pub const CATEGORY_SYSTEM: &str = "https://dho.example/fhir/CodeSystem/data-category";
@@ -244,7 +245,7 @@ fn flatten(
     };
     let time = |field: &str, text: Option<&String>| {
         text.map(|t| {
-            dho_schemas::fhir::time::parse(t).map_err(|_| {
+            super::time::parse(t).map_err(|_| {
                 invalid(
                     format!("{at}.period.{field}"),
                     IssueCode::Value,
@@ -345,7 +346,8 @@ fn flatten(
     Ok(())
 }
 
-/// A FHIR Consent for `consent` (tests, the simulator and the demo build requests with it).
+/// A FHIR Consent for `consent` (tests, the simulator and the demo build the gateway's
+/// requests with it).
 pub fn fhir_consent(
     id: &str,
     patient: &PatientIdentifier,
@@ -371,7 +373,7 @@ pub fn fhir_consent(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dho_schemas::fixtures;
+    use crate::fixtures;
 
     #[test]
     fn a_permit_with_a_nested_deny_maps_to_two_rules_namespaced_by_recorder() {

@@ -13,8 +13,8 @@ use dho_schemas::OrganisationIdentifier;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use super::Error;
-use super::config::GatewayConfig;
+use crate::Error;
+use crate::config::GatewayConfig;
 
 /// Who is calling, once authenticated.
 #[derive(Debug, Clone, PartialEq)]
@@ -196,7 +196,7 @@ fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::config::{CareOrganisationCredential, PlatformCredential};
+    use crate::config::{CareOrganisationCredential, PlatformCredential};
     use axum::http::HeaderValue;
     use dho_kafka::KafkaSettings;
     use dho_schemas::fixtures;
