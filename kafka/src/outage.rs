@@ -51,7 +51,7 @@ pub fn is_transient(e: &KafkaError) -> bool {
     )
 }
 
-/// Retries, with a growing pause (100 ms to 5 s), while the broker is unreachable. A
+/// Retries, with a growing pause (100 ms to 5 s), while a dependency is unreachable. A
 /// warning names what waits on first failure and every 30 s after (an outage of minutes
 /// writes a handful of lines, not thousands).
 #[derive(Debug)]
@@ -94,7 +94,7 @@ impl Outage {
                 waiting_for = self.what,
                 error = %e,
                 seconds = (now - since).as_secs(),
-                "the broker does not answer; waiting, nothing is committed meanwhile"
+                "a dependency does not answer; waiting, nothing is committed meanwhile"
             );
             self.warned = Some(now);
         }
