@@ -12,6 +12,7 @@
 pub mod bundle;
 pub mod consent;
 pub mod observation;
+mod observation_out;
 mod questionnaire;
 pub mod time;
 pub mod types;
@@ -24,7 +25,8 @@ use serde::de::DeserializeOwned;
 use crate::model::*;
 use crate::validate::{self, Policy, Reason, ValidationError};
 
-pub use observation::{measurement_from_observation, observation_from_measurement};
+pub use observation::measurement_from_observation;
+pub use observation_out::observation_from_measurement;
 pub use questionnaire::{
     questionnaire_response_from_self_report, score_observation_from_self_report,
     self_report_from_questionnaire_response, self_report_from_score_observation,
