@@ -4,11 +4,15 @@
 //! `QuestionnaireResponse` the gateway accepts (the same mapping, in
 //! `dho_schemas::fhir`), so mapping a converted resource back gives the original values.
 //! A `QuestionnaireResponse` has no device and no score (VKP sends the score as its own
-//! Observation), so those two parts of a self-report are not in it.
+//! Observation), so those two parts of a self-report are not in it; a self-report with a
+//! score and no answers comes out as that score Observation (LOINC 74465-6).
 //! A MINIMAL delivery carries only a reference without values, and an alert has no FHIR
 //! mapping yet: both are typed [`NotConvertible`] answers, never a made-up resource.
 
-use dho_schemas::fhir::{observation_from_measurement, questionnaire_response_from_self_report};
+use dho_schemas::fhir::{
+    observation_from_measurement, questionnaire_response_from_self_report,
+    score_observation_from_self_report,
+};
 use dho_schemas::model::{DataCategory, Delivery, Payload};
 
 use crate::Received;
@@ -44,6 +48,11 @@ impl ToFhir for Delivery {
     fn to_fhir(&self) -> Result<serde_json::Value, NotConvertible> {
         match self.payload() {
             Some(Payload::Measurement(m)) => Ok(observation_from_measurement(m)),
+            // A score without answers is what VKP sends as a score Observation: it goes
+            // back out as one, not as an empty QuestionnaireResponse.
+            Some(Payload::SelfReport(r)) if r.answers.is_empty() && r.score.is_some() => {
+                Ok(score_observation_from_self_report(r))
+            }
             Some(Payload::SelfReport(r)) => Ok(questionnaire_response_from_self_report(r)),
             Some(Payload::Reference(r)) => Err(NotConvertible::NoValues {
                 event_id: r.event_id.clone(),

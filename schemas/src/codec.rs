@@ -317,8 +317,8 @@ fn encode_ser<V: Serialize>(kind: SchemaKind, value: &V, out: &mut Vec<u8>) -> R
 /// change turns the direct writer off (apache-avro writes instead, so bytes stay right),
 /// and `the_direct_writer_knows_the_current_schemas` fails until it is brought up to date.
 const DIRECT_LAYOUT: [(SchemaKind, u64); 3] = [
-    (SchemaKind::Measurement, 9087324382522792467),
-    (SchemaKind::Delivery, 6546544479920636192),
+    (SchemaKind::Measurement, 11427369249552935175),
+    (SchemaKind::Delivery, 889947812267039254),
     (SchemaKind::DisclosureRecord, 4506977600737736652),
 ];
 
@@ -518,6 +518,20 @@ mod direct {
                     TriageColour::NotReported,
                 ])
             })?;
+            self.opt_string(&mut out.status)?;
+            out.effective_end = self.nullable(Self::long)?;
+            self.opt_string(&mut out.effective_precision)?;
+            out.value_coding = self.nullable(|r| {
+                let mut c = Coding {
+                    system: String::new(),
+                    code: String::new(),
+                    display: None,
+                };
+                r.string(&mut c.system)?;
+                r.string(&mut c.code)?;
+                r.opt_string(&mut c.display)?;
+                Some(c)
+            })?;
             Some(())
         }
     }
@@ -568,6 +582,10 @@ mod direct {
             received_time: 0,
             severity: None,
             triage: None,
+            status: None,
+            effective_end: None,
+            effective_precision: None,
+            value_coding: None,
         }
     }
 
@@ -646,6 +664,14 @@ mod direct {
         long(out, m.received_time);
         nullable(out, m.severity, |out, s| long(out, s as i64));
         nullable(out, m.triage, |out, t| long(out, t as i64));
+        opt_string(out, m.status.as_deref());
+        nullable(out, m.effective_end, long);
+        opt_string(out, m.effective_precision.as_deref());
+        nullable(out, m.value_coding.as_ref(), |out, c| {
+            string(out, &c.system);
+            string(out, &c.code);
+            opt_string(out, c.display.as_deref());
+        });
     }
 
     fn reference(out: &mut Vec<u8>, r: ReferenceView<'_>) {

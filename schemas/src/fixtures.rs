@@ -66,6 +66,10 @@ pub fn spo2(patient: &PatientIdentifier, value: f64, at: Millis) -> Measurement 
         received_time: at + 1_000,
         severity: None,
         triage: None,
+        status: None,
+        effective_end: None,
+        effective_precision: None,
+        value_coding: None,
     }
 }
 
@@ -93,6 +97,10 @@ pub fn blood_pressure(
         ],
         severity: Some(VkpSeverity::Moderate),
         triage: Some(TriageColour::Yellow),
+        status: None,
+        effective_end: None,
+        effective_precision: None,
+        value_coding: None,
         ..spo2(patient, 0.0, at)
     }
 }

@@ -189,6 +189,39 @@ pub struct Measurement {
     pub received_time: Millis,
     pub severity: Option<VkpSeverity>,
     pub triage: Option<TriageColour>,
+    /// FHIR `Observation.status` as sent; `None` is `final`.
+    pub status: Option<String>,
+    /// The end of a period reading (`effective_time` is its start).
+    pub effective_end: Option<Millis>,
+    /// [`PRECISION_DAY`] when the reading's time was a date only.
+    pub effective_precision: Option<String>,
+    /// A coded value (ACVPU), instead of `value`.
+    pub value_coding: Option<Coding>,
+}
+
+/// `Measurement.effective_precision` of a reading dated without a time of day.
+pub const PRECISION_DAY: &str = "DAY";
+
+/// The R4 Observation statuses a platform may send for a reading (`registered` and
+/// `cancelled` are not readings; `unknown` says nothing).
+pub const OBSERVATION_STATUSES: &[&str] = &[
+    "final",
+    "preliminary",
+    "amended",
+    "corrected",
+    "entered-in-error",
+];
+
+impl Measurement {
+    /// The FHIR status: `final` unless the platform said otherwise.
+    pub fn status(&self) -> &str {
+        self.status.as_deref().unwrap_or("final")
+    }
+
+    /// Whether the time is a date only.
+    pub fn date_only(&self) -> bool {
+        self.effective_precision.as_deref() == Some(PRECISION_DAY)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

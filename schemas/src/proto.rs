@@ -381,6 +381,10 @@ impl TryFrom<Measurement> for m::Measurement {
             received_time: p.received_time,
             severity: severity(p.severity)?,
             triage: triage(p.triage)?,
+            status: None,
+            effective_end: None,
+            effective_precision: None,
+            value_coding: None,
         })
     }
 }

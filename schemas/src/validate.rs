@@ -211,7 +211,30 @@ impl Measurement {
                 ),
             ));
         }
-        if spec.components.is_empty() {
+        if spec.coded_value {
+            let coded = self.value_coding.as_ref().ok_or_else(|| {
+                ValidationError::new(
+                    "value",
+                    Reason::Missing,
+                    format!("{} needs a coded value", spec.loinc),
+                )
+            })?;
+            not_empty("value_coding.system", &coded.system)?;
+            not_empty("value_coding.code", &coded.code)?;
+            if self.value.is_some() || !self.components.is_empty() {
+                return Err(ValidationError::new(
+                    "value",
+                    Reason::Malformed,
+                    format!("{} has a coded value only", spec.loinc),
+                ));
+            }
+        } else if self.value_coding.is_some() {
+            return Err(ValidationError::new(
+                "value_coding",
+                Reason::Malformed,
+                format!("{} is not a coded value", spec.loinc),
+            ));
+        } else if spec.components.is_empty() {
             let value = self.value.as_ref().ok_or_else(|| {
                 ValidationError::new(
                     "value",
@@ -220,13 +243,6 @@ impl Measurement {
                 )
             })?;
             quantity("value", value, spec.units, spec.loinc)?;
-            if !self.components.is_empty() {
-                return Err(ValidationError::new(
-                    "components",
-                    Reason::Malformed,
-                    format!("{} has no components", spec.loinc),
-                ));
-            }
         } else {
             if self.value.is_some() {
                 return Err(ValidationError::new(
@@ -236,37 +252,71 @@ impl Measurement {
                 ));
             }
             for c in spec.components {
-                let (i, found) = self
-                    .components
-                    .iter()
-                    .enumerate()
-                    .find(|(_, found)| found.code == c.loinc)
-                    .ok_or_else(|| {
-                        ValidationError::new(
-                            "components",
-                            Reason::Missing,
-                            format!("{} needs component {} ({})", spec.loinc, c.loinc, c.display),
-                        )
-                    })?;
-                quantity(
-                    &format!("components[{i}].value"),
-                    &found.value,
-                    c.units,
-                    c.loinc,
-                )?;
+                if !self.components.iter().any(|found| found.code == c.loinc) {
+                    return Err(ValidationError::new(
+                        "components",
+                        Reason::Missing,
+                        format!("{} needs component {} ({})", spec.loinc, c.loinc, c.display),
+                    ));
+                }
             }
-            if let Some((i, extra)) = self
+        }
+        for (i, found) in self.components.iter().enumerate() {
+            let Some(c) = spec
                 .components
                 .iter()
-                .enumerate()
-                .find(|(_, found)| spec.components.iter().all(|c| c.loinc != found.code))
-            {
-                return Err(ValidationError::new(
-                    format!("components[{i}].code"),
-                    Reason::UnknownCode,
-                    format!("'{}' is not a component of {}", extra.code, spec.loinc),
-                ));
-            }
+                .chain(spec.optional_components)
+                .find(|c| c.loinc == found.code)
+            else {
+                return Err(
+                    if spec.components.is_empty() && spec.optional_components.is_empty() {
+                        ValidationError::new(
+                            "components",
+                            Reason::Malformed,
+                            format!("{} has no components", spec.loinc),
+                        )
+                    } else {
+                        ValidationError::new(
+                            format!("components[{i}].code"),
+                            Reason::UnknownCode,
+                            format!("'{}' is not a component of {}", found.code, spec.loinc),
+                        )
+                    },
+                );
+            };
+            quantity(
+                &format!("components[{i}].value"),
+                &found.value,
+                c.units,
+                c.loinc,
+            )?;
+        }
+        if let Some(status) = &self.status
+            && !OBSERVATION_STATUSES.contains(&status.as_str())
+        {
+            return Err(ValidationError::new(
+                "status",
+                Reason::UnknownCode,
+                format!("'{status}' is not a reading status ({OBSERVATION_STATUSES:?})"),
+            ));
+        }
+        if let Some(precision) = &self.effective_precision
+            && precision != PRECISION_DAY
+        {
+            return Err(ValidationError::new(
+                "effective_precision",
+                Reason::Malformed,
+                format!("'{precision}' is not a precision; only {PRECISION_DAY} is"),
+            ));
+        }
+        if let Some(end) = self.effective_end
+            && end < self.effective_time
+        {
+            return Err(ValidationError::new(
+                "effective_end",
+                Reason::Malformed,
+                "the period ends before it starts",
+            ));
         }
         not_in_future("effective_time", self.effective_time, now)
     }

@@ -11,7 +11,8 @@
 
 pub mod bundle;
 pub mod consent;
-mod observation;
+pub mod observation;
+mod observation_out;
 mod questionnaire;
 pub mod time;
 pub mod types;
@@ -24,10 +25,11 @@ use serde::de::DeserializeOwned;
 use crate::model::*;
 use crate::validate::{self, Policy, Reason, ValidationError};
 
-pub use observation::{measurement_from_observation, observation_from_measurement};
+pub use observation::measurement_from_observation;
+pub use observation_out::observation_from_measurement;
 pub use questionnaire::{
-    questionnaire_response_from_self_report, self_report_from_questionnaire_response,
-    self_report_from_score_observation,
+    questionnaire_response_from_self_report, score_observation_from_self_report,
+    self_report_from_questionnaire_response, self_report_from_score_observation,
 };
 
 /// LOINC's code system URI.
@@ -51,9 +53,9 @@ const OLD_ORG_OIDS: [&str; 2] = [
     "urn:oid:2.16.578.1.12.4.1.2.101",
     "urn:oid:2.16.578.1.12.4.1.2.102",
 ];
-/// VKP's OperationOutcome code system (vkp-operation-outcome-v090). The canonical base of
-/// the VT guide is uncertain; the code is what receivers act on.
-pub const VKP_OUTCOME_SYSTEM: &str = "http://hl7.no/fhir/vkp/CodeSystem/vkp-operation-outcome-v090";
+/// VKP's OperationOutcome code system (vkp-operation-outcome-v090), as Velferdsteknologi
+/// publishes it.
+pub const VKP_OUTCOME_SYSTEM: &str = "http://ehelse.no/fhir/CodeSystem/vkp-operation-outcome-v090";
 
 /// OperationOutcome `issue.code` (the subset the gateway uses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -423,10 +425,13 @@ fn author(location: &str, performer: &types::Reference, policy: Policy) -> Resul
         .map_err(|e| FhirError::new(e.field, IssueCode::CodeInvalid, VkpCode::PersonId, e.detail))
 }
 
-/// The data controller among the performers (exactly one organisation); authors are checked.
+/// The data controller: the organisation performer (at most one), else the platform that
+/// sent the reading, as its credential names it (the vital-sign profiles allow only a
+/// Practitioner performer, and NEWS2's example has none). Authors are checked.
 fn data_controller(
     root: &str,
     performers: &[types::Reference],
+    platform: &OrganisationIdentifier,
     policy: Policy,
 ) -> Result<OrganisationIdentifier, FhirError> {
     let mut controller = None;
@@ -447,14 +452,7 @@ fn data_controller(
             author(&location, performer, policy)?;
         }
     }
-    controller.ok_or_else(|| {
-        FhirError::new(
-            format!("{root}.performer"),
-            IssueCode::Required,
-            VkpCode::SystemId,
-            "an organisation performer (the original data controller) is required",
-        )
-    })
+    Ok(controller.unwrap_or_else(|| platform.clone()))
 }
 
 /// A FHIR time element (rule 9): present, at least a day, well-formed.

@@ -8,31 +8,46 @@ use crate::model::*;
 /// Where VKP's Observation profiles live.
 pub const VKP_PROFILE_BASE: &str = "http://hl7.no/fhir/vkpobservation/StructureDefinition/";
 
-/// VKP's profiles and the code each fixes (the R4 vital-sign parent's LOINC); `None` for
-/// the general profile. Every profile with a fixed code is a vital-sign profile.
+/// VKP's Observation profiles (the `Id:` lines of VkpObservation's `input/fsh/profiles`)
+/// and the code each fixes: the R4 vital-sign parent's LOINC, or the profile's own SNOMED
+/// CT code; `None` for the general profile.
 const PROFILES: &[(&str, Option<&str>)] = &[
     ("vkp-Observation", None),
-    ("vkp-Bloodpressure", Some(codes::BLOOD_PRESSURE)),
-    ("vkp-Bodytemp", Some(codes::BODY_TEMPERATURE)),
-    ("vkp-Bodyweight", Some(codes::BODY_WEIGHT)),
-    ("vkp-Heartrate", Some(codes::HEART_RATE)),
-    ("vkp-Oxygensat", Some(codes::SPO2)),
-    ("vkp-Resprate", Some(codes::RESPIRATORY_RATE)),
+    ("vkp-Observation-Bloodpressure", Some(codes::BLOOD_PRESSURE)),
+    ("vkp-Observation-Bodytemp", Some(codes::BODY_TEMPERATURE)),
+    ("vkp-Observation-Bodyweight", Some(codes::BODY_WEIGHT)),
+    ("vkp-Observation-Heartrate", Some(codes::HEART_RATE)),
+    ("vkp-Observation-Oxygensat", Some(codes::SPO2)),
+    ("vkp-Observation-Resprate", Some(codes::RESPIRATORY_RATE)),
+    ("vkp-Observation-Consciousness", Some(codes::ACVPU)),
+    ("vkp-Observation-CFSscore", Some(codes::CFS_SCORE)),
+    ("vkp-Observation-NEWS2score", Some(codes::NEWS2_SCORE)),
+];
+/// The profiles whose parent is an R4 vital-sign profile: category `vital-signs` required,
+/// performer only a Practitioner identified by fødselsnummer.
+const VITAL_SIGN_PROFILES: [&str; 6] = [
+    "vkp-Observation-Bloodpressure",
+    "vkp-Observation-Bodytemp",
+    "vkp-Observation-Bodyweight",
+    "vkp-Observation-Heartrate",
+    "vkp-Observation-Oxygensat",
+    "vkp-Observation-Resprate",
 ];
 
-/// Severity extension (vkp-severity-level-v090). VKP defines it on Flag; on an Observation
-/// the hub reads it by the URL's last segment, since the canonical base is still draft.
+/// Severity extension (Velferdsteknologi's vkp-severity-level-v090, defined on Flag, with
+/// a CodeableConcept value). Read by the URL's last segment, since older senders used
+/// other bases.
 pub const SEVERITY_EXTENSION: &str =
-    "http://hl7.no/fhir/vkp/StructureDefinition/vkp-severity-level-v090";
-/// Triage colour extension (vkp-triage-v090).
-pub const TRIAGE_EXTENSION: &str = "http://hl7.no/fhir/vkp/StructureDefinition/vkp-triage-v090";
-const SEVERITY_SYSTEM: &str = "http://hl7.no/fhir/vkp/CodeSystem/vkp-severity-level-v090";
-const TRIAGE_SYSTEM: &str = "http://hl7.no/fhir/vkp/CodeSystem/vkp-triage-v090";
+    "http://ehelse.no/fhir/StructureDefinition/vkp-severity-level-v090";
+/// Velferdsteknologi's severity CodeSystem.
+pub const SEVERITY_SYSTEM: &str = "http://ehelse.no/fhir/CodeSystem/vkp-severity-level-v090";
+/// Velferdsteknologi's triage CodeSystem. It defines no triage extension: the hub writes
+/// the colour as an `Observation.interpretation` coding in this system, and reads it from
+/// there or from a `…/vkp-triage-v090` extension (older senders).
+pub const TRIAGE_SYSTEM: &str = "http://ehelse.no/fhir/CodeSystem/vkp-triage-v090";
 
-/// Observation statuses that are a reading to forward.
-const READING_STATUSES: &[&str] = &["final", "amended", "corrected", "preliminary"];
 /// The other R4 statuses: valid FHIR, but not a reading the hub can carry.
-const OTHER_STATUSES: &[&str] = &["registered", "cancelled", "entered-in-error", "unknown"];
+const OTHER_STATUSES: &[&str] = &["registered", "cancelled", "unknown"];
 
 /// Two LOINC codes are the same measurement if VKP pairs them with the same SNOMED CT code
 /// (2708-6 and 59408-5; the three glucose codes).
@@ -42,15 +57,28 @@ fn same_family(a: &str, b: &str) -> bool {
             (Some(x), Some(y)) if x.snomed.is_some() && x.snomed == y.snomed)
 }
 
-fn profile_for(loinc: &str) -> &'static str {
+/// The profile VKP defines for a code (the general one if none is specific).
+fn profile_for(code: &str) -> &'static str {
     PROFILES
         .iter()
-        .find(|(_, fixed)| fixed.is_some_and(|f| same_family(f, loinc)))
+        .find(|(_, fixed)| fixed.is_some_and(|f| same_family(f, code)))
         .map_or("vkp-Observation", |(name, _)| name)
 }
 
-fn is_vital_sign(loinc: &str) -> bool {
-    profile_for(loinc) != "vkp-Observation"
+pub(super) fn is_vital_sign(code: &str) -> bool {
+    VITAL_SIGN_PROFILES.contains(&profile_for(code))
+}
+
+/// The profile an output Observation claims: only one its content satisfies. The hub
+/// writes the data controller as an organisation performer, which the vital-sign and
+/// Consciousness profiles do not allow (performer only a Practitioner by fødselsnummer),
+/// so those readings claim the general profile, whose `organization` performer slice is
+/// the data controller. CFS and NEWS2 derive from the general profile and claim their own.
+pub(super) fn claimed_profile(code: &str) -> &'static str {
+    match profile_for(code) {
+        p @ ("vkp-Observation-CFSscore" | "vkp-Observation-NEWS2score") => p,
+        _ => "vkp-Observation",
+    }
 }
 
 fn codes_of<'a>(concept: &'a CodeableConcept, system: &str) -> Vec<&'a str> {
@@ -99,6 +127,9 @@ fn resolve_code(
     }
     let code = if let Some(first) = known.first().or(loinc.first()) {
         first.to_string()
+    } else if let Some(s) = snomed.as_deref().filter(|s| codes::lookup(s).is_some()) {
+        // A kind VKP codes only in SNOMED CT (CFS, NEWS2, ACVPU).
+        s.to_string()
     } else if let Some(s) = &snomed {
         codes::loinc_for_snomed(s)
             .ok_or_else(|| invalid(format!("SNOMED CT {s} is not a code the hub accepts")))?
@@ -115,9 +146,15 @@ fn resolve_code(
     Ok((code, snomed))
 }
 
-/// A UCUM quantity (rule 10): a value, the UCUM system and a unit code. Whether the unit
-/// suits the code and the value is plausible is the model validator's call.
-fn quantity(location: &str, q: Option<&types::Quantity>) -> Result<Quantity, FhirError> {
+/// A UCUM quantity (rule 10): a value, the UCUM system and a unit code, the unit in the
+/// hub's spelling ([`codes::ucum_canonical`]). A score (`code` unitless) may come as a
+/// bare value, as VKP's CFS and NEWS2 examples send it. Whether the unit suits the code
+/// and the value is plausible is the model validator's call.
+fn quantity(
+    location: &str,
+    q: Option<&types::Quantity>,
+    code: &str,
+) -> Result<Quantity, FhirError> {
     let value_error = |at: &str, message: &str| {
         FhirError::format(format!("{location}{at}"), IssueCode::Value, message)
     };
@@ -125,6 +162,12 @@ fn quantity(location: &str, q: Option<&types::Quantity>) -> Result<Quantity, Fhi
     let value = q
         .value
         .ok_or_else(|| value_error(".value", "the quantity has no value"))?;
+    if codes::is_unitless(code) && q.system.is_none() && q.code.is_none() {
+        return Ok(Quantity {
+            value,
+            unit: "1".into(),
+        });
+    }
     if q.system.as_deref() != Some(super::UCUM) {
         return Err(value_error(
             ".system",
@@ -133,7 +176,8 @@ fn quantity(location: &str, q: Option<&types::Quantity>) -> Result<Quantity, Fhi
     }
     let unit = q
         .code
-        .clone()
+        .as_deref()
+        .map(codes::ucum_canonical)
         .ok_or_else(|| value_error(".code", "a UCUM unit code is required"))?;
     Ok(Quantity { value, unit })
 }
@@ -148,10 +192,37 @@ fn extension_code(ext: &Extension) -> Option<&str> {
         .as_deref()
 }
 
+fn triage_colour(code: &str) -> Option<TriageColour> {
+    // The model's serde names are VKP's codes: one table, not two.
+    serde_json::from_value(serde_json::Value::String(code.into())).ok()
+}
+
 fn extensions(
     exts: &[Extension],
+    interpretation: &[CodeableConcept],
 ) -> Result<(Option<VkpSeverity>, Option<TriageColour>), FhirError> {
     let (mut severity, mut triage) = (None, None);
+    for (i, concept) in interpretation.iter().enumerate() {
+        for coding in concept.coding.iter().filter(|c| {
+            c.system
+                .as_deref()
+                .is_some_and(|s| s.ends_with("/vkp-triage-v090"))
+        }) {
+            triage = Some(
+                coding
+                    .code
+                    .as_deref()
+                    .and_then(triage_colour)
+                    .ok_or_else(|| {
+                        FhirError::format(
+                            format!("Observation.interpretation[{i}]"),
+                            IssueCode::Value,
+                            "triage must be one of R, O, Y, G, B, BL, NR",
+                        )
+                    })?,
+            );
+        }
+    }
     for (i, ext) in exts.iter().enumerate() {
         let location = format!("Observation.extension[{i}]");
         let bad = |what: &str| FhirError::format(location.clone(), IssueCode::Value, what);
@@ -163,19 +234,20 @@ fn extensions(
             );
         } else if ext.url.ends_with("/vkp-triage-v090") {
             let code = extension_code(ext).unwrap_or_default();
-            // The model's serde names are VKP's codes: one table, not two.
             triage = Some(
-                serde_json::from_value(serde_json::Value::String(code.into()))
-                    .map_err(|_| bad("triage must be one of R, O, Y, G, B, BL, NR"))?,
+                triage_colour(code)
+                    .ok_or_else(|| bad("triage must be one of R, O, Y, G, B, BL, NR"))?,
             );
         }
     }
     Ok((severity, triage))
 }
 
-pub(super) fn status(status: Option<&str>) -> Result<(), FhirError> {
+/// The status of a reading, kept as sent (rule 7): final, preliminary, amended,
+/// corrected or entered-in-error.
+pub(super) fn status(status: Option<&str>) -> Result<String, FhirError> {
     match status {
-        Some(s) if READING_STATUSES.contains(&s) => Ok(()),
+        Some(s) if OBSERVATION_STATUSES.contains(&s) => Ok(s.to_string()),
         Some(s) if OTHER_STATUSES.contains(&s) => Err(FhirError::format(
             "Observation.status",
             IssueCode::NotSupported,
@@ -223,8 +295,21 @@ fn profiles(obs: &Observation, loinc: &str) -> Result<(), FhirError> {
     Ok(())
 }
 
-/// `effective[x]`: dateTime, instant (R5, as PMD sends it) or a period's start.
-pub(super) fn effective(obs: &Observation) -> Result<(Millis, String), FhirError> {
+/// `effective[x]` as the hub keeps it: the start (or the time), the end of a period, and
+/// whether it was a date without a time.
+pub(super) struct Effective {
+    pub start: Millis,
+    pub end: Option<Millis>,
+    pub date_only: bool,
+    pub location: String,
+}
+
+fn is_date(text: Option<&str>) -> bool {
+    text.is_some_and(|t| t.len() == 10)
+}
+
+/// `effective[x]`: dateTime, instant (R5, as PMD sends it) or a period, kept whole.
+pub(super) fn effective_whole(obs: &Observation) -> Result<Effective, FhirError> {
     let (location, text) = if let Some(t) = &obs.effective_date_time {
         ("Observation.effectiveDateTime", Some(t.as_str()))
     } else if let Some(t) = &obs.effective_instant {
@@ -234,7 +319,116 @@ pub(super) fn effective(obs: &Observation) -> Result<(Millis, String), FhirError
     } else {
         ("Observation.effective[x]", None)
     };
-    Ok((super::time(location, text)?, location.to_string()))
+    let start = super::time(location, text)?;
+    let end_text = obs.effective_period.as_ref().and_then(|p| p.end.as_deref());
+    let end = end_text
+        .map(|t| super::time("Observation.effectivePeriod.end", Some(t)))
+        .transpose()?;
+    // A date stands for the whole day: a period "to 7 May" holds to the end of that day.
+    if let Some(end) = end
+        && end < start
+    {
+        return Err(FhirError::format(
+            "Observation.effectivePeriod.end",
+            IssueCode::Value,
+            "the period ends before it starts",
+        ));
+    }
+    let date_only = is_date(text) && (end_text.is_none() || is_date(end_text));
+    Ok(Effective {
+        start,
+        end,
+        date_only,
+        location: location.to_string(),
+    })
+}
+
+/// `effective[x]`'s start (or time), and where it came from.
+pub(super) fn effective(obs: &Observation) -> Result<(Millis, String), FhirError> {
+    effective_whole(obs).map(|e| (e.start, e.location))
+}
+
+/// The components the hub carries, in order: the code's required and optional ones.
+/// Others are ignored, never refused: R4's component slicing is open (a blood pressure
+/// may come with its pulse pressure).
+fn components(obs: &Observation, code: &str) -> Result<Vec<(usize, Component)>, FhirError> {
+    let spec = codes::lookup(code);
+    let mut out = Vec::with_capacity(obs.component.len());
+    for (i, c) in obs.component.iter().enumerate() {
+        let location = format!("Observation.component[{i}]");
+        let concept = c.code.as_ref().ok_or_else(|| {
+            FhirError::format(
+                format!("{location}.code"),
+                IssueCode::Required,
+                "code is required",
+            )
+        })?;
+        let Ok((loinc, snomed)) = resolve_code(&format!("{location}.code"), concept) else {
+            continue;
+        };
+        let Some(component_spec) = spec.and_then(|s| {
+            s.components
+                .iter()
+                .chain(s.optional_components)
+                .find(|c| c.loinc == loinc)
+        }) else {
+            continue;
+        };
+        // A SNOMED CT code must name the same component; the Norwegian extension codes are
+        // normalised to the international ones VKP pairs.
+        let snomed_code = match (&snomed, component_spec.snomed) {
+            (None, _) => None,
+            (Some(s), Some(paired)) if codes::loinc_for_snomed(s) == Some(component_spec.loinc) => {
+                Some(paired.to_string())
+            }
+            (Some(s), _) => {
+                return Err(FhirError::format(
+                    format!("{location}.code.coding"),
+                    IssueCode::CodeInvalid,
+                    format!("SNOMED CT {s} does not pair with {loinc}"),
+                ));
+            }
+        };
+        out.push((
+            i,
+            Component {
+                value: quantity(
+                    &format!("{location}.valueQuantity"),
+                    c.value_quantity.as_ref(),
+                    &loinc,
+                )?,
+                code: loinc,
+                snomed_code,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// `valueCodeableConcept` for a coded kind (ACVPU): its first coding with system and code.
+fn coded_value(obs: &Observation) -> Result<Coding, FhirError> {
+    let location = "Observation.valueCodeableConcept";
+    let concept = obs.value_codeable_concept.as_ref().ok_or_else(|| {
+        FhirError::format(location, IssueCode::Value, "a coded value is required")
+    })?;
+    concept
+        .coding
+        .iter()
+        .find_map(|c| match (&c.system, &c.code) {
+            (Some(system), Some(code)) => Some(Coding {
+                system: system.clone(),
+                code: code.clone(),
+                display: c.display.clone(),
+            }),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            FhirError::format(
+                format!("{location}.coding"),
+                IssueCode::Value,
+                "needs a coding with a system and a code",
+            )
+        })
 }
 
 /// Maps a parsed Observation; the caller has checked it is not a score.
@@ -242,7 +436,7 @@ pub(super) fn to_measurement(
     obs: &Observation,
     ctx: &IngestContext,
 ) -> Result<Measurement, FhirError> {
-    status(obs.status.as_deref())?;
+    let status = status(obs.status.as_deref())?;
     let concept = obs.code.as_ref().ok_or_else(|| {
         FhirError::format("Observation.code", IssueCode::Required, "code is required")
     })?;
@@ -262,52 +456,56 @@ pub(super) fn to_measurement(
         }
     }
     let patient = super::patient("Observation.subject", obs.subject.as_ref(), ctx.policy)?;
-    let data_controller = super::data_controller("Observation", &obs.performer, ctx.policy)?;
-    let (effective_time, effective_location) = effective(obs)?;
+    let data_controller =
+        super::data_controller("Observation", &obs.performer, &ctx.platform, ctx.policy)?;
+    let effective = effective_whole(obs)?;
+    let coded = codes::lookup(&code).is_some_and(|s| s.coded_value);
+    let value_coding = coded.then(|| coded_value(obs)).transpose()?;
     let value = obs
         .value_quantity
         .as_ref()
-        .map(|q| quantity("Observation.valueQuantity", Some(q)))
+        .filter(|_| !coded)
+        .map(|q| quantity("Observation.valueQuantity", Some(q), &code))
         .transpose()?;
-    let spec = codes::lookup(&code);
-    let mut components = Vec::with_capacity(obs.component.len());
-    for (i, c) in obs.component.iter().enumerate() {
-        let location = format!("Observation.component[{i}]");
-        let concept = c.code.as_ref().ok_or_else(|| {
-            FhirError::format(
-                format!("{location}.code"),
-                IssueCode::Required,
-                "code is required",
-            )
-        })?;
-        let (loinc, snomed) = resolve_code(&format!("{location}.code"), concept)?;
-        let component_spec = spec.and_then(|s| s.components.iter().find(|c| c.loinc == loinc));
-        // A SNOMED CT code must name the same component; the Norwegian extension codes are
-        // normalised to the international ones VKP pairs.
-        let snomed_code = match (&snomed, component_spec) {
-            (None, _) => None,
-            (Some(s), Some(cs)) if codes::loinc_for_snomed(s) == Some(cs.loinc) => {
-                Some(cs.snomed.to_string())
-            }
-            (Some(s), _) => {
-                return Err(FhirError::format(
-                    format!("{location}.code.coding"),
-                    IssueCode::CodeInvalid,
-                    format!("SNOMED CT {s} does not pair with LOINC {loinc}"),
-                ));
-            }
-        };
-        components.push(Component {
-            code: loinc,
-            snomed_code,
-            value: quantity(
-                &format!("{location}.valueQuantity"),
-                c.value_quantity.as_ref(),
-            )?,
-        });
-    }
-    let (severity, triage) = extensions(&obs.extension)?;
+    let components = components(obs, &code)?;
+    let (severity, triage) = extensions(&obs.extension, &obs.interpretation)?;
     let device = obs.device.as_ref();
+    let mut fields = vec![
+        ("patient", "Observation.subject.identifier".to_string()),
+        ("code", "Observation.code".to_string()),
+        ("snomed_code", "Observation.code.coding".to_string()),
+        ("value", "Observation.valueQuantity".to_string()),
+        ("value.unit", "Observation.valueQuantity.code".to_string()),
+        ("value.value", "Observation.valueQuantity.value".to_string()),
+        (
+            "value_coding",
+            "Observation.valueCodeableConcept".to_string(),
+        ),
+        ("components", "Observation.component".to_string()),
+        ("effective_time", effective.location.clone()),
+        (
+            "effective_end",
+            "Observation.effectivePeriod.end".to_string(),
+        ),
+        ("status", "Observation.status".to_string()),
+    ]
+    .into_iter()
+    .map(|(field, location)| (field.to_string(), location))
+    .collect::<Vec<_>>();
+    fields.extend(components.iter().enumerate().map(|(k, (i, _))| {
+        (
+            format!("components[{k}]"),
+            format!("Observation.component[{i}]"),
+        )
+    }));
+    let controller = obs
+        .performer
+        .iter()
+        .position(super::is_organisation)
+        .map_or("Observation.performer".to_string(), |i| {
+            format!("Observation.performer[{i}].identifier")
+        });
+    fields.push(("data_controller".to_string(), controller));
     let measurement = Measurement {
         event_id: ctx.event_id.clone(),
         source_id: super::source_id(&obs.identifier),
@@ -321,31 +519,16 @@ pub(super) fn to_measurement(
         code,
         snomed_code,
         value,
-        components,
-        effective_time,
+        components: components.into_iter().map(|(_, c)| c).collect(),
+        effective_time: effective.start,
         received_time: ctx.received_time,
         severity,
         triage,
+        status: (status != "final").then_some(status),
+        effective_end: effective.end,
+        effective_precision: effective.date_only.then(|| PRECISION_DAY.to_string()),
+        value_coding,
     };
-    let controller = obs
-        .performer
-        .iter()
-        .position(super::is_organisation)
-        .map_or("Observation.performer".to_string(), |i| {
-            format!("Observation.performer[{i}].identifier")
-        });
-    let fields = [
-        ("patient", "Observation.subject.identifier".to_string()),
-        ("data_controller", controller),
-        ("code", "Observation.code".to_string()),
-        ("snomed_code", "Observation.code.coding".to_string()),
-        ("value", "Observation.valueQuantity".to_string()),
-        ("value.unit", "Observation.valueQuantity.code".to_string()),
-        ("value.value", "Observation.valueQuantity.value".to_string()),
-        ("components", "Observation.component".to_string()),
-        ("effective_time", effective_location),
-    ]
-    .map(|(field, location)| (field.to_string(), location));
     measurement
         .validate(ctx.policy, ctx.received_time)
         .map_err(|e| super::from_validation("Observation", &fields, e))?;
@@ -366,108 +549,4 @@ pub fn measurement_from_observation(
             "a questionnaire score maps to a SelfReport, not a Measurement",
         )),
     }
-}
-
-fn fhir_quantity(q: &Quantity) -> types::Quantity {
-    types::Quantity {
-        value: Some(q.value),
-        unit: Some(q.unit.clone()),
-        system: Some(super::UCUM.into()),
-        code: Some(q.unit.clone()),
-    }
-}
-
-fn concept(loinc: &str, snomed: Option<&str>) -> CodeableConcept {
-    let display = codes::lookup(loinc).map(|s| s.display).or_else(|| {
-        codes::CODES
-            .iter()
-            .flat_map(|s| s.components)
-            .find(|c| c.loinc == loinc)
-            .map(|c| c.display)
-    });
-    let mut coding = vec![super::coding(super::LOINC, loinc, display)];
-    coding.extend(snomed.map(|s| super::coding(super::SNOMED, s, None)));
-    CodeableConcept { coding, text: None }
-}
-
-/// The VKP-shaped Observation of a measurement: the profile for its code, the patient as a
-/// logical reference, the data controller as organisation performer, the device, severity
-/// and triage as extensions. `id` is the hub's event id.
-pub fn observation_from_measurement(m: &Measurement) -> serde_json::Value {
-    let mut extension = vec![];
-    if let Some(severity) = m.severity {
-        extension.push(Extension {
-            url: SEVERITY_EXTENSION.into(),
-            value_coding: Some(super::coding(
-                SEVERITY_SYSTEM,
-                &severity.code().to_string(),
-                None,
-            )),
-            value_codeable_concept: None,
-        });
-    }
-    if let Some(triage) = m.triage {
-        let code = super::to_json(&triage);
-        extension.push(Extension {
-            url: TRIAGE_EXTENSION.into(),
-            value_coding: Some(super::coding(
-                TRIAGE_SYSTEM,
-                code.as_str().unwrap_or_default(),
-                None,
-            )),
-            value_codeable_concept: None,
-        });
-    }
-    let category = is_vital_sign(&m.code).then(|| CodeableConcept {
-        coding: vec![super::coding(
-            super::OBSERVATION_CATEGORY,
-            "vital-signs",
-            Some("Vital Signs"),
-        )],
-        text: None,
-    });
-    let device = (m.source.device_id.is_some() || m.source.device_type.is_some()).then(|| {
-        types::Reference {
-            identifier: m.source.device_id.as_ref().map(|id| types::Identifier {
-                system: None,
-                value: Some(id.clone()),
-            }),
-            display: m.source.device_type.clone(),
-            ..Default::default()
-        }
-    });
-    let obs = Observation {
-        resource_type: "Observation".into(),
-        id: Some(m.event_id.clone()),
-        meta: Some(types::Meta {
-            profile: vec![format!("{VKP_PROFILE_BASE}{}", profile_for(&m.code))],
-        }),
-        extension,
-        identifier: m
-            .source_id
-            .iter()
-            .map(|id| types::Identifier {
-                system: None,
-                value: Some(id.clone()),
-            })
-            .collect(),
-        status: Some("final".into()),
-        category: category.into_iter().collect(),
-        code: Some(concept(&m.code, m.snomed_code.as_deref())),
-        subject: Some(super::patient_reference(&m.patient)),
-        effective_date_time: Some(super::time::format(m.effective_time)),
-        performer: vec![super::organisation_reference(&m.data_controller)],
-        value_quantity: m.value.as_ref().map(fhir_quantity),
-        device,
-        component: m
-            .components
-            .iter()
-            .map(|c| types::ObservationComponent {
-                code: Some(concept(&c.code, c.snomed_code.as_deref())),
-                value_quantity: Some(fhir_quantity(&c.value)),
-            })
-            .collect(),
-        ..Default::default()
-    };
-    super::to_json(&obs)
 }

@@ -10,6 +10,10 @@ use super::types::{self, QuestionnaireAnswer, QuestionnaireItem, QuestionnaireRe
 use super::{FhirError, IngestContext, IssueCode, VkpCode};
 use crate::model::*;
 
+/// How a questionnaire named by a bare id (not a canonical URL) is written as R4's
+/// `QuestionnaireResponse.questionnaire`, which must be an absolute URI.
+pub const BARE_ID_PREFIX: &str = "urn:dho:questionnaire:";
+
 const ACCEPTED_STATUSES: &[&str] = &["completed", "amended"];
 const OTHER_STATUSES: &[&str] = &["in-progress", "stopped", "entered-in-error"];
 
@@ -176,7 +180,7 @@ pub fn self_report_from_questionnaire_response(
     let (questionnaire_id, questionnaire_version) = qr
         .questionnaire
         .as_deref()
-        .map(split_canonical)
+        .map(|q| split_canonical(q.strip_prefix(BARE_ID_PREFIX).unwrap_or(q)))
         .ok_or_else(|| {
             FhirError::format(
                 "QuestionnaireResponse.questionnaire",
@@ -272,7 +276,8 @@ pub(super) fn score_from_observation(
         }
     };
     let patient = super::patient("Observation.subject", obs.subject.as_ref(), ctx.policy)?;
-    let data_controller = super::data_controller("Observation", &obs.performer, ctx.policy)?;
+    let data_controller =
+        super::data_controller("Observation", &obs.performer, &ctx.platform, ctx.policy)?;
     let (authored_time, effective_location) = super::observation::effective(obs)?;
     let device = obs.device.as_ref();
     let report = SelfReport {
@@ -342,9 +347,16 @@ pub fn questionnaire_response_from_self_report(r: &SelfReport) -> serde_json::Va
             }),
         }
     }
+    // R4's `questionnaire` is a canonical, which must be an absolute URI: a bare id (as
+    // platforms send it) goes out under BARE_ID_PREFIX and comes back in without it.
+    let id = if r.questionnaire_id.contains(':') {
+        r.questionnaire_id.clone()
+    } else {
+        format!("{BARE_ID_PREFIX}{}", r.questionnaire_id)
+    };
     let questionnaire = match &r.questionnaire_version {
-        Some(v) => format!("{}|{v}", r.questionnaire_id),
-        None => r.questionnaire_id.clone(),
+        Some(v) => format!("{id}|{v}"),
+        None => id,
     };
     super::to_json(&QuestionnaireResponse {
         resource_type: "QuestionnaireResponse".into(),
@@ -359,5 +371,79 @@ pub fn questionnaire_response_from_self_report(r: &SelfReport) -> serde_json::Va
         authored: Some(super::time::format(r.authored_time)),
         author: Some(super::organisation_reference(&r.data_controller)),
         item: items,
+    })
+}
+
+/// The score Observation (LOINC 74465-6) of a self-report that carries a score and no
+/// answers, as VKP sends a score: the form it belongs to in `derivedFrom`, the data
+/// controller as organisation performer. `id` is the hub's event id.
+pub fn score_observation_from_self_report(r: &SelfReport) -> serde_json::Value {
+    // A canonical URL stays as it is; a bare id becomes a relative reference.
+    let base = if r.questionnaire_id.contains("://") {
+        r.questionnaire_id.clone()
+    } else {
+        format!("Questionnaire/{}", r.questionnaire_id)
+    };
+    let questionnaire = match &r.questionnaire_version {
+        Some(v) => format!("{base}|{v}"),
+        None => base,
+    };
+    let device = (r.source.device_id.is_some() || r.source.device_type.is_some()).then(|| {
+        types::Reference {
+            identifier: r.source.device_id.as_ref().map(|id| types::Identifier {
+                system: None,
+                value: Some(id.clone()),
+            }),
+            display: r.source.device_type.clone(),
+            ..Default::default()
+        }
+    });
+    super::to_json(&types::Observation {
+        resource_type: "Observation".into(),
+        id: Some(r.event_id.clone()),
+        meta: Some(types::Meta {
+            profile: vec![format!(
+                "{}vkp-Observation",
+                super::observation::VKP_PROFILE_BASE
+            )],
+        }),
+        identifier: r
+            .source_id
+            .iter()
+            .map(|id| types::Identifier {
+                system: None,
+                value: Some(id.clone()),
+            })
+            .collect(),
+        status: Some("final".into()),
+        category: vec![types::CodeableConcept {
+            coding: vec![super::coding(
+                super::OBSERVATION_CATEGORY,
+                "survey",
+                Some("Survey"),
+            )],
+            text: None,
+        }],
+        code: Some(types::CodeableConcept {
+            coding: vec![super::coding(
+                super::LOINC,
+                crate::codes::QUESTIONNAIRE_SCORE,
+                None,
+            )],
+            text: None,
+        }),
+        subject: Some(super::patient_reference(&r.patient)),
+        effective_date_time: Some(super::time::format(r.authored_time)),
+        performer: vec![super::organisation_reference(&r.data_controller)],
+        value_quantity: r.score.map(|value| types::Quantity {
+            value: Some(value),
+            ..Default::default()
+        }),
+        derived_from: vec![types::Reference {
+            reference: Some(questionnaire),
+            ..Default::default()
+        }],
+        device,
+        ..Default::default()
     })
 }

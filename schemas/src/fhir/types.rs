@@ -130,7 +130,11 @@ pub struct Observation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_quantity: Option<Quantity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_codeable_concept: Option<CodeableConcept>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_integer: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interpretation: Vec<CodeableConcept>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub derived_from: Vec<Reference>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
