@@ -28,11 +28,12 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
 use crate::RouterConfig;
-use crate::alerts::{self, Observed, Track};
-use crate::decision::{EventView, Grant, decide};
+use dho_routing_core::alerts::{self, Observed, Track};
+use dho_routing_core::decision::{EventView, Grant, decide};
+use dho_routing_core::state::PartitionState;
+
 use crate::metrics as m;
 use crate::outputs::{Acks, Outbox, Output, OutputContext, OutputProducer, Outputs, TopicId};
-use crate::state::PartitionState;
 
 /// Errors that stop the router (bad input never does: it is dead-lettered).
 #[derive(Debug, thiserror::Error)]
@@ -435,7 +436,7 @@ struct Counters {
 
 impl Counters {
     fn new() -> Self {
-        use crate::decision::Withheld as W;
+        use dho_routing_core::decision::Withheld as W;
         let events_in = |topic: &'static str| metrics::counter!(m::EVENTS_IN, "topic" => topic);
         let withheld = |w: W| metrics::counter!(m::WITHHELD, "reason" => w.as_str());
         let deliveries =
