@@ -377,7 +377,7 @@ impl PassThrough {
     }
 }
 
-/// A producer with the router's producer settings (`router/src/pipeline.rs`).
+/// A producer with the router's producer settings (`output_producer` in `router/src/pipeline/commit.rs`).
 fn router_like_producer(settings: &KafkaSettings) -> FutureProducer {
     settings
         .client_config(&[
