@@ -1,16 +1,14 @@
 //! The consent-first router: reads events and the patients' consent and subscription state,
-//! decides (a pure function, [`decision`]) and delivers to one topic per subscriber with an
-//! audit record per delivery. See `pipeline` for the guarantees and how they are kept.
+//! decides (a pure function, [`dho_routing_core::decision`]) and delivers to one topic per
+//! subscriber with an audit record per delivery. See `pipeline` for the guarantees and how
+//! they are kept.
 
-pub mod alerts;
 mod config;
-pub mod decision;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod metrics;
 mod outputs;
 mod pipeline;
-pub mod state;
 
 pub use config::RouterConfig;
 pub use pipeline::{Error, Result, Router, RunStats, delivery_id};

@@ -12,8 +12,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use dho_kafka::{AvroSerde, KafkaSettings, TopicSpec};
-use dho_router::decision::{EventView, decide};
-use dho_router::state::PartitionState;
+use dho_routing_core::decision::{EventView, decide};
+use dho_routing_core::state::PartitionState;
 use dho_schemas::model::*;
 use dho_schemas::partition::partition_for;
 use dho_schemas::topics::state_key;
@@ -386,7 +386,7 @@ impl PassThrough {
     }
 }
 
-/// A producer with the router's producer settings (`router/src/pipeline.rs`).
+/// A producer with the router's producer settings (`output_producer` in `router/src/pipeline/commit.rs`).
 fn router_like_producer(settings: &KafkaSettings) -> FutureProducer {
     settings
         .client_config(&[

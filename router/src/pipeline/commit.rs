@@ -1,0 +1,387 @@
+//! Finishing routed batches: wait for every output's acknowledgement, write the batch's
+//! alert tracks, then commit its input offsets, or in exactly-once mode commit its
+//! transaction with the offsets in it. Batches finish strictly in order, so a commit never
+//! passes an unacknowledged output.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dho_routing_core::alerts::Track;
+use dho_telemetry::{KafkaStats, StatsContext};
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::Producer;
+use tracing::warn;
+
+use super::error::{Error, Result, await_acks, hand_over};
+use super::input::EventConsumer;
+use super::state_sync::{StateSync, StateTopic};
+use crate::config::RouterConfig;
+use crate::metrics as m;
+use crate::outputs::{Acks, Outbox, Output, OutputContext, OutputProducer, Outputs};
+
+/// How many routed batches may wait for their acknowledgements at once. Two: the state
+/// ends of the next batch are asked for while the oldest one's acknowledgements are
+/// collected, and a batch has a whole batch's routing time to be acknowledged.
+const PIPELINE_DEPTH: usize = 2;
+
+/// How long a transaction call may block.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one router instance did in its run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Batches routed and committed.
+    pub batches: u64,
+    /// Event records routed (delivered, withheld or dead-lettered).
+    pub events: u64,
+}
+
+/// What routing one batch produced, before it is acknowledged.
+pub(super) struct BatchOutputs {
+    /// Deliveries, audit records and alerts: waiting to be handed over, then for their
+    /// acknowledgements.
+    pub(super) outbox: Outbox,
+    /// Alert tracks changed in the batch, as they were at its end, by (partition,
+    /// `patient|code` key): written once the batch's outputs are acknowledged.
+    pub(super) tracks: BTreeMap<(i32, String), Track>,
+}
+
+impl BatchOutputs {
+    pub(super) fn new() -> Self {
+        Self {
+            outbox: Outbox::new(Acks::new()),
+            tracks: BTreeMap::new(),
+        }
+    }
+}
+
+/// A routed batch whose outputs may not be acknowledged yet.
+pub(super) struct InFlight {
+    pub(super) out: BatchOutputs,
+    /// The input offsets to commit once it is acknowledged.
+    pub(super) offsets: TopicPartitionList,
+    /// Exactly-once mode: the group membership the batch's records were fetched under. Its
+    /// offsets are committed under it, so if the group has moved on meanwhile (this
+    /// instance was taken for dead and its partitions given to another), the broker
+    /// refuses the commit (KIP-447) instead of taking offsets from a zombie. librdkafka
+    /// updates the membership in the background on rejoining, so asking at commit time
+    /// could already name the new generation.
+    pub(super) group: Option<ConsumerGroupMetadata>,
+    pub(super) started: Instant,
+    pub(super) events: usize,
+}
+
+/// The output producer: idempotent, `acks=all`; transactional in exactly-once mode.
+pub(super) fn output_producer(
+    config: &RouterConfig,
+    kafka_stats: KafkaStats,
+) -> Result<OutputProducer> {
+    let settings = &config.kafka;
+    let mut own = vec![
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("linger.ms", "2"),
+        ("partitioner", "murmur2_random"),
+        ("statistics.interval.ms", "5000"),
+    ];
+    if let Some(id) = &config.transactional_id {
+        own.push(("transactional.id", id.as_str()));
+    }
+    let producer: OutputProducer = settings
+        .client_config(&own)?
+        .create_with_context(OutputContext::new(StatsContext::new(kafka_stats)))?;
+    if config.transactional_id.is_some() {
+        // Fences any older instance with the same id and aborts its open transaction.
+        tokio::task::block_in_place(|| producer.init_transactions(TXN_TIMEOUT))
+            .map_err(Error::Transaction)?;
+    }
+    Ok(producer)
+}
+
+/// The routed batches waiting for their acknowledgements, and what finished.
+pub(super) struct Commits {
+    /// Exactly-once mode: one transaction per batch.
+    transactional: bool,
+    /// Batches routed but not yet acknowledged, oldest first (effectively-once mode; at
+    /// most `PIPELINE_DEPTH`).
+    in_flight: VecDeque<InFlight>,
+    /// The offsets the last finished batch committed (asynchronously).
+    last_offsets: Option<TopicPartitionList>,
+    stats: RunStats,
+    /// Event records whose outputs are acknowledged and offsets committed, in this run.
+    finished: Arc<AtomicU64>,
+}
+
+impl Commits {
+    pub(super) fn new(transactional: bool) -> Self {
+        Self {
+            transactional,
+            in_flight: VecDeque::new(),
+            last_offsets: None,
+            stats: RunStats::default(),
+            finished: Arc::default(),
+        }
+    }
+
+    pub(super) fn finished(&self) -> Arc<AtomicU64> {
+        self.finished.clone()
+    }
+
+    /// Whether no routed batch waits for its acknowledgements.
+    pub(super) fn is_idle(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
+    /// Exactly-once mode: the group membership a batch's records are fetched under (see
+    /// [`InFlight::group`]).
+    pub(super) fn membership(
+        &self,
+        consumer: &EventConsumer,
+    ) -> Result<Option<ConsumerGroupMetadata>> {
+        Ok(match self.transactional {
+            true => Some(consumer.group_metadata().ok_or(KafkaError::Canceled)?),
+            false => None,
+        })
+    }
+
+    /// Starts the batch's transaction in exactly-once mode.
+    pub(super) fn begin(&self, outputs: &Outputs) -> Result<()> {
+        if self.transactional {
+            tokio::task::block_in_place(|| outputs.producer().begin_transaction())
+                .map_err(Error::Transaction)?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the oldest routed batches until another one may be routed.
+    pub(super) async fn make_room(
+        &mut self,
+        outputs: &Outputs,
+        consumer: &EventConsumer,
+        state: &mut StateSync,
+    ) -> Result<()> {
+        while self.in_flight.len() >= PIPELINE_DEPTH {
+            if let Some(oldest) = self.in_flight.pop_front() {
+                self.finish(oldest, outputs, consumer, state).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a routed batch whose outputs are handed over.
+    pub(super) async fn routed(
+        &mut self,
+        batch: InFlight,
+        outputs: &Outputs,
+        consumer: &EventConsumer,
+        state: &mut StateSync,
+    ) -> Result<()> {
+        if self.transactional {
+            // One transaction at a time: finished before the next batch begins.
+            return self.finish(batch, outputs, consumer, state).await;
+        }
+        // Pipelined: this batch's outputs are on their way while the next batch is routed
+        // (see PIPELINE_DEPTH). Batches finish in order, so committed offsets still never
+        // pass an unacknowledged output.
+        self.in_flight.push_back(batch);
+        Ok(())
+    }
+
+    /// Finishes the batches still waiting for their acknowledgements, oldest first.
+    pub(super) async fn finish_in_flight(
+        &mut self,
+        outputs: &Outputs,
+        consumer: &EventConsumer,
+        state: &mut StateSync,
+    ) -> Result<()> {
+        while let Some(batch) = self.in_flight.pop_front() {
+            self.finish(batch, outputs, consumer, state).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for a routed batch's acknowledgements, writes its alert tracks, then commits
+    /// its input offsets (in exactly-once mode, commits its transaction).
+    async fn finish(
+        &mut self,
+        batch: InFlight,
+        outputs: &Outputs,
+        consumer: &EventConsumer,
+        state: &mut StateSync,
+    ) -> Result<()> {
+        let InFlight {
+            out,
+            offsets,
+            group,
+            started,
+            events,
+        } = batch;
+        self.acknowledge(out, outputs, state).await?;
+        // Outputs acknowledged: only now may the input offsets move on.
+        if self.transactional {
+            self.commit_transaction(outputs, &offsets, group.as_ref())?;
+        } else {
+            consumer.commit(&offsets, CommitMode::Async)?;
+            self.last_offsets = Some(offsets);
+        }
+        self.stats.batches += 1;
+        self.stats.events += events as u64;
+        self.finished.fetch_add(events as u64, Ordering::Relaxed);
+        metrics::counter!(m::BATCHES).increment(1);
+        metrics::histogram!(m::ROUTING_LATENCY).record(started.elapsed().as_secs_f64());
+        state.gauges();
+        Ok(())
+    }
+
+    /// Waits until the broker acknowledged every output, then writes the batch's alert
+    /// tracks (as they were at the end of the batch). A track is written only after the
+    /// alerts it raised are acknowledged: a crash in between replays the reading, which
+    /// raises the same alert (same id) again, where writing the track first could lose it.
+    /// In exactly-once mode the transaction makes both one step.
+    pub(super) async fn acknowledge(
+        &self,
+        out: BatchOutputs,
+        outputs: &Outputs,
+        state: &mut StateSync,
+    ) -> Result<()> {
+        let BatchOutputs { mut outbox, tracks } = out;
+        hand_over(outputs, &mut outbox).await?;
+        let acks = outbox.acks();
+        if self.transactional {
+            let track_writes = Acks::with_positions();
+            for ((partition, key), track) in &tracks {
+                write_track(
+                    outputs.producer(),
+                    state.topic_name(StateTopic::AlertState),
+                    *partition,
+                    key,
+                    track,
+                    &track_writes,
+                )
+                .await?;
+            }
+            let (delivered, written) = futures::join!(await_acks(acks), await_acks(&track_writes));
+            let written = delivered.and(written).map_err(|e| fatal_or(outputs, e))?;
+            state.note_own_writes(written);
+            return Ok(());
+        }
+        await_acks(acks).await?;
+        if tracks.is_empty() {
+            return Ok(());
+        }
+        let track_writes = Acks::with_positions();
+        for ((partition, key), track) in &tracks {
+            write_track(
+                outputs.producer(),
+                state.topic_name(StateTopic::AlertState),
+                *partition,
+                key,
+                track,
+                &track_writes,
+            )
+            .await?;
+        }
+        let written = await_acks(&track_writes).await?;
+        state.note_own_writes(written);
+        Ok(())
+    }
+
+    /// The part of the batches in flight that belongs to partitions the group took away:
+    /// its offsets are not committed and its alert tracks not written (the new owner routes
+    /// those records again, with the same ids, and a late write from here could overwrite
+    /// the new owner's).
+    pub(super) fn forget(&mut self, revoked: &[i32]) {
+        for in_flight in &mut self.in_flight {
+            in_flight
+                .out
+                .tracks
+                .retain(|(partition, _), _| !revoked.contains(partition));
+            let mut kept = TopicPartitionList::new();
+            for e in in_flight.offsets.elements() {
+                if !revoked.contains(&e.partition())
+                    && let Err(err) =
+                        kept.add_partition_offset(e.topic(), e.partition(), e.offset())
+                {
+                    warn!(error = %err, "could not keep an in-flight offset");
+                }
+            }
+            in_flight.offsets = kept;
+        }
+    }
+
+    /// Offsets and outputs become visible together; on failure everything is aborted and
+    /// the router stops, so the batch is routed again from the last committed offsets.
+    pub(super) fn commit_transaction(
+        &self,
+        outputs: &Outputs,
+        offsets: &TopicPartitionList,
+        group: Option<&ConsumerGroupMetadata>,
+    ) -> Result<()> {
+        let result = tokio::task::block_in_place(|| {
+            // The no-data timer's transactions consume nothing: no offsets to send.
+            if offsets.count() > 0 {
+                #[cfg(feature = "fault-injection")]
+                crate::fault::before_commit()?;
+                let group = group.ok_or(KafkaError::Canceled)?;
+                outputs
+                    .producer()
+                    .send_offsets_to_transaction(offsets, group, TXN_TIMEOUT)?;
+            }
+            outputs.producer().commit_transaction(TXN_TIMEOUT)
+        });
+        if let Err(e) = result {
+            let _ =
+                tokio::task::block_in_place(|| outputs.producer().abort_transaction(TXN_TIMEOUT));
+            return Err(Error::Transaction(e));
+        }
+        Ok(())
+    }
+
+    /// Before leaving the group: batches commit asynchronously; the last one's offsets
+    /// again, synchronously, so the group has them before this instance leaves.
+    pub(super) fn leave(&mut self, consumer: &EventConsumer, outputs: &Outputs) -> RunStats {
+        if let Some(offsets) = self.last_offsets.take()
+            && let Err(e) = consumer.commit(&offsets, CommitMode::Sync)
+        {
+            warn!(error = %e, "the last commit was not confirmed; the batch may be routed again");
+        }
+        let _ = outputs.producer().flush(Duration::from_secs(10));
+        self.stats
+    }
+}
+
+/// A failed acknowledgement in exactly-once mode is usually the producer's fatal error
+/// (fenced by a newer instance), which says more than the purged records do.
+fn fatal_or(outputs: &Outputs, e: Error) -> Error {
+    match outputs.producer().client().fatal_error() {
+        Some((code, reason)) => Error::ProducerFatal { code, reason },
+        None => e,
+    }
+}
+
+/// Produces an alert track under its `patient|code` key to the alert-state topic.
+async fn write_track(
+    producer: &OutputProducer,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    track: &Track,
+    acks: &Arc<Acks>,
+) -> Result<()> {
+    let bytes = serde_json::to_vec(track)
+        .map_err(|e| Error::Setup(dho_kafka::Error::Config(format!("alert state: {e}"))))?;
+    let output = Output {
+        topic,
+        partition: Some(partition),
+        key: Some(key),
+        payload: Some(bytes.as_slice()),
+        headers: None,
+    };
+    crate::outputs::send(producer, output, acks)
+        .await
+        .map_err(Error::NotAcknowledged)
+}

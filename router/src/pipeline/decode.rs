@@ -1,0 +1,201 @@
+//! Decoding what the router reads: events, and the records of the state topics. A record
+//! that does not decode, or decodes to something invalid, becomes a [`DeadLetter`] for the
+//! caller to park, never an event or state.
+
+use dho_kafka::AvroSerde;
+use dho_routing_core::decision::EventView;
+use dho_schemas::Policy;
+use dho_schemas::codec::{AvroRecord, ReferenceView};
+use dho_schemas::model::*;
+use rdkafka::message::Message;
+
+use super::dead_letters::DeadLetter;
+use crate::metrics as m;
+
+/// An ingest event, decoded.
+#[derive(Debug, Clone)]
+pub(super) enum Event {
+    Measurement(Measurement),
+    SelfReport(SelfReport),
+}
+
+impl Event {
+    pub(super) fn patient(&self) -> &PatientIdentifier {
+        match self {
+            Event::Measurement(e) => &e.patient,
+            Event::SelfReport(e) => &e.patient,
+        }
+    }
+    pub(super) fn view(&self) -> EventView<'_> {
+        match self {
+            Event::Measurement(e) => EventView {
+                category: DataCategory::Measurement,
+                code: Some(&e.code),
+            },
+            Event::SelfReport(e) => EventView {
+                category: DataCategory::SelfReport,
+                code: Some(&e.questionnaire_id),
+            },
+        }
+    }
+    pub(super) fn event_id(&self) -> &str {
+        match self {
+            Event::Measurement(e) => &e.event_id,
+            Event::SelfReport(e) => &e.event_id,
+        }
+    }
+    /// What a minimal delivery carries instead of the values.
+    pub(super) fn reference(&self) -> ReferenceView<'_> {
+        let view = self.view();
+        let effective_time = match self {
+            Event::Measurement(e) => e.effective_time,
+            Event::SelfReport(e) => e.authored_time,
+        };
+        ReferenceView {
+            event_id: self.event_id(),
+            category: view.category,
+            code: view.code,
+            effective_time,
+        }
+    }
+    pub(super) fn data_controller(&self) -> &OrganisationIdentifier {
+        match self {
+            Event::Measurement(e) => &e.data_controller,
+            Event::SelfReport(e) => &e.data_controller,
+        }
+    }
+}
+
+/// The dead letter for a record that did not decode.
+fn dead_letter_for(e: dho_kafka::Error) -> DeadLetter {
+    DeadLetter {
+        reason: match &e {
+            dho_kafka::Error::UnknownSchema { .. } => "unknown_schema",
+            dho_kafka::Error::WrongSchema { .. } => "wrong_schema",
+            _ => "undecodable",
+        },
+        detail: e.to_string(),
+    }
+}
+
+/// Decodes with the registry's schemas and validates under the router's identifier policy.
+#[derive(Debug, Clone)]
+pub(super) struct Decoder {
+    serde: AvroSerde,
+    policy: Policy,
+}
+
+impl Decoder {
+    pub(super) fn new(serde: AvroSerde, policy: Policy) -> Self {
+        Self { serde, policy }
+    }
+
+    /// Decodes and validates a state record; a bad one is a dead letter, never state.
+    pub(super) async fn decode_state<T: AvroRecord>(
+        &self,
+        bytes: &[u8],
+        validate: impl Fn(&T, Policy) -> std::result::Result<(), dho_schemas::ValidationError>,
+    ) -> Result<T, DeadLetter> {
+        let value = self.decode::<T>(bytes).await?;
+        validate(&value, self.policy).map_err(|e| DeadLetter {
+            reason: e.reason.as_str(),
+            detail: e.to_string(),
+        })?;
+        Ok(value)
+    }
+
+    async fn decode<T: AvroRecord>(&self, bytes: &[u8]) -> Result<T, DeadLetter> {
+        self.serde.decode::<T>(bytes).await.map_err(dead_letter_for)
+    }
+
+    /// Decodes and checks an event; a measurement into `reading` when there is one (the
+    /// previous reading's allocations, reused).
+    async fn decode_event(
+        &self,
+        message: &impl Message,
+        is_measurement: bool,
+        now: Millis,
+        reading: Option<Measurement>,
+    ) -> Result<Event, DeadLetter> {
+        let Some(bytes) = message.payload() else {
+            return Err(DeadLetter {
+                reason: "empty",
+                detail: "an event record without a value".into(),
+            });
+        };
+        let (event, validation) = if is_measurement {
+            let m = match reading {
+                Some(mut m) => {
+                    self.serde
+                        .decode_into(bytes, &mut m)
+                        .await
+                        .map_err(dead_letter_for)?;
+                    m
+                }
+                None => self.decode::<Measurement>(bytes).await?,
+            };
+            let check = m.validate(self.policy, now);
+            (Event::Measurement(m), check)
+        } else {
+            let r = self.decode::<SelfReport>(bytes).await?;
+            let check = r.validate(self.policy, now);
+            (Event::SelfReport(r), check)
+        };
+        validation.map_err(|e| DeadLetter {
+            reason: e.reason.as_str(),
+            detail: e.to_string(),
+        })?;
+        // The key decides the partition, and the partition decides which state applies:
+        // a key that is not the patient would route against another patient's consent.
+        if message.key() != Some(event.patient().key().as_bytes()) {
+            return Err(DeadLetter {
+                reason: "key_mismatch",
+                detail: "the record key is not the event's patient".into(),
+            });
+        }
+        Ok(event)
+    }
+}
+
+/// Events as the batch reads them: each counted in, a measurement decoded into the last
+/// routed reading's allocations.
+#[derive(Debug)]
+pub(super) struct EventDecoder {
+    decoder: Decoder,
+    /// Indexed measurements, self-reports; resolved once: `counter!` with labels hashes its
+    /// key on every call. (So the metrics recorder must be installed before the router
+    /// connects.)
+    events_in: [metrics::Counter; 2],
+    /// The last reading routed: the next one is decoded into its allocations.
+    spare_reading: Option<Measurement>,
+}
+
+impl EventDecoder {
+    pub(super) fn new(decoder: Decoder) -> Self {
+        let events_in = |topic: &'static str| metrics::counter!(m::EVENTS_IN, "topic" => topic);
+        Self {
+            decoder,
+            events_in: [events_in("measurements"), events_in("selfreports")],
+            spare_reading: None,
+        }
+    }
+
+    /// Counts an event in and decodes it.
+    pub(super) async fn event(
+        &mut self,
+        message: &impl Message,
+        is_measurement: bool,
+        now: Millis,
+    ) -> Result<Event, DeadLetter> {
+        self.events_in[usize::from(!is_measurement)].increment(1);
+        let spare = self.spare_reading.take();
+        self.decoder
+            .decode_event(message, is_measurement, now, spare)
+            .await
+    }
+
+    /// Keeps a routed reading's allocations for the next one.
+    pub(super) fn reuse(&mut self, reading: Measurement) {
+        self.spare_reading = Some(reading);
+    }
+}

@@ -1,0 +1,45 @@
+//! What stops the router, and the two waits on the output producer that can.
+
+use rdkafka::error::KafkaError;
+
+use crate::outputs::{Acks, Outbox, Outputs};
+
+/// Errors that stop the router (bad input never does: it is dead-lettered).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Setup(#[from] dho_kafka::Error),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("the broker did not tell the end of state partition {partition}")]
+    StateEndUnknown { partition: i32 },
+    #[error("state of partition {partition} did not catch up within {seconds}s")]
+    StateSyncTimeout { partition: i32, seconds: u64 },
+    #[error("an output was not acknowledged by the broker: {0}; the batch will be replayed")]
+    NotAcknowledged(KafkaError),
+    #[error("the batch's transaction failed and was aborted: {0}; the batch will be replayed")]
+    Transaction(KafkaError),
+    /// In exactly-once mode: another instance with the same `transactional_id` started
+    /// (this one is a zombie now), or the broker lost this producer's state.
+    #[error(
+        "the output producer failed for good ({code:?}: {reason}); nothing of the batch is \
+         committed, and an instance with the same transactional_id routes it again"
+    )]
+    ProducerFatal {
+        code: rdkafka::types::RDKafkaErrorCode,
+        reason: String,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Hands the records in `outbox` to librdkafka (see `Outputs::flush`).
+pub(super) async fn hand_over(outputs: &Outputs, outbox: &mut Outbox) -> Result<()> {
+    outputs.flush(outbox).await.map_err(Error::NotAcknowledged)
+}
+
+/// Waits for the broker's acknowledgement of every record of `acks`; where each landed.
+pub(super) async fn await_acks(acks: &Acks) -> Result<Vec<(i32, i64)>> {
+    acks.all().await.map_err(Error::NotAcknowledged)
+}

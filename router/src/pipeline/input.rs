@@ -1,0 +1,113 @@
+//! The router's input: its consumer of the event topics, in the router's group, and the
+//! partitions the group takes away. A revocation is served inside the consumer's `recv`;
+//! the rebalance callback only notes it, and the loop applies it right after that `recv`,
+//! to what it held before (see `Router::run`).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use dho_schemas::TopicNames;
+use dho_telemetry::{KafkaStats, StatsContext};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+
+use super::error::Result;
+use crate::config::RouterConfig;
+
+/// The consumer of the event topics.
+pub(super) type EventConsumer = StreamConsumer<RebalanceTracker>;
+
+/// Remembers revoked partitions so the loop drops their state before the next batch.
+pub(super) struct RebalanceTracker {
+    revoked: Arc<Mutex<Vec<i32>>>,
+    stats: StatsContext,
+}
+
+impl ClientContext for RebalanceTracker {
+    /// librdkafka's periodic statistics: consumer lag per group and input topic, the broker
+    /// round-trip time; and "state loaded" once the group assigned this member nothing.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.stats.observe(&statistics);
+    }
+}
+
+impl ConsumerContext for RebalanceTracker {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+            revoked.extend(list.elements().iter().map(|e| e.partition()));
+        }
+    }
+}
+
+/// The event consumer, the names of the topics it reads, and its revocations.
+pub(super) struct Input {
+    /// Shared with `run`, whose batches borrow their records from it (no copy per record).
+    pub(super) consumer: Arc<EventConsumer>,
+    revoked: Arc<Mutex<Vec<i32>>>,
+    /// Made once: `TopicNames` formats on every call, and these are compared per record.
+    pub(super) measurements: String,
+    pub(super) selfreports: String,
+}
+
+impl Input {
+    /// Joins the router's group on the event topics. `state_loaded` is readiness: the
+    /// statistics set it while the group assigns this member nothing.
+    pub(super) fn subscribe(
+        config: &RouterConfig,
+        topics: &TopicNames,
+        kafka_stats: KafkaStats,
+        state_loaded: Arc<AtomicBool>,
+    ) -> Result<Self> {
+        let settings = &config.kafka;
+        let revoked = Arc::new(Mutex::new(Vec::new()));
+        let session_timeout = config.session_timeout.as_millis().to_string();
+        let heartbeat = (config.session_timeout.as_millis() / 4)
+            .max(100)
+            .to_string();
+        let events: EventConsumer = settings
+            .client_config_tuned(
+                &[
+                    ("group.id", config.group_id.as_str()),
+                    ("enable.auto.commit", "false"),
+                    ("enable.auto.offset.store", "false"),
+                    ("auto.offset.reset", "earliest"),
+                    ("isolation.level", "read_committed"),
+                    ("session.timeout.ms", session_timeout.as_str()),
+                    ("heartbeat.interval.ms", heartbeat.as_str()),
+                    ("statistics.interval.ms", "5000"),
+                ],
+                dho_kafka::FETCH_PROMPTLY,
+            )?
+            .create_with_context(RebalanceTracker {
+                revoked: revoked.clone(),
+                stats: StatsContext::new(kafka_stats).ready_when_unassigned(state_loaded),
+            })?;
+        events.subscribe(&[&topics.measurements(), &topics.selfreports()])?;
+        Ok(Self {
+            consumer: Arc::new(events),
+            revoked,
+            measurements: topics.measurements(),
+            selfreports: topics.selfreports(),
+        })
+    }
+
+    /// The partitions revoked since the last look (the rebalance callback notes them).
+    pub(super) fn take_revoked(&self) -> Vec<i32> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The partitions of `topic` the group assigned this instance.
+    pub(super) fn assigned(&self, topic: &str) -> Result<BTreeSet<i32>, KafkaError> {
+        Ok(self
+            .consumer
+            .assignment()?
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == topic)
+            .map(|e| e.partition())
+            .collect())
+    }
+}

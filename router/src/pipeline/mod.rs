@@ -1,0 +1,493 @@
+//! The router's I/O around the pure decision: consume a batch of events, catch the state of
+//! the batch's partitions up to the brokers' high watermarks, decide, produce deliveries,
+//! audit records and dead letters, wait for every acknowledgement, then commit the input
+//! offsets. A crash anywhere before the commit replays the batch; deterministic delivery
+//! ids let the SDK drop the repeats (effectively once on any Kafka-API broker).
+//!
+//! [`Router`] runs the loop and hands each step to the part that owns it:
+//! - `input`: the event consumer in the router's group, and the partitions the group takes
+//!   away (the rebalance callback);
+//! - `batch`: filling a batch, asking for the state ends while it fills;
+//! - `state_sync`: the owned partitions' state, read up to those ends before a batch;
+//! - `decode`: events and state records, decoded and validated;
+//! - `disclose`: the decision, then deliveries and disclosure records; the alerts a reading
+//!   raises;
+//! - `dead_letters`: parking what cannot be routed;
+//! - `commit`: acknowledgements, alert tracks, then the offsets or the transaction;
+//! - `silence`: which alert tracks the no-data timer finds silent;
+//! - `ids`: deterministic delivery ids.
+//!
+//! The parts know each other in one direction only (`disclose` uses `state_sync` and
+//! `commit`, `state_sync` uses `decode` and `dead_letters`, ...); only this module knows
+//! them all.
+
+mod batch;
+mod commit;
+mod dead_letters;
+mod decode;
+mod disclose;
+mod error;
+mod ids;
+mod input;
+mod silence;
+mod state_sync;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Instant;
+
+use dho_kafka::AvroSerde;
+use dho_schemas::Policy;
+use dho_schemas::model::*;
+use dho_telemetry::KafkaStats;
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use self::batch::{Filled, fill_batch};
+use self::commit::{BatchOutputs, Commits, InFlight, output_producer};
+use self::dead_letters::DeadLetters;
+use self::decode::{Decoder, Event, EventDecoder};
+use self::disclose::{Disclosed, Disclosure, Outgoing};
+use self::error::hand_over;
+use self::input::Input;
+use self::silence::Silence;
+use self::state_sync::StateSync;
+use crate::config::RouterConfig;
+use crate::metrics as m;
+use crate::outputs::Outputs;
+
+pub use self::commit::RunStats;
+pub use self::error::{Error, Result};
+pub use self::ids::delivery_id;
+
+/// The router's clock (a function, so tests can move time forward to reach a silence).
+pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
+
+/// A running router instance.
+pub struct Router {
+    config: RouterConfig,
+    input: Input,
+    state: StateSync,
+    events: EventDecoder,
+    disclosure: Disclosure,
+    /// The output producer, with a handle per delivery and audit topic.
+    outputs: Outputs,
+    dead_letters: DeadLetters,
+    commits: Commits,
+    silence: Silence,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("group", &self.config.group_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// Creates the hub's topics if missing (or, with `create_topics` off, checks that they
+    /// exist), registers schemas and joins the group.
+    pub async fn connect(config: RouterConfig) -> Result<Self> {
+        let settings = &config.kafka;
+        settings.validate()?;
+        if config.create_topics {
+            dho_kafka::ensure_topics(settings, &dho_kafka::hub_topics(settings)).await?;
+        } else {
+            // Provisioned by operators: only check that they exist and are co-partitioned.
+            dho_kafka::check_topics(settings, &dho_kafka::hub_topics(settings)).await?;
+        }
+        let topics = settings.topics();
+        let serde = AvroSerde::new(&settings.schema_registry_url);
+        // Registering the input schemas too makes records written with them decode on the
+        // fast path without a registry round trip.
+        serde
+            .register::<Measurement>(&topics.measurements())
+            .await?;
+        serde.register::<SelfReport>(&topics.selfreports()).await?;
+        serde.register::<Consent>(&topics.consents()).await?;
+        serde
+            .register::<Subscription>(&topics.subscriptions())
+            .await?;
+        let audit = serde.register::<DisclosureRecord>(&topics.audit()).await?;
+
+        let state_loaded = Arc::new(AtomicBool::new(false));
+        let kafka_stats = KafkaStats::new(m::STATS, config.group_id.clone());
+        let input = Input::subscribe(&config, &topics, kafka_stats.clone(), state_loaded.clone())?;
+        let decoder = Decoder::new(
+            serde.clone(),
+            Policy {
+                allow_synthetic: config.allow_synthetic_identifiers,
+            },
+        );
+        let dead_letters = DeadLetters::new(topics.deadletter());
+        let state = StateSync::connect(
+            &config,
+            &topics,
+            state_loaded,
+            decoder.clone(),
+            dead_letters.clone(),
+        )?;
+        let mut outputs = Outputs::new(output_producer(&config, kafka_stats)?);
+        let audit_topic = outputs.topic(&topics.audit())?;
+        info!(group = %config.group_id, "router connected");
+        Ok(Self {
+            input,
+            state,
+            events: EventDecoder::new(decoder),
+            disclosure: Disclosure::new(&config, serde, audit, audit_topic),
+            outputs,
+            dead_letters,
+            commits: Commits::new(config.transactional_id.is_some()),
+            silence: Silence::default(),
+            clock: Arc::new(now_millis),
+            config,
+        })
+    }
+
+    /// Readiness: true once the state of the owned partitions has been caught up at least
+    /// once, or the group has assigned this instance nothing yet (for `/readyz`).
+    pub fn state_loaded(&self) -> Arc<AtomicBool> {
+        self.state.loaded()
+    }
+
+    /// How many event records this instance has finished (outputs acknowledged, offsets
+    /// committed) so far; read by the benchmark without asking the broker.
+    pub fn finished(&self) -> Arc<AtomicU64> {
+        self.commits.finished()
+    }
+
+    /// Replaces the router's clock (tests move time forward to reach a silence).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> Millis {
+        (self.clock)()
+    }
+
+    /// Routes until `shutdown` resolves, then finishes the batch, commits and leaves the group.
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<RunStats> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let events = self.input.consumer.clone();
+        let mut silence_timer = tokio::time::interval(self.config.silence_check_interval);
+        silence_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if !self.commits.is_idle() {
+                if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
+                    break;
+                }
+                // Keep the pipeline full while a backlog lasts; when nothing is waiting,
+                // finish the routed batches now rather than when the next reading comes.
+                let next = futures::FutureExt::now_or_never(events.recv());
+                // A revocation is served inside recv: before anything in flight is finished
+                // and committed, its partitions' part is dropped.
+                self.drop_revoked();
+                match next {
+                    Some(Ok(message)) => {
+                        let batch =
+                            fill_batch(&events, message, &self.config, &self.input, &self.state)
+                                .await?;
+                        self.route_batch(batch).await?;
+                        continue;
+                    }
+                    _ => self.finish_in_flight().await?,
+                }
+            }
+            let first = tokio::select! {
+                _ = &mut shutdown => break,
+                _ = silence_timer.tick() => {
+                    self.check_silences().await?;
+                    continue;
+                }
+                message = events.recv() => message,
+            };
+            // `first` was fetched after any revocation this recv served: only what was in
+            // hand before it (in flight, state) is dropped.
+            self.drop_revoked();
+            let first = match first {
+                Ok(message) => message,
+                Err(e) => {
+                    warn!(error = %e, "consumer error; continuing");
+                    continue;
+                }
+            };
+            let batch = fill_batch(&events, first, &self.config, &self.input, &self.state).await?;
+            self.route_batch(batch).await?;
+        }
+        info!("router stopping: committing and leaving the group");
+        self.finish_in_flight().await?;
+        Ok(self.commits.leave(&self.input.consumer, &self.outputs))
+    }
+
+    async fn route_batch(&mut self, filled: Filled<'_>) -> Result<()> {
+        let started = Instant::now();
+        let Filled {
+            batch,
+            ends,
+            revoked,
+        } = filled;
+        // The batch holds no record fetched before a revocation (see `fill_batch`); what this
+        // instance kept for those partitions goes now, so a partition given back is loaded
+        // afresh.
+        self.forget_partitions(revoked);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let partitions: BTreeSet<i32> = batch.iter().map(|msg| msg.partition()).collect();
+        // Begun before the state sync: a state record dead-lettered there is an output of
+        // this batch, and a transactional producer refuses to produce outside a transaction.
+        self.commits.begin(&self.outputs)?;
+        let group = self.commits.membership(&self.input.consumer)?;
+        self.state.own_partitions(&partitions)?;
+        // The state ends are asked for once the batch's records are in hand (a change
+        // acknowledged before any of them was written is below the ends): while the batch
+        // filled, or now. While the broker answers, the oldest routed batch is finished if
+        // the pipeline is full.
+        let ends = match ends {
+            Some(ends) => ends,
+            None => self.state.ask_ends(&partitions)?,
+        };
+        self.commits
+            .make_room(&self.outputs, &self.input.consumer, &mut self.state)
+            .await?;
+        let ends = ends
+            .await
+            .map_err(|_| Error::Kafka(KafkaError::Canceled))??;
+        self.state
+            .catch_up(ends, &partitions, self.outputs.producer())
+            .await?;
+
+        let mut out = BatchOutputs::new();
+        // One time for the whole batch: consent, subscription and validity are judged at the
+        // batch's start, a few milliseconds before its records are routed (a change
+        // acknowledged after the state sync above applies from the next batch anyway).
+        let now = self.now();
+        // Per (is a measurement, partition): the next offset and the newest timestamp. A few
+        // entries, searched in order: cheaper per record than a map keyed by topic name.
+        let mut positions: Vec<(bool, i32, i64, Option<Millis>)> = Vec::new();
+        // Each record's position, in one value for the batch (no topic name copied per record).
+        let mut source = SourcePosition {
+            topic: String::new(),
+            partition: 0,
+            offset: 0,
+        };
+        for message in &batch {
+            // librdkafka hands out the topic as a C string: read it once per record.
+            let topic = message.topic();
+            let is_measurement = topic == self.input.measurements;
+            if source.topic != topic {
+                source.topic.clear();
+                source.topic.push_str(topic);
+            }
+            source.partition = message.partition();
+            source.offset = message.offset();
+            self.route_one(message, is_measurement, &source, now, &mut out)
+                .await?;
+            let at = message.timestamp().to_millis();
+            match positions
+                .iter_mut()
+                .find(|p| p.0 == is_measurement && p.1 == source.partition)
+            {
+                Some(position) => {
+                    position.2 = source.offset + 1;
+                    position.3 = position.3.max(at);
+                }
+                None => positions.push((is_measurement, source.partition, source.offset + 1, at)),
+            }
+        }
+        let mut offsets = TopicPartitionList::new();
+        for &(is_measurement, partition, next, newest) in &positions {
+            let topic = if is_measurement {
+                if let Some(at) = newest {
+                    self.silence.routed(partition, at);
+                }
+                &self.input.measurements
+            } else {
+                &self.input.selfreports
+            };
+            offsets.add_partition_offset(topic, partition, Offset::Offset(next))?;
+        }
+        // The rest of the batch's outputs go to librdkafka now, not when it is finished.
+        hand_over(&self.outputs, &mut out.outbox).await?;
+        let routed = InFlight {
+            out,
+            offsets,
+            group,
+            started,
+            events: batch.len(),
+        };
+        self.commits
+            .routed(routed, &self.outputs, &self.input.consumer, &mut self.state)
+            .await
+    }
+
+    async fn route_one(
+        &mut self,
+        message: &impl Message,
+        is_measurement: bool,
+        source: &SourcePosition,
+        now: Millis,
+        out: &mut BatchOutputs,
+    ) -> Result<()> {
+        let event = match self.events.event(message, is_measurement, now).await {
+            Ok(event) => event,
+            Err(dl) => {
+                return self
+                    .dead_letters
+                    .park(self.outputs.producer(), message, dl.reason, dl.detail)
+                    .await;
+            }
+        };
+        let what = Disclosed {
+            outgoing: Outgoing::Event(&event),
+            view: event.view(),
+            source,
+            data_controller: event.data_controller(),
+        };
+        self.disclosure
+            .disclose(what, &self.state, &mut self.outputs, now, &mut out.outbox)
+            .await?;
+        if let Event::Measurement(reading) = event {
+            self.disclosure
+                .observe_reading(
+                    &mut self.state,
+                    &mut self.outputs,
+                    &reading,
+                    source,
+                    now,
+                    out,
+                )
+                .await?;
+            self.events.reuse(reading);
+        }
+        Ok(())
+    }
+
+    /// The no-data timer: in every partition this instance owns whose readings are all
+    /// routed (so a reading waiting in the backlog cannot be mistaken for silence), raises
+    /// `NO_DATA` for each alert track silent past its plan's interval.
+    async fn check_silences(&mut self) -> Result<()> {
+        // Revoked partitions' part of the batches in flight is dropped before they finish.
+        self.drop_revoked();
+        self.finish_in_flight().await?;
+        let measurements = self.input.measurements.clone();
+        // A question to the broker that fails skips this tick (the next one asks again);
+        // only a failure to deliver an alert stops the router.
+        let partitions = match self.input.assigned(&measurements) {
+            Ok(partitions) => partitions,
+            Err(e) => {
+                warn!(error = %e, "no-data check skipped: the assignment is unknown");
+                return Ok(());
+            }
+        };
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let consumer = &self.input.consumer;
+        let caught_up = match silence::caught_up(
+            consumer,
+            self.state.ends_client(),
+            &measurements,
+            &partitions,
+        ) {
+            Ok(caught_up) => caught_up,
+            Err(e) => {
+                warn!(error = %e, "no-data check skipped: the positions are unknown");
+                return Ok(());
+            }
+        };
+        // Begun before the state sync, which may dead-letter a state record (see route_batch).
+        self.commits.begin(&self.outputs)?;
+        // Every owned partition, routed or not yet: after a restart an idle partition's
+        // tracks are loaded here.
+        self.state
+            .sync(&partitions, self.outputs.producer())
+            .await?;
+        let now = self.now();
+        let raised = self.silence.due(&self.state, &partitions, &caught_up, now);
+        if raised.is_empty() {
+            if self.config.transactional_id.is_some() {
+                // Holds at most dead letters of the state sync; librdkafka ends a transaction
+                // with nothing in it locally.
+                self.commits
+                    .commit_transaction(&self.outputs, &TopicPartitionList::new(), None)?;
+            }
+            return Ok(());
+        }
+        let mut out = BatchOutputs::new();
+        for silent in raised {
+            let silence::Silent {
+                partition,
+                key,
+                track,
+                alert,
+                data_controller,
+            } = silent;
+            // The silence follows the last reading: its position names the source.
+            let source = SourcePosition {
+                topic: measurements.clone(),
+                partition,
+                offset: track.applied_through,
+            };
+            self.state
+                .partition_mut(partition)
+                .apply_track(&key, Some(track.clone()));
+            out.tracks.insert((partition, key), track);
+            self.disclosure
+                .raise(
+                    &alert,
+                    &source,
+                    &data_controller,
+                    &self.state,
+                    &mut self.outputs,
+                    now,
+                    &mut out.outbox,
+                )
+                .await?;
+        }
+        self.commits
+            .acknowledge(out, &self.outputs, &mut self.state)
+            .await?;
+        if self.config.transactional_id.is_some() {
+            self.commits
+                .commit_transaction(&self.outputs, &TopicPartitionList::new(), None)?;
+        }
+        self.state.gauges();
+        Ok(())
+    }
+
+    /// Finishes the batches still waiting for their acknowledgements, oldest first.
+    async fn finish_in_flight(&mut self) -> Result<()> {
+        self.commits
+            .finish_in_flight(&self.outputs, &self.input.consumer, &mut self.state)
+            .await
+    }
+
+    /// Drops what this instance kept for the partitions the group took away: their state,
+    /// and the part of the batch in flight that is theirs (its offsets are not committed
+    /// and its alert tracks not written: the new owner routes those records again, with the
+    /// same ids, and a late write from here could overwrite the new owner's).
+    fn drop_revoked(&mut self) {
+        let revoked = self.input.take_revoked();
+        self.forget_partitions(revoked);
+    }
+
+    /// See [`drop_revoked`](Self::drop_revoked).
+    fn forget_partitions(&mut self, revoked: Vec<i32>) {
+        if revoked.is_empty() {
+            return;
+        }
+        self.commits.forget(&revoked);
+        self.silence.forget(&revoked);
+        self.state.forget(&revoked);
+    }
+}

@@ -1,0 +1,8 @@
+//! The router's pure core: what it knows about each patient ([`state`]), who may receive
+//! an event ([`decision`]) and which alerts a reading raises ([`alerts`]). Functions of
+//! their inputs and the time: no Kafka, no I/O. The router (`dho-router`) does the I/O
+//! around them; these are tested with unit and property tests alone.
+
+pub mod alerts;
+pub mod decision;
+pub mod state;
