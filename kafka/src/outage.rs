@@ -51,6 +51,9 @@ pub fn is_transient(e: &KafkaError) -> bool {
     )
 }
 
+/// The pause after a consumer's error event (see [`Outage::event_pause`]).
+const EVENT_PAUSE: Duration = Duration::from_millis(20);
+
 /// Retries, with a growing pause (100 ms to 5 s), while a dependency is unreachable. A
 /// warning names what waits on first failure and every 30 s after (an outage of minutes
 /// writes a handful of lines, not thousands).
@@ -101,6 +104,17 @@ impl Outage {
         let pause = self.pause;
         self.pause = (self.pause * 2).min(Duration::from_secs(5));
         pause
+    }
+
+    /// Notes an error event of a consumer during an outage: the pause before asking for the
+    /// next event. Short and constant, unlike [`pause_after`](Self::pause_after): librdkafka
+    /// queues an event per broker state change, ahead of the records fetched once the
+    /// broker is back, so a growing pause per event would keep a recovered consumer
+    /// draining stale errors for minutes; the pause only lets the loop yield.
+    pub fn event_pause(&mut self, e: &dyn std::fmt::Display) -> Duration {
+        self.pause_after(e);
+        self.pause = Duration::from_millis(100);
+        EVENT_PAUSE
     }
 
     /// `call` until it succeeds or fails for a reason other than an outage (blocking).

@@ -6,7 +6,7 @@
 //! patient permits the subscriber's organisation that category now, with no active deny
 //! provision covering the same. One delivery per subscriber per event.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use smallvec::{SmallVec, smallvec};
 
@@ -23,6 +23,10 @@ pub struct PatientState {
     /// The consents and subscriptions as the decision reads them, rebuilt whenever one
     /// changes (which is why those two are only changed through the setters).
     routes: Routes,
+    /// This patient's state records whose latest value could not be applied (see
+    /// [`PartitionState::hold`](crate::state::PartitionState::hold)): while any is held,
+    /// nothing of the patient is delivered.
+    held: BTreeSet<String>,
 }
 
 impl PatientState {
@@ -31,6 +35,25 @@ impl PatientState {
             && self.subscriptions.is_empty()
             && self.care_plans.is_empty()
             && self.alerts.is_empty()
+            && self.held.is_empty()
+    }
+
+    /// Whether a state record of this patient could not be applied and nothing valid has
+    /// replaced it yet.
+    pub fn is_on_hold(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Holds the patient for the record `what`; true if the patient was not held before.
+    pub(crate) fn hold(&mut self, what: String) -> bool {
+        let was = self.is_on_hold();
+        self.held.insert(what);
+        !was
+    }
+
+    /// Releases the hold for the record `what`; true if that released the patient.
+    pub(crate) fn release(&mut self, what: &str) -> bool {
+        self.held.remove(what) && !self.is_on_hold()
     }
 
     pub fn consents(&self) -> &BTreeMap<String, Consent> {
@@ -230,6 +253,10 @@ pub enum Withheld {
     NoConsent,
     /// An active deny provision covers the subscriber's organisation.
     ConsentDenied,
+    /// One of the patient's state records could not be applied (unreadable, invalid, or
+    /// filed under another patient's key): whatever it said, nothing is delivered until a
+    /// valid record replaces it. It might have been a withdrawal.
+    StateInvalid,
 }
 
 impl Withheld {
@@ -239,6 +266,7 @@ impl Withheld {
             Withheld::NotRequested => "not_requested",
             Withheld::NoConsent => "no_consent",
             Withheld::ConsentDenied => "consent_denied",
+            Withheld::StateInvalid => "state_invalid",
         }
     }
 }
@@ -265,6 +293,12 @@ pub fn decide<'a>(
     event: EventView<'_>,
     now: Millis,
 ) -> Decision<'a> {
+    if state.is_some_and(PatientState::is_on_hold) {
+        return Decision {
+            grants: SmallVec::new(),
+            withheld: smallvec![Withheld::StateInvalid],
+        };
+    }
     let Some(state) = state.filter(|s| !s.subscriptions.is_empty()) else {
         return Decision {
             grants: SmallVec::new(),

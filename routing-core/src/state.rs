@@ -16,6 +16,31 @@ pub struct PartitionState {
     patients: HashMap<String, PatientState>,
     /// Patients with a red alert episode open (kept as tracks change, for the gauge).
     patients_in_red: usize,
+    /// Patients on hold (see [`PartitionState::hold`]).
+    patients_on_hold: usize,
+}
+
+/// The kind of a state record, as a hold names it (a consent and a subscription of one
+/// patient may share a record id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    Consent,
+    Subscription,
+    CarePlan,
+}
+
+impl StateKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateKind::Consent => "consent",
+            StateKind::Subscription => "subscription",
+            StateKind::CarePlan => "care_plan",
+        }
+    }
+}
+
+fn held_name(kind: StateKind, key: &str) -> String {
+    format!("{}|{}", kind.as_str(), record_id(key))
 }
 
 /// Which state record a key's id part names.
@@ -37,6 +62,34 @@ impl PartitionState {
         self.patients_in_red
     }
 
+    /// Patients on hold: a state record of theirs could not be applied.
+    pub fn patients_on_hold(&self) -> usize {
+        self.patients_on_hold
+    }
+
+    /// Puts the patient of `key` on hold: its latest `kind` record could not be applied
+    /// (unreadable, invalid, or naming another patient). Whatever that record said, a
+    /// withdrawal perhaps, the patient's old state must not go on deciding: the decision
+    /// withholds everything of the patient until a valid record (or a tombstone) for the
+    /// same key replaces it.
+    pub fn hold(&mut self, kind: StateKind, key: &str) {
+        let newly = self
+            .patients
+            .entry(patient_key(key).to_string())
+            .or_default()
+            .hold(held_name(kind, key));
+        self.patients_on_hold += usize::from(newly);
+    }
+
+    /// A valid record (or a tombstone) for `key` replaces an unusable one.
+    fn release(&mut self, kind: StateKind, key: &str) {
+        if let Some(state) = self.patients.get_mut(patient_key(key))
+            && state.release(&held_name(kind, key))
+        {
+            self.patients_on_hold -= 1;
+        }
+    }
+
     /// Every patient of the partition, by patient key.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &PatientState)> {
         self.patients.iter()
@@ -44,6 +97,7 @@ impl PartitionState {
 
     /// Applies a consent record (`None` = tombstone) under its `patient|consent_id` key.
     pub fn apply_consent(&mut self, key: &str, value: Option<Consent>) {
+        self.release(StateKind::Consent, key);
         let id = record_id(key).to_string();
         match value {
             Some(c) => {
@@ -57,6 +111,7 @@ impl PartitionState {
     }
 
     pub fn apply_subscription(&mut self, key: &str, value: Option<Subscription>) {
+        self.release(StateKind::Subscription, key);
         let id = record_id(key).to_string();
         match value {
             Some(s) => {
@@ -70,6 +125,7 @@ impl PartitionState {
     }
 
     pub fn apply_care_plan(&mut self, key: &str, value: Option<CarePlan>) {
+        self.release(StateKind::CarePlan, key);
         let id = record_id(key).to_string();
         match value {
             Some(p) => {
@@ -147,6 +203,61 @@ mod tests {
         s.apply_consent(&key, None);
         assert!(s.patient(p.key()).is_none());
         assert_eq!(s.patients(), 0);
+    }
+
+    #[test]
+    fn an_unusable_record_holds_its_patient_until_a_valid_one_for_the_same_key_replaces_it() {
+        use crate::decision::{EventView, Withheld, decide};
+        use dho_schemas::model::DataCategory;
+        let p = fixtures::patient(1);
+        let other = fixtures::patient(2);
+        let mut s = PartitionState::default();
+        for patient in [&p, &other] {
+            s.apply_consent(
+                &state_key(patient, "c1"),
+                Some(fixtures::consent(patient, "c1", &[fixtures::gp()])),
+            );
+            s.apply_subscription(
+                &state_key(patient, "s1"),
+                Some(fixtures::subscription(patient, "gp", &fixtures::gp())),
+            );
+        }
+        let reading = EventView {
+            category: DataCategory::Measurement,
+            code: Some("59408-5"),
+        };
+        let now = dho_schemas::model::now_millis();
+        let withheld = |s: &PartitionState, patient: &dho_schemas::PatientIdentifier| {
+            decide(s.patient(patient.key()), reading, now)
+                .withheld
+                .to_vec()
+        };
+        assert!(withheld(&s, &p).is_empty(), "delivered before the hold");
+
+        // A consent record that could not be applied (a withdrawal, perhaps).
+        s.hold(StateKind::Consent, &state_key(&p, "c2"));
+        assert_eq!(s.patients_on_hold(), 1);
+        assert_eq!(withheld(&s, &p), vec![Withheld::StateInvalid]);
+        assert!(withheld(&s, &other).is_empty(), "only that patient is held");
+        // A valid record under another key, or of another kind, does not release it.
+        s.apply_consent(
+            &state_key(&p, "c1"),
+            Some(fixtures::consent(&p, "c1", &[fixtures::gp()])),
+        );
+        s.apply_subscription(&state_key(&p, "c2"), None);
+        assert_eq!(withheld(&s, &p), vec![Withheld::StateInvalid]);
+        // A second bad record; one valid replacement is not enough.
+        s.hold(StateKind::CarePlan, &state_key(&p, "plan"));
+        s.apply_consent(
+            &state_key(&p, "c2"),
+            Some(fixtures::consent(&p, "c2", &[fixtures::gp()])),
+        );
+        assert_eq!(withheld(&s, &p), vec![Withheld::StateInvalid]);
+        assert_eq!(s.patients_on_hold(), 1);
+        // A tombstone for the other key releases the patient.
+        s.apply_care_plan(&state_key(&p, "plan"), None);
+        assert!(withheld(&s, &p).is_empty());
+        assert_eq!(s.patients_on_hold(), 0);
     }
 
     #[test]

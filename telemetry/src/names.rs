@@ -65,7 +65,7 @@ pub mod router {
         /// Counter. Deliveries produced, by `category` (`measurement`, `self_report`, `alert`).
         Counter DELIVERIES = "dho_router_deliveries_total";
         /// Counter. Events not delivered to a subscriber, by `reason` (`no_subscription`,
-        /// `not_requested`, `no_consent`, `consent_denied`).
+        /// `not_requested`, `no_consent`, `consent_denied`, `state_invalid`).
         Counter WITHHELD = "dho_router_withheld_total";
         /// Counter. Records parked on the dead-letter topic, by `reason` (`undecodable`,
         /// `empty`, `key_mismatch`, or a bounded validation reason; the reason header).
@@ -99,6 +99,10 @@ pub mod router {
         /// Gauge. Patients (of this instance's partitions) whose open alert episode is red.
         /// No labels.
         Gauge PATIENTS_IN_RED = "dho_router_patients_in_red";
+        /// Gauge. Patients (of this instance's partitions) whose deliveries are held: a
+        /// consent, subscription or care-plan record of theirs could not be applied. No
+        /// labels.
+        Gauge PATIENTS_ON_HOLD = "dho_router_patients_on_hold";
     }
 
     /// The router's statistics gauges.

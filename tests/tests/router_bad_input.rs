@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dho_kafka::AvroSerde;
+use dho_schemas::fixtures;
 use dho_schemas::model::*;
 use dho_schemas::partition::partition_for;
-use dho_schemas::{fixtures, topics::headers};
+use dho_schemas::topics::{headers, state_key};
 use dho_tests::scenario::{consent, subscribe};
 use dho_tests::{PARTITIONS, Stack, read_decoded, read_topic, wait_routed};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -244,4 +245,108 @@ async fn every_malformed_record_is_dead_lettered_and_good_ones_still_flow() {
             "original bytes kept"
         );
     }
+}
+
+/// A consent record the router cannot apply (unreadable, or filed under another patient's
+/// key) is dead-lettered *and* holds its patient: whatever it said, a withdrawal perhaps,
+/// the old permit must not go on deciding. Nothing of that patient is delivered until a
+/// valid record (or a tombstone) for the same key replaces it; other patients flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_that_cannot_be_applied_holds_its_patient_until_a_valid_record_replaces_it() {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher().await;
+    let topics = stack.settings.topics();
+    let held = fixtures::patient(4);
+    let other = fixtures::patient(6);
+    for p in [&held, &other] {
+        consent(&publisher, p, "c-gp", &[fixtures::gp()]).await;
+        subscribe(&publisher, p, &[("gp", fixtures::gp())]).await;
+    }
+    let router = stack.spawn_router(GROUP).await;
+    let at = now_millis() - 60_000;
+    let serde = AvroSerde::new(&stack.settings.schema_registry_url);
+    let consents = serde.register::<Consent>(&topics.consents()).await.unwrap();
+    let raw: FutureProducer = stack.settings.client_config(&[]).unwrap().create().unwrap();
+    let send_state = |key: String, payload: Vec<u8>| {
+        let raw = raw.clone();
+        let topic = topics.consents();
+        async move {
+            // State topics are partitioned by patient, like the events.
+            let patient = dho_schemas::topics::patient_key(&key);
+            let partition = partition_for(patient.as_bytes(), PARTITIONS);
+            let record = FutureRecord::<str, [u8]>::to(&topic)
+                .key(key.as_str())
+                .partition(partition)
+                .payload(payload.as_slice());
+            raw.send(record, Duration::from_secs(10)).await.unwrap();
+        }
+    };
+    // Publishes a reading of each patient and waits until the router has routed it.
+    let readings = |value: f64| {
+        let publisher = publisher.clone();
+        let settings = stack.settings.clone();
+        let (held, other) = (held.clone(), other.clone());
+        async move {
+            let mut ids = vec![];
+            for p in [&held, &other] {
+                let m = fixtures::spo2(p, value, at);
+                let receipt = publisher.publish_measurement(&m).await.unwrap();
+                wait_routed(
+                    &settings,
+                    GROUP,
+                    &receipt.topic,
+                    receipt.partition,
+                    receipt.offset,
+                )
+                .await;
+                ids.push(m.event_id);
+            }
+            ids
+        }
+    };
+    let delivered = || async {
+        let gp: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("gp")).await;
+        gp.into_iter()
+            .map(|d| d.measurement.unwrap().event_id)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+
+    let before = readings(95.0).await;
+    // The permit's key now holds bytes nobody can read.
+    send_state(state_key(&held, "c-gp"), b"not avro at all".to_vec()).await;
+    let unreadable = readings(94.0).await;
+    // A valid permit for the same key releases the patient.
+    consent(&publisher, &held, "c-gp", &[fixtures::gp()]).await;
+    let released = readings(93.0).await;
+    // Another patient's consent filed under a key of the held patient: held again.
+    let foreign = fixtures::consent(&other, "c-2", &[fixtures::gp()]);
+    send_state(state_key(&held, "c-2"), consents.encode(&foreign).unwrap()).await;
+    let misfiled = readings(92.0).await;
+    // A tombstone for that key replaces it too.
+    publisher.delete_consent(&held, "c-2").await.unwrap();
+    let after = readings(91.0).await;
+    router.stop().await;
+
+    let got = delivered().await;
+    for (phase, ids, held_delivered) in [
+        ("before", &before, true),
+        ("while unreadable", &unreadable, false),
+        ("after a valid record", &released, true),
+        ("while misfiled", &misfiled, false),
+        ("after a tombstone", &after, true),
+    ] {
+        assert_eq!(
+            got.contains(&ids[0]),
+            held_delivered,
+            "the held patient's reading {phase}"
+        );
+        assert!(got.contains(&ids[1]), "the other patient's reading {phase}");
+    }
+    let dead = read_topic(&stack.settings, &topics.deadletter());
+    let mut reasons: Vec<&str> = dead
+        .iter()
+        .map(|r| r.headers[headers::REASON].as_str())
+        .collect();
+    reasons.sort_unstable();
+    assert_eq!(reasons, ["key_mismatch", "undecodable"], "both parked");
 }

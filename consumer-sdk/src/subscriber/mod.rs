@@ -185,9 +185,12 @@ impl Subscriber {
             let message = match self.consumer.recv().await {
                 Ok(message) => message,
                 Err(e) => {
-                    // Paused, not retried at once: librdkafka can hand back the same error
-                    // event at once, and a loop that never waits starves the runtime.
-                    tokio::time::sleep(broker_down.failed(e)?).await;
+                    // A short pause, not none: librdkafka can hand back error events at
+                    // once, and a loop that never waits starves the runtime.
+                    if !dho_kafka::outage::is_transient(&e) {
+                        return Err(e.into());
+                    }
+                    tokio::time::sleep(broker_down.event_pause(&e)).await;
                     continue;
                 }
             };

@@ -99,7 +99,7 @@ struct Scratch {
 #[derive(Debug)]
 struct Counters {
     /// Indexed by `Withheld as usize`.
-    withheld: [metrics::Counter; 4],
+    withheld: [metrics::Counter; 5],
     /// Indexed by `DataCategory as usize`.
     deliveries: [metrics::Counter; 3],
 }
@@ -116,6 +116,7 @@ impl Counters {
                 withheld(W::NotRequested),
                 withheld(W::NoConsent),
                 withheld(W::ConsentDenied),
+                withheld(W::StateInvalid),
             ],
             deliveries: [
                 deliveries(DataCategory::Measurement),

@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Instant;
 
 use dho_kafka::AvroSerde;
+use dho_kafka::outage::Outage;
 use dho_schemas::Policy;
 use dho_schemas::model::*;
 use dho_telemetry::KafkaStats;
@@ -180,6 +181,7 @@ impl Router {
         let events = self.input.consumer.clone();
         let mut silence_timer = tokio::time::interval(self.config.silence_check_interval);
         silence_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut consumer_errors: Option<Outage> = None;
         loop {
             if !self.commits.is_idle() {
                 if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
@@ -214,9 +216,17 @@ impl Router {
             // hand before it (in flight, state) is dropped.
             self.drop_revoked();
             let first = match first {
-                Ok(message) => message,
+                Ok(message) => {
+                    consumer_errors = None;
+                    message
+                }
                 Err(e) => {
-                    warn!(error = %e, "consumer error; continuing");
+                    // One warning now and then, not one per event (an outage queues many),
+                    // and a short pause so the loop yields.
+                    let pause = consumer_errors
+                        .get_or_insert_with(|| Outage::new("the input topics"))
+                        .event_pause(&e);
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
             };

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dho_kafka::outage::Outage;
 use dho_routing_core::alerts::Track;
-use dho_routing_core::state::PartitionState;
+use dho_routing_core::state::{PartitionState, StateKind};
 use dho_schemas::TopicNames;
 use dho_schemas::model::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -44,6 +44,16 @@ impl StateTopic {
         StateTopic::CarePlans,
         StateTopic::AlertState,
     ];
+
+    /// The kind of record a hold names; the router's own alert tracks put no one on hold.
+    fn kind(self) -> Option<StateKind> {
+        match self {
+            StateTopic::Consents => Some(StateKind::Consent),
+            StateTopic::Subscriptions => Some(StateKind::Subscription),
+            StateTopic::CarePlans => Some(StateKind::CarePlan),
+            StateTopic::AlertState => None,
+        }
+    }
 
     fn label(self) -> &'static str {
         match self {
@@ -267,6 +277,7 @@ impl StateSync {
             }
         }
         let mut deadline = Instant::now() + self.sync_timeout;
+        let mut state_errors: Option<Outage> = None;
         loop {
             let behind = targets
                 .iter()
@@ -292,7 +303,13 @@ impl StateSync {
                     let message = message.detach();
                     self.apply(&message, producer).await?;
                 }
-                Some(Err(e)) => warn!(error = %e, "state consumer error; retrying"),
+                Some(Err(e)) => {
+                    // Warned about now and then, not per event (an outage queues many);
+                    // the poll itself waits.
+                    state_errors
+                        .get_or_insert_with(|| Outage::new("the state topics"))
+                        .event_pause(&e);
+                }
                 None => self.step_over_control_records(),
             }
         }
@@ -381,11 +398,13 @@ impl StateSync {
                 .decoder
                 .decode_state::<Consent>(bytes, Consent::validate)
                 .await
+                .and_then(|c| filed_under(&key, &c.patient).map(|()| c))
                 .map(|c| self.partition_mut(partition).apply_consent(&key, Some(c))),
             StateTopic::Subscriptions => self
                 .decoder
                 .decode_state::<Subscription>(bytes, Subscription::validate)
                 .await
+                .and_then(|s| filed_under(&key, &s.patient).map(|()| s))
                 .map(|s| {
                     self.partition_mut(partition)
                         .apply_subscription(&key, Some(s))
@@ -394,6 +413,7 @@ impl StateSync {
                 .decoder
                 .decode_state::<CarePlan>(bytes, CarePlan::validate)
                 .await
+                .and_then(|p| filed_under(&key, &p.patient).map(|()| p))
                 .map(|p| self.partition_mut(partition).apply_care_plan(&key, Some(p))),
             // The parser's message could quote a value (an identifier): a fixed detail.
             StateTopic::AlertState => serde_json::from_slice::<Track>(bytes)
@@ -406,6 +426,19 @@ impl StateSync {
         match applied {
             Ok(()) => Ok(()),
             Err(dl) => {
+                if let Some(kind) = topic.kind() {
+                    // Fail closed: whatever the record said, a withdrawal perhaps, the
+                    // patient's old state must not go on deciding.
+                    self.partition_mut(partition).hold(kind, &key);
+                    warn!(
+                        reason = dl.reason,
+                        kind = kind.as_str(),
+                        partition,
+                        offset = message.offset(),
+                        "a state record could not be applied: its patient's deliveries are \
+                         held until a valid record replaces it"
+                    );
+                }
                 self.dead_letters
                     .park(producer, message, dl.reason, dl.detail)
                     .await
@@ -468,6 +501,12 @@ impl StateSync {
     }
 
     pub(super) fn gauges(&self) {
+        let on_hold: usize = self
+            .owned
+            .values()
+            .map(PartitionState::patients_on_hold)
+            .sum();
+        metrics::gauge!(m::PATIENTS_ON_HOLD).set(on_hold as f64);
         let patients: usize = self.owned.values().map(PartitionState::patients).sum();
         metrics::gauge!(m::STATE_PATIENTS).set(patients as f64);
         metrics::gauge!(m::OWNED_PARTITIONS).set(self.owned.len() as f64);
@@ -477,5 +516,18 @@ impl StateSync {
             .map(PartitionState::patients_in_red)
             .sum();
         metrics::gauge!(m::PATIENTS_IN_RED).set(in_red as f64);
+    }
+}
+
+/// A state record is filed under its patient's key (the key decides the partition, and
+/// the partition which instance applies it): a body naming another patient is refused.
+fn filed_under(key: &str, patient: &PatientIdentifier) -> std::result::Result<(), DeadLetter> {
+    if dho_schemas::topics::patient_key(key) == patient.key() {
+        Ok(())
+    } else {
+        Err(DeadLetter {
+            reason: "key_mismatch",
+            detail: "the record key is not the patient the record names".into(),
+        })
     }
 }
