@@ -43,6 +43,16 @@ impl Error {
     pub fn is_retriable(&self) -> bool {
         matches!(self, Error::RegistryUnavailable { .. } | Error::Kafka(_))
     }
+
+    /// Whether a dependency is down (the registry unreachable, the broker not answering),
+    /// which a service waits out, rather than a request or a setting being wrong.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Error::RegistryUnavailable { .. } => true,
+            Error::Kafka(e) => crate::outage::is_transient(e),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -83,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting the router")?;
     readiness.watch("state", router.state_loaded());
+    readiness.watch("schema_registry", router.registry_reachable());
     connected.store(true, Ordering::Relaxed);
     router
         .run(shutdown_signal())

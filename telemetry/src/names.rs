@@ -103,6 +103,9 @@ pub mod router {
         /// consent, subscription or care-plan record of theirs could not be applied. No
         /// labels.
         Gauge PATIENTS_ON_HOLD = "dho_router_patients_on_hold";
+        /// Counter. Attempts to decode a record that found the schema registry unreachable;
+        /// the record waited (nothing is dead-lettered or committed meanwhile). No labels.
+        Counter REGISTRY_WAITS = "dho_router_registry_waits_total";
     }
 
     /// The router's statistics gauges.

@@ -37,7 +37,9 @@ pub const PARTITIONS: i32 = 3;
 pub struct Stack {
     /// The run's shared broker, or (see [`Stack::start_own_broker`]) one of this test's own.
     pub broker: TestBroker,
-    pub registry: RunningRegistry,
+    /// None while [`Stack::stop_registry`] has it down.
+    registry: Option<RunningRegistry>,
+    registry_addr: std::net::SocketAddr,
     pub settings: KafkaSettings,
     /// The registry's schemas topic, deleted with the test's own topics.
     schemas_topic: String,
@@ -81,10 +83,30 @@ impl Stack {
         settings.partitions = PARTITIONS;
         Stack {
             broker,
-            registry,
+            registry_addr: registry.local_addr(),
+            registry: Some(registry),
             settings,
             schemas_topic,
         }
+    }
+
+    /// Stops the schema registry: an outage, until [`Stack::start_registry`].
+    pub async fn stop_registry(&mut self) {
+        let registry = self.registry.take().expect("the registry is running");
+        registry.shutdown().await.unwrap();
+    }
+
+    /// Starts the schema registry again, at the same address and on the same topic.
+    pub async fn start_registry(&mut self) {
+        assert!(self.registry.is_none(), "the registry is running");
+        let registry = dho_registry::start(
+            RegistryConfig::new(self.broker.bootstrap_servers())
+                .with_listen(self.registry_addr)
+                .with_topic(self.schemas_topic.clone()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the schema registry did not start again: {e}"));
+        self.registry = Some(registry);
     }
 
     pub async fn publisher(&self) -> dho_publisher::Publisher {

@@ -53,7 +53,7 @@ async fn register(sr: &SrSettings, subject: &str, schema: String) -> Result<u32,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evolution_an_optional_field_is_compatible_both_ways_and_breaking_changes_are_refused() {
     let stack = Stack::start().await;
-    let url = stack.registry.url();
+    let url = stack.settings.schema_registry_url.clone();
     let serde = AvroSerde::new(&url);
     let sr = SrSettings::new(url.to_string());
     let topic = stack.settings.topics().measurements();
@@ -139,7 +139,7 @@ async fn evolution_an_optional_field_is_compatible_both_ways_and_breaking_change
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evolution_compatibility_is_checked_against_every_version_not_only_the_latest() {
     let stack = Stack::start().await;
-    let url = stack.registry.url();
+    let url = stack.settings.schema_registry_url.clone();
     let serde = AvroSerde::new(&url);
     let sr = SrSettings::new(url.to_string());
     let topic = stack.settings.topics().measurements();

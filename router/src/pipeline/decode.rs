@@ -2,7 +2,11 @@
 //! that does not decode, or decodes to something invalid, becomes a [`DeadLetter`] for the
 //! caller to park, never an event or state.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use dho_kafka::AvroSerde;
+use dho_kafka::outage::Outage;
 use dho_routing_core::decision::EventView;
 use dho_schemas::Policy;
 use dho_schemas::codec::{AvroRecord, ReferenceView};
@@ -83,11 +87,49 @@ fn dead_letter_for(e: dho_kafka::Error) -> DeadLetter {
 pub(super) struct Decoder {
     serde: AvroSerde,
     policy: Policy,
+    /// Cleared while a record waits for the schema registry (a `/readyz` check).
+    registry_reachable: Arc<AtomicBool>,
 }
 
 impl Decoder {
     pub(super) fn new(serde: AvroSerde, policy: Policy) -> Self {
-        Self { serde, policy }
+        Self {
+            serde,
+            policy,
+            registry_reachable: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Set while records decode; cleared while one waits for the schema registry.
+    pub(super) fn registry_reachable(&self) -> Arc<AtomicBool> {
+        self.registry_reachable.clone()
+    }
+
+    /// After a failed decode: waits and returns None if the schema registry did not
+    /// answer (the caller tries again), else the record's dead letter. A record that needs
+    /// a schema the router has not cached yet is not bad input while the registry is down:
+    /// dead-lettering it would drop a good reading, or a withdrawal with the old permit
+    /// left in force. So it waits, nothing behind it is routed or committed meanwhile, and
+    /// `/readyz` says why.
+    async fn failed(&self, e: dho_kafka::Error, outage: &mut Option<Outage>) -> Option<DeadLetter> {
+        if !e.is_retriable() {
+            self.decoded(outage);
+            return Some(dead_letter_for(e));
+        }
+        self.registry_reachable.store(false, Ordering::Relaxed);
+        metrics::counter!(m::REGISTRY_WAITS).increment(1);
+        let pause = outage
+            .get_or_insert_with(|| Outage::new("the schema registry, to decode"))
+            .pause_after(&e);
+        tokio::time::sleep(pause).await;
+        None
+    }
+
+    /// The registry answered again (if it had not).
+    fn decoded(&self, outage: &Option<Outage>) {
+        if outage.is_some() {
+            self.registry_reachable.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Decodes and validates a state record; a bad one is a dead letter, never state.
@@ -105,7 +147,20 @@ impl Decoder {
     }
 
     async fn decode<T: AvroRecord>(&self, bytes: &[u8]) -> Result<T, DeadLetter> {
-        self.serde.decode::<T>(bytes).await.map_err(dead_letter_for)
+        let mut outage = None;
+        loop {
+            match self.serde.decode::<T>(bytes).await {
+                Ok(value) => {
+                    self.decoded(&outage);
+                    return Ok(value);
+                }
+                Err(e) => {
+                    if let Some(dead) = self.failed(e, &mut outage).await {
+                        return Err(dead);
+                    }
+                }
+            }
+        }
     }
 
     /// Decodes and checks an event; a measurement into `reading` when there is one (the
@@ -126,10 +181,17 @@ impl Decoder {
         let (event, validation) = if is_measurement {
             let m = match reading {
                 Some(mut m) => {
-                    self.serde
-                        .decode_into(bytes, &mut m)
-                        .await
-                        .map_err(dead_letter_for)?;
+                    let mut outage = None;
+                    loop {
+                        match self.serde.decode_into(bytes, &mut m).await {
+                            Ok(()) => break self.decoded(&outage),
+                            Err(e) => {
+                                if let Some(dead) = self.failed(e, &mut outage).await {
+                                    return Err(dead);
+                                }
+                            }
+                        }
+                    }
                     m
                 }
                 None => self.decode::<Measurement>(bytes).await?,
@@ -192,6 +254,11 @@ impl EventDecoder {
         self.decoder
             .decode_event(message, is_measurement, now, spare)
             .await
+    }
+
+    /// See [`Decoder::registry_reachable`].
+    pub(super) fn registry_reachable(&self) -> Arc<AtomicBool> {
+        self.decoder.registry_reachable()
     }
 
     /// Keeps a routed reading's allocations for the next one.

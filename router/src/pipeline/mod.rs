@@ -96,25 +96,18 @@ impl Router {
     pub async fn connect(config: RouterConfig) -> Result<Self> {
         let settings = &config.kafka;
         settings.validate()?;
-        if config.create_topics {
-            dho_kafka::ensure_topics(settings, &dho_kafka::hub_topics(settings)).await?;
-        } else {
-            // Provisioned by operators: only check that they exist and are co-partitioned.
-            dho_kafka::check_topics(settings, &dho_kafka::hub_topics(settings)).await?;
-        }
         let topics = settings.topics();
         let serde = AvroSerde::new(&settings.schema_registry_url);
-        // Registering the input schemas too makes records written with them decode on the
-        // fast path without a registry round trip.
-        serde
-            .register::<Measurement>(&topics.measurements())
-            .await?;
-        serde.register::<SelfReport>(&topics.selfreports()).await?;
-        serde.register::<Consent>(&topics.consents()).await?;
-        serde
-            .register::<Subscription>(&topics.subscriptions())
-            .await?;
-        let audit = serde.register::<DisclosureRecord>(&topics.audit()).await?;
+        // A router started before the broker or the registry (or during their restart)
+        // comes up when they do, instead of exiting for someone to restart it.
+        let mut outage = Outage::new("the broker and the schema registry, to start");
+        let audit = loop {
+            match Self::prepare(&config, &serde).await {
+                Ok(audit) => break audit,
+                Err(e) if e.is_outage() => tokio::time::sleep(outage.pause_after(&e)).await,
+                Err(e) => return Err(e.into()),
+            }
+        };
 
         let state_loaded = Arc::new(AtomicBool::new(false));
         let kafka_stats = KafkaStats::new(m::STATS, config.group_id.clone());
@@ -148,6 +141,39 @@ impl Router {
             clock: Arc::new(now_millis),
             config,
         })
+    }
+
+    /// Creates or checks the hub's topics and registers the schemas (the audit record's
+    /// encoder is the router's).
+    async fn prepare(
+        config: &RouterConfig,
+        serde: &AvroSerde,
+    ) -> dho_kafka::Result<dho_kafka::Encoder<DisclosureRecord>> {
+        let settings = &config.kafka;
+        if config.create_topics {
+            dho_kafka::ensure_topics(settings, &dho_kafka::hub_topics(settings)).await?;
+        } else {
+            // Provisioned by operators: only check that they exist and are co-partitioned.
+            dho_kafka::check_topics(settings, &dho_kafka::hub_topics(settings)).await?;
+        }
+        let topics = settings.topics();
+        // Registering the input schemas too makes records written with them decode on the
+        // fast path without a registry round trip.
+        serde
+            .register::<Measurement>(&topics.measurements())
+            .await?;
+        serde.register::<SelfReport>(&topics.selfreports()).await?;
+        serde.register::<Consent>(&topics.consents()).await?;
+        serde
+            .register::<Subscription>(&topics.subscriptions())
+            .await?;
+        serde.register::<DisclosureRecord>(&topics.audit()).await
+    }
+
+    /// Readiness: set while records decode, cleared while one waits for the schema
+    /// registry (for `/readyz`).
+    pub fn registry_reachable(&self) -> Arc<AtomicBool> {
+        self.events.registry_reachable()
     }
 
     /// Readiness: true once the state of the owned partitions has been caught up at least
