@@ -104,8 +104,9 @@ impl Writer {
             }
         }
         // A state record that does not decode: dead-lettered while the state is caught up,
-        // which in exactly-once mode must happen inside the batch's transaction.
-        let p = fixtures::patient(0);
+        // which in exactly-once mode must happen inside the batch's transaction. Of a
+        // patient without readings: it holds its patient's deliveries (fails closed).
+        let p = fixtures::patient(PATIENTS);
         self.send(&topics.consents(), &p, &state_key(&p, "bad"), b"not avro")
             .await
     }
