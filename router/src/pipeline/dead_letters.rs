@@ -2,6 +2,9 @@
 //! its original key, bytes and the reason in headers, never dropped and never a reason to
 //! stop (see "Nothing lost" in ARCHITECTURE.md).
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use dho_schemas::topics::headers;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use tracing::warn;
@@ -21,11 +24,35 @@ pub(super) struct DeadLetter {
 #[derive(Debug, Clone)]
 pub(super) struct DeadLetters {
     topic: String,
+    /// When the last warning was written, and how many dead letters went unmentioned
+    /// since: a flood of malformed input writes a line every few seconds, not one per
+    /// record (the counter stays exact).
+    warned: Arc<Mutex<(Option<Instant>, u64)>>,
 }
+
+/// At most one dead-letter warning per this interval.
+const WARN_EVERY: Duration = Duration::from_secs(5);
 
 impl DeadLetters {
     pub(super) fn new(topic: String) -> Self {
-        Self { topic }
+        Self {
+            topic,
+            warned: Arc::default(),
+        }
+    }
+
+    /// Whether to write a warning for this dead letter, and how many went unmentioned
+    /// before it.
+    fn warn_now(&self) -> Option<u64> {
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if warned.0.is_some_and(|at| now - at < WARN_EVERY) {
+            warned.1 += 1;
+            return None;
+        }
+        let unmentioned = warned.1;
+        *warned = (Some(now), 0);
+        Some(unmentioned)
     }
 
     /// Parks a record in the dead-letter topic with its original key and bytes, and waits
@@ -38,13 +65,17 @@ impl DeadLetters {
         detail: String,
     ) -> Result<()> {
         metrics::counter!(m::DEADLETTERS, "reason" => reason).increment(1);
-        warn!(
-            reason,
-            topic = message.topic(),
-            partition = message.partition(),
-            offset = message.offset(),
-            "dead-lettered a record"
-        );
+        if let Some(unmentioned) = self.warn_now() {
+            warn!(
+                reason,
+                topic = message.topic(),
+                partition = message.partition(),
+                offset = message.offset(),
+                unmentioned,
+                "dead-lettered a record (and `unmentioned` others since the last warning; \
+                 dho_router_deadletters_total counts each)"
+            );
+        }
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let headers = OwnedHeaders::new()
