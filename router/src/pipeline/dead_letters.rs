@@ -56,13 +56,30 @@ impl DeadLetters {
     }
 
     /// Parks a record in the dead-letter topic with its original key and bytes, and waits
-    /// for the acknowledgement (dead letters are rare; simplicity wins over batching).
+    /// for the acknowledgement (the state sync's dead letters: rare, and outside a batch's
+    /// outputs).
     pub(super) async fn park(
         &self,
         producer: &OutputProducer,
         message: &impl Message,
         reason: &'static str,
         detail: String,
+    ) -> Result<()> {
+        let acks = Acks::new();
+        self.send(producer, message, reason, detail, &acks).await?;
+        await_acks(&acks).await.map(|_| ())
+    }
+
+    /// Parks a record as one of `acks`' group: an event's dead letter is one of its batch's
+    /// outputs, acknowledged with the others before the batch commits, so a flood of
+    /// malformed input moves at the speed of good records instead of one round trip each.
+    pub(super) async fn send(
+        &self,
+        producer: &OutputProducer,
+        message: &impl Message,
+        reason: &'static str,
+        detail: String,
+        acks: &Arc<Acks>,
     ) -> Result<()> {
         metrics::counter!(m::DEADLETTERS, "reason" => reason).increment(1);
         if let Some(unmentioned) = self.warn_now() {
@@ -110,10 +127,8 @@ impl DeadLetters {
             payload: message.payload(),
             headers: Some(headers),
         };
-        let acks = Acks::new();
-        crate::outputs::send(producer, output, &acks)
+        crate::outputs::send(producer, output, acks)
             .await
-            .map_err(Error::NotAcknowledged)?;
-        await_acks(&acks).await.map(|_| ())
+            .map_err(Error::NotAcknowledged)
     }
 }

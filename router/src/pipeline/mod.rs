@@ -377,9 +377,16 @@ impl Router {
         let event = match self.events.event(message, is_measurement, now).await {
             Ok(event) => event,
             Err(dl) => {
+                let acks = out.outbox.acks().clone();
                 return self
                     .dead_letters
-                    .park(self.outputs.producer(), message, dl.reason, dl.detail)
+                    .send(
+                        self.outputs.producer(),
+                        message,
+                        dl.reason,
+                        dl.detail,
+                        &acks,
+                    )
                     .await;
             }
         };

@@ -240,15 +240,26 @@ async fn measurement_writer(
 
 /// Writes `count` readings (received_time = send time) as fast as the producer takes them.
 async fn preload(settings: &KafkaSettings, count: usize) {
+    preload_mixed(settings, count, false).await;
+}
+
+/// `count` readings; with `malformed`, each followed by a record that is not Avro (same
+/// patient key and partition), which the router dead-letters.
+async fn preload_mixed(settings: &KafkaSettings, count: usize, malformed: bool) {
     let (encoder, producer) = measurement_writer(settings, "5").await;
     let patients: Vec<PatientIdentifier> = (0..PATIENTS).map(fixtures::patient).collect();
     let mut pending = Vec::with_capacity(count);
     let topic = settings.topics().measurements();
-    for i in 0..count {
-        let p = &patients[i % patients.len()];
-        let bytes = encoder
-            .encode(&fixtures::spo2(p, 95.0, now_millis() - 60_000))
-            .unwrap();
+    let records = if malformed { count * 2 } else { count };
+    for i in 0..records {
+        let p = &patients[(if malformed { i / 2 } else { i }) % patients.len()];
+        let bytes = if malformed && i % 2 == 1 {
+            b"not avro at all".to_vec()
+        } else {
+            encoder
+                .encode(&fixtures::spo2(p, 95.0, now_millis() - 60_000))
+                .unwrap()
+        };
         let partition = partition_for(p.key().as_bytes(), settings.partitions);
         let record = FutureRecord::to(&topic)
             .key(p.key())
@@ -621,6 +632,12 @@ async fn main() {
         bench_decision();
         return;
     }
+    // BENCH_FLOOD_ONLY=1: good readings alone against the same interleaved with as many
+    // malformed records.
+    if std::env::var_os("BENCH_FLOOD_ONLY").is_some() {
+        bench_flood(env_count("BENCH_ROUNDS").unwrap_or(3)).await;
+        return;
+    }
     // BENCH_PROFILE=1: the router's drain alone (for `perf record`), nothing else.
     let profiling = std::env::var_os("BENCH_PROFILE").is_some();
     let rounds = env_count("BENCH_ROUNDS").unwrap_or(if profiling { 1 } else { 5 });
@@ -641,6 +658,44 @@ async fn main() {
         bench_decision();
         bench_memory();
     }
+}
+
+/// Dead letters at the speed of good records: the router drains `FLOOD` good readings,
+/// and the same interleaved with as many malformed records (each dead-lettered), on fresh
+/// stacks in alternating rounds. Reported: each drain's time from the router's start of
+/// work to its last finished record, the first output's delay, and the ratio of medians.
+async fn bench_flood(rounds: usize) {
+    const FLOOD: usize = 10_000;
+    let mut times: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for round in 1..=rounds {
+        for (name, malformed) in [("good only", false), ("with a flood", true)] {
+            let stack = fresh_stack().await;
+            preload_mixed(&stack.settings, FLOOD, malformed).await;
+            let records = if malformed { FLOOD * 2 } else { FLOOD };
+            let router = stack.spawn_router("bench").await;
+            let start = Instant::now();
+            let first = run_router_until(&router, records).await;
+            let seconds = start.elapsed().as_secs_f64();
+            let first_after = first.at.duration_since(start).as_secs_f64();
+            router.stop().await;
+            let dead =
+                dho_tests::read_topic_sizes(&stack.settings, &stack.settings.topics().deadletter());
+            println!(
+                "round {round} {name:>12}: {records} records ({dead} dead-lettered) in {seconds:.2} s, first output after {first_after:.2} s"
+            );
+            times.entry(name).or_default().push(seconds);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let good = median(times.get_mut("good only").unwrap());
+    let flood = median(times.get_mut("with a flood").unwrap());
+    println!(
+        "flood: {FLOOD} good readings alone {good:.2} s, interleaved with {FLOOD} malformed {flood:.2} s (medians): {:.2}x (aim: within 2x)",
+        flood / good
+    );
 }
 
 /// Throughput: the same preloaded backlog drained by each contender on its own stack, in
