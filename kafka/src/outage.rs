@@ -131,3 +131,35 @@ impl Outage {
         }
     }
 }
+
+/// Commits `offsets` synchronously, waiting at most `within`. librdkafka's synchronous
+/// commit has no timeout: with the broker gone it never returns, and a service told to stop
+/// would hang until it is killed. The commit runs on a thread of its own, left behind if
+/// it does not answer; the offsets not confirmed mean records read again and dropped as
+/// repeats by their ids, never lost.
+pub fn commit_within<C, X>(
+    consumer: &std::sync::Arc<C>,
+    offsets: rdkafka::TopicPartitionList,
+    within: Duration,
+) -> Result<(), String>
+where
+    C: rdkafka::consumer::Consumer<X> + Send + Sync + 'static,
+    X: rdkafka::consumer::ConsumerContext + 'static,
+{
+    let consumer = consumer.clone();
+    let (done, answer) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("final commit".into())
+        .spawn(move || {
+            let result = consumer.commit(&offsets, rdkafka::consumer::CommitMode::Sync);
+            let _ = done.send(result);
+        });
+    if let Err(e) = spawned {
+        return Err(format!("no thread for the commit: {e}"));
+    }
+    match answer.recv_timeout(within) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", within.as_secs())),
+    }
+}

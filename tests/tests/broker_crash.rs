@@ -275,3 +275,43 @@ async fn a_broker_killed_twice_mid_stream_loses_nothing_and_leaks_nothing() {
         distinct
     );
 }
+
+/// Stopping while the broker is down: an orchestrator's SIGTERM during a broker outage
+/// must not hang until SIGKILL. The unconfirmed last commit only means records read
+/// again, with the same ids. (librdkafka's synchronous commit has no timeout, and a failed
+/// broker_crash run once hung in it for minutes; here it returns with an error, so this
+/// test holds with or without the bound `commit_within` puts on it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_and_a_subscriber_told_to_stop_while_the_broker_is_down_stop() {
+    let mut stack = Stack::start_own_broker(Default::default()).await;
+    let publisher = stack.publisher().await;
+    two_subscribers(&publisher, 4).await;
+    let router = stack.spawn_router("router-stop-while-down").await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (handled, run) = subscriber(&stack, "home", stop_rx).await;
+    let published = dho_tests::scenario::stream(publisher.clone(), 4, 20, Duration::ZERO).await;
+    dho_tests::scenario::wait_all_routed(&stack.settings, "router-stop-while-down", &published)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while handled.lock().unwrap().len() < published.len() {
+        assert!(Instant::now() < deadline, "the SDK handled every delivery");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let broker = stack.own_broker();
+    tokio::task::block_in_place(|| broker.kill());
+    let stopping = Instant::now();
+    let stats = tokio::time::timeout(Duration::from_secs(45), router.stop())
+        .await
+        .expect("the router stops while the broker is down");
+    let _ = stop_tx.send(true);
+    tokio::time::timeout(Duration::from_secs(45), run)
+        .await
+        .expect("the subscriber stops while the broker is down")
+        .unwrap()
+        .expect("the subscriber stopped without error");
+    eprintln!(
+        "router ({} events) and subscriber stopped {:.1} s after the broker was killed",
+        stats.events,
+        stopping.elapsed().as_secs_f64()
+    );
+}

@@ -5,7 +5,7 @@ mod start;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dho_kafka::outage::Outage;
 use dho_kafka::{AvroSerde, TopicSpec};
@@ -56,7 +56,7 @@ impl Received {
 /// A connected subscriber.
 pub struct Subscriber {
     config: SubscriberConfig,
-    consumer: StreamConsumer<StatsContext>,
+    consumer: Arc<StreamConsumer<StatsContext>>,
     serde: AvroSerde,
     topic: String,
     store: Box<dyn DedupStore>,
@@ -167,7 +167,7 @@ impl Subscriber {
         Ok(Self {
             serde: AvroSerde::new(&config.kafka.schema_registry_url),
             config,
-            consumer,
+            consumer: Arc::new(consumer),
             topic,
             store,
             parking,
@@ -380,7 +380,10 @@ impl Subscriber {
         if list.count() == 0 {
             return;
         }
-        if let Err(e) = self.consumer.commit(&list, CommitMode::Sync) {
+        // Bounded: a broker that is down would keep a stopping subscriber waiting for ever.
+        if let Err(e) =
+            dho_kafka::outage::commit_within(&self.consumer, list, Duration::from_secs(10))
+        {
             // Not fatal: the deliveries come again and are dropped as duplicates.
             tracing::warn!(error = %e, "final offset commit failed");
         }

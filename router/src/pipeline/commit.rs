@@ -343,9 +343,9 @@ impl Commits {
 
     /// Before leaving the group: batches commit asynchronously; the last one's offsets
     /// again, synchronously, so the group has them before this instance leaves.
-    pub(super) fn leave(&mut self, consumer: &EventConsumer, outputs: &Outputs) -> RunStats {
+    pub(super) fn leave(&mut self, consumer: &Arc<EventConsumer>, outputs: &Outputs) -> RunStats {
         if let Some(offsets) = self.last_offsets.take()
-            && let Err(e) = consumer.commit(&offsets, CommitMode::Sync)
+            && let Err(e) = dho_kafka::outage::commit_within(consumer, offsets, FINAL_COMMIT)
         {
             warn!(error = %e, "the last commit was not confirmed; the batch may be routed again");
         }
@@ -353,6 +353,10 @@ impl Commits {
         self.stats
     }
 }
+
+/// How long a stopping router waits for its last commit (a broker that is down would
+/// keep it waiting for ever).
+const FINAL_COMMIT: Duration = Duration::from_secs(10);
 
 /// A failed acknowledgement in exactly-once mode is usually the producer's fatal error
 /// (fenced by a newer instance), which says more than the purged records do.
