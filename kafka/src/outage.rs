@@ -62,7 +62,38 @@ pub struct Outage {
     what: &'static str,
     pause: Duration,
     since: Option<Instant>,
-    warned: Option<Instant>,
+    warnings: Throttle,
+}
+
+/// A repeated warning written now and then, not every time: the first time, then at most
+/// once per interval, with the count of the times left unwritten in between.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    unwritten: u64,
+}
+
+impl Throttle {
+    pub fn every(every: Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            unwritten: 0,
+        }
+    }
+
+    /// Whether to write the warning now; if so, how many times it was left unwritten since
+    /// it was last written.
+    pub fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_some_and(|at| now - at < self.every) {
+            self.unwritten += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unwritten))
+    }
 }
 
 impl Outage {
@@ -71,7 +102,7 @@ impl Outage {
             what,
             pause: Duration::from_millis(100),
             since: None,
-            warned: None,
+            warnings: Throttle::every(Duration::from_secs(30)),
         }
     }
 
@@ -87,20 +118,7 @@ impl Outage {
     /// Notes a failure already known to be an outage (of the broker, or of another
     /// dependency such as the schema registry): the pause to wait before trying again.
     pub fn pause_after(&mut self, e: &dyn std::fmt::Display) -> Duration {
-        let now = Instant::now();
-        let since = *self.since.get_or_insert(now);
-        if self
-            .warned
-            .is_none_or(|at| now - at > Duration::from_secs(30))
-        {
-            warn!(
-                waiting_for = self.what,
-                error = %e,
-                seconds = (now - since).as_secs(),
-                "a dependency does not answer; waiting, nothing is committed meanwhile"
-            );
-            self.warned = Some(now);
-        }
+        self.warn(e);
         let pause = self.pause;
         self.pause = (self.pause * 2).min(Duration::from_secs(5));
         pause
@@ -112,9 +130,20 @@ impl Outage {
     /// broker is back, so a growing pause per event would keep a recovered consumer
     /// draining stale errors for minutes; the pause only lets the loop yield.
     pub fn event_pause(&mut self, e: &dyn std::fmt::Display) -> Duration {
-        self.pause_after(e);
-        self.pause = Duration::from_millis(100);
+        self.warn(e);
         EVENT_PAUSE
+    }
+
+    fn warn(&mut self, e: &dyn std::fmt::Display) {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if self.warnings.allow().is_some() {
+            warn!(
+                waiting_for = self.what,
+                error = %e,
+                seconds = since.elapsed().as_secs(),
+                "a dependency does not answer; waiting, nothing is committed meanwhile"
+            );
+        }
     }
 
     /// `call` until it succeeds or fails for a reason other than an outage (blocking).

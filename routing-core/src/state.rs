@@ -81,9 +81,11 @@ impl PartitionState {
         self.patients_on_hold += usize::from(newly);
     }
 
-    /// A valid record (or a tombstone) for `key` replaces an unusable one.
+    /// A valid record (or a tombstone) for `key` replaces an unusable one. (Every state
+    /// record comes here: the name is only made for a patient on hold.)
     fn release(&mut self, kind: StateKind, key: &str) {
         if let Some(state) = self.patients.get_mut(patient_key(key))
+            && state.is_on_hold()
             && state.release(&held_name(kind, key))
         {
             self.patients_on_hold -= 1;

@@ -252,18 +252,7 @@ impl Commits {
         hand_over(outputs, &mut outbox).await?;
         let acks = outbox.acks();
         if self.transactional {
-            let track_writes = Acks::with_positions();
-            for ((partition, key), track) in &tracks {
-                write_track(
-                    outputs.producer(),
-                    state.topic_name(StateTopic::AlertState),
-                    *partition,
-                    key,
-                    track,
-                    &track_writes,
-                )
-                .await?;
-            }
+            let track_writes = write_tracks(&tracks, outputs, state).await?;
             let (delivered, written) = futures::join!(await_acks(acks), await_acks(&track_writes));
             let written = delivered.and(written).map_err(|e| fatal_or(outputs, e))?;
             state.note_own_writes(written);
@@ -273,18 +262,7 @@ impl Commits {
         if tracks.is_empty() {
             return Ok(());
         }
-        let track_writes = Acks::with_positions();
-        for ((partition, key), track) in &tracks {
-            write_track(
-                outputs.producer(),
-                state.topic_name(StateTopic::AlertState),
-                *partition,
-                key,
-                track,
-                &track_writes,
-            )
-            .await?;
-        }
+        let track_writes = write_tracks(&tracks, outputs, state).await?;
         let written = await_acks(&track_writes).await?;
         state.note_own_writes(written);
         Ok(())
@@ -365,6 +343,28 @@ fn fatal_or(outputs: &Outputs, e: Error) -> Error {
         Some((code, reason)) => Error::ProducerFatal { code, reason },
         None => e,
     }
+}
+
+/// Produces the batch's alert tracks, acknowledged (with their positions) in the group
+/// returned.
+async fn write_tracks(
+    tracks: &BTreeMap<(i32, String), Track>,
+    outputs: &Outputs,
+    state: &StateSync,
+) -> Result<Arc<Acks>> {
+    let track_writes = Acks::with_positions();
+    for ((partition, key), track) in tracks {
+        write_track(
+            outputs.producer(),
+            state.topic_name(StateTopic::AlertState),
+            *partition,
+            key,
+            track,
+            &track_writes,
+        )
+        .await?;
+    }
+    Ok(track_writes)
 }
 
 /// Produces an alert track under its `patient|code` key to the alert-state topic.

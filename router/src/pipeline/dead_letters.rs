@@ -3,8 +3,9 @@
 //! stop (see "Nothing lost" in ARCHITECTURE.md).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use dho_kafka::outage::Throttle;
 use dho_schemas::topics::headers;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use tracing::warn;
@@ -24,35 +25,17 @@ pub(super) struct DeadLetter {
 #[derive(Debug, Clone)]
 pub(super) struct DeadLetters {
     topic: String,
-    /// When the last warning was written, and how many dead letters went unmentioned
-    /// since: a flood of malformed input writes a line every few seconds, not one per
-    /// record (the counter stays exact).
-    warned: Arc<Mutex<(Option<Instant>, u64)>>,
+    /// A flood of malformed input writes a line every few seconds, not one per record
+    /// (the counter stays exact). Shared by the clones (the batch's and the state sync's).
+    warnings: Arc<Mutex<Throttle>>,
 }
-
-/// At most one dead-letter warning per this interval.
-const WARN_EVERY: Duration = Duration::from_secs(5);
 
 impl DeadLetters {
     pub(super) fn new(topic: String) -> Self {
         Self {
             topic,
-            warned: Arc::default(),
+            warnings: Arc::new(Mutex::new(Throttle::every(Duration::from_secs(5)))),
         }
-    }
-
-    /// Whether to write a warning for this dead letter, and how many went unmentioned
-    /// before it.
-    fn warn_now(&self) -> Option<u64> {
-        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if warned.0.is_some_and(|at| now - at < WARN_EVERY) {
-            warned.1 += 1;
-            return None;
-        }
-        let unmentioned = warned.1;
-        *warned = (Some(now), 0);
-        Some(unmentioned)
     }
 
     /// Parks a record in the dead-letter topic with its original key and bytes, and waits
@@ -82,7 +65,12 @@ impl DeadLetters {
         acks: &Arc<Acks>,
     ) -> Result<()> {
         metrics::counter!(m::DEADLETTERS, "reason" => reason).increment(1);
-        if let Some(unmentioned) = self.warn_now() {
+        let allowed = self
+            .warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow();
+        if let Some(unmentioned) = allowed {
             warn!(
                 reason,
                 topic = message.topic(),

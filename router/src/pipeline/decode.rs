@@ -132,17 +132,27 @@ impl Decoder {
         }
     }
 
-    /// Decodes and validates a state record; a bad one is a dead letter, never state.
+    /// Decodes and validates a state record filed under `key`; a bad one is a dead letter,
+    /// never state. The key decides the partition, and the partition which instance
+    /// applies the record: a body naming another patient than the key is refused.
     pub(super) async fn decode_state<T: AvroRecord>(
         &self,
         bytes: &[u8],
+        key: &str,
         validate: impl Fn(&T, Policy) -> std::result::Result<(), dho_schemas::ValidationError>,
+        patient: impl Fn(&T) -> &PatientIdentifier,
     ) -> Result<T, DeadLetter> {
         let value = self.decode::<T>(bytes).await?;
         validate(&value, self.policy).map_err(|e| DeadLetter {
             reason: e.reason.as_str(),
             detail: e.to_string(),
         })?;
+        if dho_schemas::topics::patient_key(key) != patient(&value).key() {
+            return Err(DeadLetter {
+                reason: "key_mismatch",
+                detail: "the record key is not the patient the record names".into(),
+            });
+        }
         Ok(value)
     }
 

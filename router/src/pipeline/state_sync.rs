@@ -396,24 +396,23 @@ impl StateSync {
         let applied = match topic {
             StateTopic::Consents => self
                 .decoder
-                .decode_state::<Consent>(bytes, Consent::validate)
+                .decode_state(bytes, &key, Consent::validate, |c: &Consent| &c.patient)
                 .await
-                .and_then(|c| filed_under(&key, &c.patient).map(|()| c))
                 .map(|c| self.partition_mut(partition).apply_consent(&key, Some(c))),
             StateTopic::Subscriptions => self
                 .decoder
-                .decode_state::<Subscription>(bytes, Subscription::validate)
+                .decode_state(bytes, &key, Subscription::validate, |s: &Subscription| {
+                    &s.patient
+                })
                 .await
-                .and_then(|s| filed_under(&key, &s.patient).map(|()| s))
                 .map(|s| {
                     self.partition_mut(partition)
                         .apply_subscription(&key, Some(s))
                 }),
             StateTopic::CarePlans => self
                 .decoder
-                .decode_state::<CarePlan>(bytes, CarePlan::validate)
+                .decode_state(bytes, &key, CarePlan::validate, |p: &CarePlan| &p.patient)
                 .await
-                .and_then(|p| filed_under(&key, &p.patient).map(|()| p))
                 .map(|p| self.partition_mut(partition).apply_care_plan(&key, Some(p))),
             // The parser's message could quote a value (an identifier): a fixed detail.
             StateTopic::AlertState => serde_json::from_slice::<Track>(bytes)
@@ -516,18 +515,5 @@ impl StateSync {
             .map(PartitionState::patients_in_red)
             .sum();
         metrics::gauge!(m::PATIENTS_IN_RED).set(in_red as f64);
-    }
-}
-
-/// A state record is filed under its patient's key (the key decides the partition, and
-/// the partition which instance applies it): a body naming another patient is refused.
-fn filed_under(key: &str, patient: &PatientIdentifier) -> std::result::Result<(), DeadLetter> {
-    if dho_schemas::topics::patient_key(key) == patient.key() {
-        Ok(())
-    } else {
-        Err(DeadLetter {
-            reason: "key_mismatch",
-            detail: "the record key is not the patient the record names".into(),
-        })
     }
 }

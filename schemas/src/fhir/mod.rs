@@ -537,6 +537,18 @@ fn patient_reference(p: &PatientIdentifier) -> types::Reference {
     }
 }
 
+/// The measuring device of `source`, by serial number and type, if it names one.
+fn device_reference(source: &crate::model::Source) -> Option<types::Reference> {
+    (source.device_id.is_some() || source.device_type.is_some()).then(|| types::Reference {
+        identifier: source.device_id.as_ref().map(|id| types::Identifier {
+            system: None,
+            value: Some(id.clone()),
+        }),
+        display: source.device_type.clone(),
+        ..Default::default()
+    })
+}
+
 fn organisation_reference(o: &OrganisationIdentifier) -> types::Reference {
     let system = match o.system {
         OrgIdSystem::Orgnr => ORGNR_OID,

@@ -101,16 +101,7 @@ pub fn observation_from_measurement(m: &Measurement) -> serde_json::Value {
         )],
         text: None,
     });
-    let device = (m.source.device_id.is_some() || m.source.device_type.is_some()).then(|| {
-        types::Reference {
-            identifier: m.source.device_id.as_ref().map(|id| types::Identifier {
-                system: None,
-                value: Some(id.clone()),
-            }),
-            display: m.source.device_type.clone(),
-            ..Default::default()
-        }
-    });
+    let device = super::device_reference(&m.source);
     let date_only = m.date_only();
     let (effective_date_time, effective_period) = match m.effective_end {
         None => (Some(fhir_time(m.effective_time, date_only)), None),

@@ -388,16 +388,7 @@ pub fn score_observation_from_self_report(r: &SelfReport) -> serde_json::Value {
         Some(v) => format!("{base}|{v}"),
         None => base,
     };
-    let device = (r.source.device_id.is_some() || r.source.device_type.is_some()).then(|| {
-        types::Reference {
-            identifier: r.source.device_id.as_ref().map(|id| types::Identifier {
-                system: None,
-                value: Some(id.clone()),
-            }),
-            display: r.source.device_type.clone(),
-            ..Default::default()
-        }
-    });
+    let device = super::device_reference(&r.source);
     super::to_json(&types::Observation {
         resource_type: "Observation".into(),
         id: Some(r.event_id.clone()),
