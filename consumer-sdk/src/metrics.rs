@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use dho_schemas::model::{Delivery, Millis, Payload};
 use dho_telemetry::{KafkaStats, StatsContext};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use tracing::{debug, error, warn};
 
 pub use dho_telemetry::names::consumer::{
     DELIVERIES_HANDLED, DELIVERIES_PARKED, DUPLICATES_DROPPED, END_TO_END_LATENCY,
-    HANDLER_DURATION, HANDLER_FAILURES, LAG,
+    HANDLER_DURATION, HANDLER_FAILURES, LAG, RETENTION_GAPS, RETENTION_LOST,
 };
 
 /// Bounded reasons a delivery is parked (a metric label and the reason header).
@@ -60,12 +62,54 @@ pub(crate) fn parked(reason: &'static str, partition: i32, offset: i64) {
 }
 
 /// The consumer's client context: librdkafka's statistics as the lag and broker
-/// round-trip gauges, labelled with the subscriber's group.
-pub(crate) fn stats_context(group: &str) -> StatsContext {
-    StatsContext::new(KafkaStats::new(
-        dho_telemetry::names::consumer::STATS,
-        group,
-    ))
+/// round-trip gauges, labelled with the subscriber's group; and on each assignment, the
+/// deliveries retention deleted before this group read them (see
+/// [`dho_kafka::retention`]), counted and logged, never skipped silently.
+pub(crate) struct SubscriberContext {
+    stats: StatsContext,
+}
+
+impl SubscriberContext {
+    pub(crate) fn new(group: &str) -> Self {
+        Self {
+            stats: StatsContext::new(KafkaStats::new(
+                dho_telemetry::names::consumer::STATS,
+                group,
+            )),
+        }
+    }
+}
+
+impl ClientContext for SubscriberContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.stats.observe(&statistics);
+    }
+}
+
+impl ConsumerContext for SubscriberContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(assigned) = rebalance else {
+            return;
+        };
+        match dho_kafka::retention::gaps(consumer, assigned, Duration::from_secs(10)) {
+            Ok(gaps) => gaps.iter().for_each(retention_gap),
+            Err(e) => warn!(error = %e, "could not look for retention gaps on assignment"),
+        }
+    }
+}
+
+fn retention_gap(gap: &dho_kafka::retention::Gap) {
+    metrics::counter!(RETENTION_GAPS).increment(1);
+    metrics::counter!(RETENTION_LOST).increment(gap.records().max(0) as u64);
+    warn!(
+        topic = %gap.topic,
+        partition = gap.partition,
+        first_offset = gap.first,
+        last_offset = gap.last,
+        records = gap.records(),
+        "retention deleted deliveries before this subscriber read them: they were never \
+         handed over (a retention gap)"
+    );
 }
 
 /// A delivery handed to the application: records [`end_to_end`] if it has one.

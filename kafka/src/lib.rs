@@ -8,6 +8,7 @@
 mod admin;
 mod error;
 pub mod outage;
+pub mod retention;
 mod serde;
 #[cfg(feature = "service")]
 pub mod service;

@@ -177,13 +177,21 @@ fn replay(config: &RegistryConfig) -> Result<RegistryState> {
     let consumer: BaseConsumer = client.create()?;
     let deadline = Instant::now() + config.kafka_timeout;
 
-    let metadata = consumer.fetch_metadata(Some(&config.topic), config.kafka_timeout)?;
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == config.topic)
-        .map(|t| t.partitions().len())
-        .unwrap_or(0);
+    // A topic just created can show no partitions until its metadata has spread to the
+    // broker asked: that is waited for, only another count is a misconfiguration.
+    let partitions = loop {
+        let metadata = consumer.fetch_metadata(Some(&config.topic), config.kafka_timeout)?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == config.topic)
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        if partitions > 0 || Instant::now() > deadline {
+            break partitions;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     if partitions != 1 {
         return Err(Error::Store(format!(
             "the schemas topic {} must have exactly one partition, it has {partitions}",

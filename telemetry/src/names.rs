@@ -106,6 +106,14 @@ pub mod router {
         /// Counter. Attempts to decode a record that found the schema registry unreachable;
         /// the record waited (nothing is dead-lettered or committed meanwhile). No labels.
         Counter REGISTRY_WAITS = "dho_router_registry_waits_total";
+        /// Counter. Retention gaps: input partitions whose committed offset was below the
+        /// log start when this instance was assigned them, by `topic` kind
+        /// (`measurements`, `selfreports`). Each is also a WARN line with the partition
+        /// and the offsets lost.
+        Counter RETENTION_GAPS = "dho_router_retention_gaps_total";
+        /// Counter. Input records deleted by retention before the router read them, by
+        /// `topic` kind (the gaps' sizes; transaction markers included).
+        Counter RETENTION_LOST = "dho_router_retention_lost_records_total";
     }
 
     /// The router's statistics gauges.
@@ -168,6 +176,13 @@ pub mod consumer {
         /// `category` (`measurement`, `self_report`, `alert`). Only deliveries that carry
         /// the event are measured (a MINIMAL reference carries no ingest time).
         Histogram END_TO_END_LATENCY = "dho_consumer_end_to_end_latency_seconds";
+        /// Counter. Retention gaps: delivery-topic partitions whose committed offset was
+        /// below the log start when this subscriber was assigned them. No labels (one
+        /// topic per process). Each is also a WARN line with the partition and offsets.
+        Counter RETENTION_GAPS = "dho_consumer_retention_gaps_total";
+        /// Counter. Deliveries deleted by retention before the subscriber read them (the
+        /// gaps' sizes; transaction markers included). No labels.
+        Counter RETENTION_LOST = "dho_consumer_retention_lost_records_total";
     }
 
     /// The SDK's statistics gauges.

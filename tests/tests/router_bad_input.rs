@@ -350,3 +350,117 @@ async fn a_consent_that_cannot_be_applied_holds_its_patient_until_a_valid_record
     reasons.sort_unstable();
     assert_eq!(reasons, ["key_mismatch", "undecodable"], "both parked");
 }
+
+/// A record written to another partition than its patient's (a client whose partitioner is
+/// not Java's murmur2, as confluent-kafka's default) is read by an instance without that
+/// patient's state: the router would withhold a reading as unsubscribed, or apply a consent
+/// where no reading of the patient is ever routed. Each is a dead letter `wrong_partition`
+/// with its original bytes instead, and the same records on the right partition flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_on_another_partition_than_its_patients_is_a_dead_letter_never_withheld() {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher().await;
+    let topics = stack.settings.topics();
+    let patient = fixtures::patient(4);
+    consent(&publisher, &patient, "c-gp", &[fixtures::gp()]).await;
+    subscribe(&publisher, &patient, &[("gp", fixtures::gp())]).await;
+
+    let serde = AvroSerde::new(&stack.settings.schema_registry_url);
+    let measurements = serde
+        .register::<Measurement>(&topics.measurements())
+        .await
+        .unwrap();
+    let consents = serde.register::<Consent>(&topics.consents()).await.unwrap();
+    let right = partition_for(patient.key().as_bytes(), PARTITIONS);
+    let wrong = (right + 1) % PARTITIONS;
+    let at = now_millis() - 60_000;
+    let misplaced = fixtures::spo2(&patient, 95.0, at);
+    let misplaced_bytes = measurements.encode(&misplaced).unwrap();
+    // A withdrawal on the wrong partition must not be taken for applied, nor vanish.
+    let mut withdrawal = fixtures::consent(&patient, "c-deny", &[fixtures::gp()]);
+    withdrawal.provisions[0].kind = ProvisionKind::Deny;
+    let withdrawal_bytes = consents.encode(&withdrawal).unwrap();
+    let raw: FutureProducer = stack.settings.client_config(&[]).unwrap().create().unwrap();
+    for (topic, key, bytes) in [
+        (
+            topics.measurements(),
+            patient.value.clone(),
+            &misplaced_bytes,
+        ),
+        (
+            topics.consents(),
+            state_key(&patient, "c-deny"),
+            &withdrawal_bytes,
+        ),
+    ] {
+        let record = FutureRecord::<str, [u8]>::to(&topic)
+            .key(key.as_str())
+            .partition(wrong)
+            .payload(bytes.as_slice());
+        raw.send(record, Duration::from_secs(10)).await.unwrap();
+    }
+    let good = fixtures::spo2(&patient, 96.0, at);
+    let receipt = publisher.publish_measurement(&good).await.unwrap();
+    assert_eq!(receipt.partition, right);
+
+    let router = stack.spawn_router(GROUP).await;
+    wait_routed(
+        &stack.settings,
+        GROUP,
+        &receipt.topic,
+        receipt.partition,
+        receipt.offset,
+    )
+    .await;
+    let misplaced_offset = read_topic(&stack.settings, &topics.measurements())
+        .into_iter()
+        .find(|r| r.partition == wrong)
+        .unwrap()
+        .offset;
+    wait_routed(
+        &stack.settings,
+        GROUP,
+        &topics.measurements(),
+        wrong,
+        misplaced_offset,
+    )
+    .await;
+    router.stop().await;
+
+    let delivered: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("gp")).await;
+    let ids: Vec<&str> = delivered
+        .iter()
+        .map(|d| d.measurement.as_ref().unwrap().event_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [good.event_id.as_str()],
+        "only the well-placed reading"
+    );
+    let mut dead: Vec<(String, String, Option<Vec<u8>>)> =
+        read_topic(&stack.settings, &topics.deadletter())
+            .into_iter()
+            .map(|r| {
+                (
+                    r.headers[headers::SOURCE_TOPIC].clone(),
+                    r.headers[headers::REASON].clone(),
+                    r.value,
+                )
+            })
+            .collect();
+    dead.sort();
+    let mut expected = vec![
+        (
+            topics.consents(),
+            "wrong_partition".to_string(),
+            Some(withdrawal_bytes),
+        ),
+        (
+            topics.measurements(),
+            "wrong_partition".to_string(),
+            Some(misplaced_bytes),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(dead, expected, "both parked with their original bytes");
+}

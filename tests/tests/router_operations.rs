@@ -96,3 +96,44 @@ async fn the_router_serves_healthz_readyz_and_metrics() {
 
     router.terminate().await;
 }
+
+/// Ready means ready without traffic: an idle router is ready once it has joined the group
+/// and loaded its partitions' state, not at its first record or its first no-data check
+/// (an hour away here). Both for the first instance and for one that joins it: the
+/// second's assignment comes after a rebalance, well after its loop started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_router_is_ready_once_its_partitions_state_is_loaded() {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher().await;
+    two_subscribers(&publisher, PATIENTS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("router.toml");
+    let s = &stack.settings;
+    std::fs::write(
+        &config,
+        format!(
+            "silence_check_interval = 3600\n[kafka]\nbootstrap_servers = \"{}\"\n\
+             schema_registry_url = \"{}\"\n",
+            s.bootstrap_servers, s.schema_registry_url
+        ),
+    )
+    .unwrap();
+    let mut routers = vec![];
+    for instance in ["first", "second"] {
+        let router = RouterProcess::start(
+            &stack,
+            "router-idle",
+            &["--config", config.to_str().unwrap()],
+            "warn",
+            &dir.path().join(format!("{instance}.log")),
+        )
+        .await;
+        // Joining takes a few seconds (a rebalance for the second); the no-data check
+        // that used to make an idle instance ready comes after an hour.
+        router.wait_ok("/readyz", Duration::from_secs(45)).await;
+        routers.push(router);
+    }
+    for router in routers {
+        router.terminate().await;
+    }
+}

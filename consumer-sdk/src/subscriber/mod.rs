@@ -11,13 +11,12 @@ use dho_kafka::outage::Outage;
 use dho_kafka::{AvroSerde, TopicSpec};
 use dho_schemas::Delivery;
 use dho_schemas::model::now_millis;
-use dho_telemetry::StatsContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::info;
 
-use crate::metrics::{self, reasons};
+use crate::metrics::{self, SubscriberContext, reasons};
 use crate::{
     Dedup, DedupStore, Error, FailurePolicy, MemoryStore, Result, SqliteStore, StartFrom,
     SubscriberConfig,
@@ -56,7 +55,7 @@ impl Received {
 /// A connected subscriber.
 pub struct Subscriber {
     config: SubscriberConfig,
-    consumer: Arc<StreamConsumer<StatsContext>>,
+    consumer: Arc<StreamConsumer<SubscriberContext>>,
     serde: AvroSerde,
     topic: String,
     store: Box<dyn DedupStore>,
@@ -138,7 +137,7 @@ impl Subscriber {
     async fn start(config: SubscriberConfig, store: Box<dyn DedupStore>) -> Result<Self> {
         let topic = config.topic();
         let statistics_ms = config.statistics_interval.as_millis().to_string();
-        let consumer: StreamConsumer<StatsContext> = config
+        let consumer: StreamConsumer<SubscriberContext> = config
             .kafka
             .client_config_tuned(
                 &[
@@ -157,7 +156,7 @@ impl Subscriber {
                 // outage should not stall (see FETCH_PROMPTLY).
                 dho_kafka::FETCH_PROMPTLY,
             )?
-            .create_with_context(metrics::stats_context(&config.group_id))?;
+            .create_with_context(SubscriberContext::new(&config.group_id))?;
         consumer.subscribe(&[&topic])?;
         let parking = match config.failure_policy {
             FailurePolicy::Park => Some(Parking::new(&config.kafka, config.dlq_topic())?),

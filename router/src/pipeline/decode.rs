@@ -89,15 +89,40 @@ pub(super) struct Decoder {
     policy: Policy,
     /// Cleared while a record waits for the schema registry (a `/readyz` check).
     registry_reachable: Arc<AtomicBool>,
+    /// The input and state topics' partition count: a record's partition is checked
+    /// against its patient's.
+    partitions: i32,
 }
 
 impl Decoder {
-    pub(super) fn new(serde: AvroSerde, policy: Policy) -> Self {
+    pub(super) fn new(serde: AvroSerde, policy: Policy, partitions: i32) -> Self {
         Self {
             serde,
             policy,
             registry_reachable: Arc::new(AtomicBool::new(true)),
+            partitions,
         }
+    }
+
+    /// A record on another partition than its patient's is read by an instance that does
+    /// not hold that patient's state (and the patient's own partition never sees it): it
+    /// would be withheld as unsubscribed, or a state change would apply nowhere. A client
+    /// with another partitioner than Java's murmur2 writes such records.
+    fn check_partition(&self, patient_key: &str, partition: i32) -> Result<(), DeadLetter> {
+        let expected =
+            dho_schemas::partition::partition_for(patient_key.as_bytes(), self.partitions);
+        if partition == expected {
+            return Ok(());
+        }
+        Err(DeadLetter {
+            reason: "wrong_partition",
+            detail: format!(
+                "written to partition {partition}, but its patient's partition is {expected} \
+                 of {} (Java's murmur2 of the patient key; librdkafka: partitioner = \
+                 murmur2_random)",
+                self.partitions
+            ),
+        })
     }
 
     /// Set while records decode; cleared while one waits for the schema registry.
@@ -139,6 +164,7 @@ impl Decoder {
         &self,
         bytes: &[u8],
         key: &str,
+        partition: i32,
         validate: impl Fn(&T, Policy) -> std::result::Result<(), dho_schemas::ValidationError>,
         patient: impl Fn(&T) -> &PatientIdentifier,
     ) -> Result<T, DeadLetter> {
@@ -153,6 +179,7 @@ impl Decoder {
                 detail: "the record key is not the patient the record names".into(),
             });
         }
+        self.check_partition(dho_schemas::topics::patient_key(key), partition)?;
         Ok(value)
     }
 
@@ -225,6 +252,7 @@ impl Decoder {
                 detail: "the record key is not the event's patient".into(),
             });
         }
+        self.check_partition(event.patient().key(), message.partition())?;
         Ok(event)
     }
 }

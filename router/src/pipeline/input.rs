@@ -6,22 +6,30 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use dho_schemas::TopicNames;
 use dho_telemetry::{KafkaStats, StatsContext};
 use rdkafka::ClientContext;
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
+use tokio::sync::Notify;
+use tracing::warn;
 
 use super::error::Result;
 use crate::config::RouterConfig;
+use crate::metrics as m;
 
 /// The consumer of the event topics.
 pub(super) type EventConsumer = StreamConsumer<RebalanceTracker>;
 
-/// Remembers revoked partitions so the loop drops their state before the next batch.
+/// Remembers revoked partitions so the loop drops their state before the next batch, and
+/// wakes the loop on an assignment so it loads the new partitions' state without waiting
+/// for a record (readiness on an idle start).
 pub(super) struct RebalanceTracker {
     revoked: Arc<Mutex<Vec<i32>>>,
+    assigned: Arc<Notify>,
     stats: StatsContext,
 }
 
@@ -40,6 +48,47 @@ impl ConsumerContext for RebalanceTracker {
             revoked.extend(list.elements().iter().map(|e| e.partition()));
         }
     }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance
+            && list.count() > 0
+        {
+            // Now, before anything of these partitions is committed: the committed offsets
+            // are still the ones the gap would start at.
+            retention_gaps(consumer, list);
+            // Kept as a permit if the loop is busy: it loads them when it next waits.
+            self.assigned.notify_one();
+        }
+    }
+}
+
+/// Counts and logs the input records retention deleted before the group read them (see
+/// [`dho_kafka::retention`]). A failed look is logged: the assignment goes on.
+fn retention_gaps(consumer: &BaseConsumer<RebalanceTracker>, assigned: &TopicPartitionList) {
+    match dho_kafka::retention::gaps(consumer, assigned, Duration::from_secs(10)) {
+        Ok(gaps) => {
+            for gap in gaps {
+                let kind = if gap.topic.ends_with(".measurements") {
+                    "measurements"
+                } else {
+                    "selfreports"
+                };
+                metrics::counter!(m::RETENTION_GAPS, "topic" => kind).increment(1);
+                metrics::counter!(m::RETENTION_LOST, "topic" => kind)
+                    .increment(gap.records().max(0) as u64);
+                warn!(
+                    topic = %gap.topic,
+                    partition = gap.partition,
+                    first_offset = gap.first,
+                    last_offset = gap.last,
+                    records = gap.records(),
+                    "retention deleted input records before the router read them: they \
+                     were never routed (a retention gap)"
+                );
+            }
+        }
+        Err(e) => warn!(error = %e, "could not look for retention gaps on assignment"),
+    }
 }
 
 /// The event consumer, the names of the topics it reads, and its revocations.
@@ -47,6 +96,8 @@ pub(super) struct Input {
     /// Shared with `run`, whose batches borrow their records from it (no copy per record).
     pub(super) consumer: Arc<EventConsumer>,
     revoked: Arc<Mutex<Vec<i32>>>,
+    /// Notified when the group assigns this instance partitions.
+    pub(super) assigned: Arc<Notify>,
     /// Made once: `TopicNames` formats on every call, and these are compared per record.
     pub(super) measurements: String,
     pub(super) selfreports: String,
@@ -63,6 +114,7 @@ impl Input {
     ) -> Result<Self> {
         let settings = &config.kafka;
         let revoked = Arc::new(Mutex::new(Vec::new()));
+        let assigned = Arc::new(Notify::new());
         let session_timeout = config.session_timeout.as_millis().to_string();
         let heartbeat = (config.session_timeout.as_millis() / 4)
             .max(100)
@@ -83,12 +135,14 @@ impl Input {
             )?
             .create_with_context(RebalanceTracker {
                 revoked: revoked.clone(),
+                assigned: assigned.clone(),
                 stats: StatsContext::new(kafka_stats).ready_when_unassigned(state_loaded),
             })?;
         events.subscribe(&[&topics.measurements(), &topics.selfreports()])?;
         Ok(Self {
             consumer: Arc::new(events),
             revoked,
+            assigned,
             measurements: topics.measurements(),
             selfreports: topics.selfreports(),
         })

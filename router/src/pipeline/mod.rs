@@ -101,9 +101,9 @@ impl Router {
         // A router started before the broker or the registry (or during their restart)
         // comes up when they do, instead of exiting for someone to restart it.
         let mut outage = Outage::new("the broker and the schema registry, to start");
-        let audit = loop {
+        let (audit, partitions) = loop {
             match Self::prepare(&config, &serde).await {
-                Ok(audit) => break audit,
+                Ok(prepared) => break prepared,
                 Err(e) if e.is_outage() => tokio::time::sleep(outage.pause_after(&e)).await,
                 Err(e) => return Err(e.into()),
             }
@@ -117,6 +117,7 @@ impl Router {
             Policy {
                 allow_synthetic: config.allow_synthetic_identifiers,
             },
+            partitions,
         );
         let dead_letters = DeadLetters::new(topics.deadletter());
         let state = StateSync::connect(
@@ -143,12 +144,13 @@ impl Router {
         })
     }
 
-    /// Creates or checks the hub's topics and registers the schemas (the audit record's
-    /// encoder is the router's).
+    /// Creates or checks the hub's topics and registers the schemas. Returns the audit
+    /// record's encoder (the router's) and the topics' partition count (they are
+    /// co-partitioned), by which a record's partition is checked.
     async fn prepare(
         config: &RouterConfig,
         serde: &AvroSerde,
-    ) -> dho_kafka::Result<dho_kafka::Encoder<DisclosureRecord>> {
+    ) -> dho_kafka::Result<(dho_kafka::Encoder<DisclosureRecord>, i32)> {
         let settings = &config.kafka;
         if config.create_topics {
             dho_kafka::ensure_topics(settings, &dho_kafka::hub_topics(settings)).await?;
@@ -167,7 +169,9 @@ impl Router {
         serde
             .register::<Subscription>(&topics.subscriptions())
             .await?;
-        serde.register::<DisclosureRecord>(&topics.audit()).await
+        let audit = serde.register::<DisclosureRecord>(&topics.audit()).await?;
+        let partitions = dho_kafka::partition_count(settings, &topics.measurements()).await?;
+        Ok((audit, partitions))
     }
 
     /// Readiness: set while records decode, cleared while one waits for the schema
@@ -205,6 +209,7 @@ impl Router {
     ) -> Result<RunStats> {
         let mut shutdown = std::pin::pin!(shutdown);
         let events = self.input.consumer.clone();
+        let assigned = self.input.assigned.clone();
         let mut silence_timer = tokio::time::interval(self.config.silence_check_interval);
         silence_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut consumer_errors: Option<Outage> = None;
@@ -233,6 +238,13 @@ impl Router {
             let first = tokio::select! {
                 _ = &mut shutdown => break,
                 _ = silence_timer.tick() => {
+                    self.check_silences().await?;
+                    continue;
+                }
+                // New partitions: their state is loaded now (and silences due in them
+                // raised), not at the first record or the next tick. Until then the
+                // instance is not ready.
+                _ = assigned.notified() => {
                     self.check_silences().await?;
                     continue;
                 }

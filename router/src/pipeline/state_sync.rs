@@ -396,14 +396,20 @@ impl StateSync {
         let applied = match topic {
             StateTopic::Consents => self
                 .decoder
-                .decode_state(bytes, &key, Consent::validate, |c: &Consent| &c.patient)
+                .decode_state(bytes, &key, partition, Consent::validate, |c: &Consent| {
+                    &c.patient
+                })
                 .await
                 .map(|c| self.partition_mut(partition).apply_consent(&key, Some(c))),
             StateTopic::Subscriptions => self
                 .decoder
-                .decode_state(bytes, &key, Subscription::validate, |s: &Subscription| {
-                    &s.patient
-                })
+                .decode_state(
+                    bytes,
+                    &key,
+                    partition,
+                    Subscription::validate,
+                    |s: &Subscription| &s.patient,
+                )
                 .await
                 .map(|s| {
                     self.partition_mut(partition)
@@ -411,7 +417,13 @@ impl StateSync {
                 }),
             StateTopic::CarePlans => self
                 .decoder
-                .decode_state(bytes, &key, CarePlan::validate, |p: &CarePlan| &p.patient)
+                .decode_state(
+                    bytes,
+                    &key,
+                    partition,
+                    CarePlan::validate,
+                    |p: &CarePlan| &p.patient,
+                )
                 .await
                 .map(|p| self.partition_mut(partition).apply_care_plan(&key, Some(p))),
             // The parser's message could quote a value (an identifier): a fixed detail.
