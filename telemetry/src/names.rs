@@ -68,7 +68,8 @@ pub mod router {
         /// `not_requested`, `no_consent`, `consent_denied`, `state_invalid`).
         Counter WITHHELD = "dho_router_withheld_total";
         /// Counter. Records parked on the dead-letter topic, by `reason` (`undecodable`,
-        /// `empty`, `key_mismatch`, or a bounded validation reason; the reason header).
+        /// `empty`, `key_mismatch`, `wrong_partition`, or a bounded validation reason; the
+        /// reason header).
         Counter DEADLETTERS = "dho_router_deadletters_total";
         /// Counter. State records applied, by `topic` kind (`consents`, `subscriptions`,
         /// `careplans`, `alertstate`).
