@@ -7,6 +7,8 @@
 //! nothing, while a fast one keeps authentication off the hot path's profile. A leaked
 //! config file still reveals no usable token.
 
+use std::collections::BTreeMap;
+
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use dho_schemas::OrganisationIdentifier;
@@ -109,10 +111,20 @@ impl Credentials {
                 },
             ));
         }
+        // A subscriber id names a delivery topic: two credentials listing one would read
+        // each other's deliveries and manage each other's subscriptions.
+        let mut subscriber_ids: BTreeMap<&str, &str> = BTreeMap::new();
         for c in &config.care_organisations {
             for id in &c.subscriber_ids {
                 dho_schemas::validate::subscriber_id(id)
                     .map_err(|e| Error::Config(format!("credential '{}': {e}", c.name)))?;
+                if let Some(first) = subscriber_ids.insert(id, &c.name) {
+                    return Err(Error::Config(format!(
+                        "credentials '{first}' and '{}' both list subscriber id '{id}': a \
+                         subscriber id (and its delivery topic) belongs to one credential",
+                        c.name
+                    )));
+                }
             }
             entries.push((
                 hash(&c.name, &c.token_sha256)?,
@@ -263,6 +275,29 @@ mod tests {
         assert!(Credentials::from_config(&c).is_err());
         let mut c = config("x", "y");
         c.care_organisations[0].subscriber_ids = vec!["Not Safe".into()];
+        assert!(Credentials::from_config(&c).is_err());
+    }
+
+    #[test]
+    fn a_subscriber_id_listed_by_two_credentials_is_a_config_error_naming_both() {
+        let mut c = config("x", "y");
+        let mut second = c.care_organisations[0].clone();
+        second.name = "c".into();
+        second.token_sha256 = hash_token("z");
+        second.subscriber_ids = vec!["own".into(), "bergen-home-care".into()];
+        c.care_organisations.push(second);
+        let Err(Error::Config(message)) = Credentials::from_config(&c) else {
+            panic!("a shared subscriber id was accepted");
+        };
+        assert!(
+            message.contains("'b' and 'c'") && message.contains("'bergen-home-care'"),
+            "{message}"
+        );
+        // Listed twice by one credential: the same mistake.
+        let mut c = config("x", "y");
+        c.care_organisations[0]
+            .subscriber_ids
+            .push("bergen-home-care".into());
         assert!(Credentials::from_config(&c).is_err());
     }
 
