@@ -15,9 +15,21 @@ pub struct GatewayConfig {
     /// Where the HTTP API (and `/metrics`, `/healthz`, `/readyz`) is served.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Largest request body accepted, in bytes; larger ones get 413.
+    /// Largest request body accepted on the reading endpoints (Bundle, measurements,
+    /// self-reports), in bytes; larger ones get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Largest request body accepted on the state endpoints (Consent, subscriptions, care
+    /// plans), in bytes; larger ones get 413. One record each: far smaller than a Bundle.
+    #[serde(default = "default_max_state_body_bytes")]
+    pub max_state_body_bytes: usize,
+    /// Seconds a request body may take to arrive once the handler reads it; a slower one
+    /// gets 408. (The wait for the broker's acknowledgement is not limited by it.)
+    #[serde(default = "default_body_timeout", with = "secs")]
+    pub body_timeout: Duration,
+    /// Most connections open at once; further ones wait to be accepted until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Most entries in one FHIR Bundle; more get 413 for the whole bundle.
     #[serde(default = "default_max_bundle_entries")]
     pub max_bundle_entries: usize,
@@ -84,6 +96,15 @@ fn default_listen() -> SocketAddr {
 fn default_max_body_bytes() -> usize {
     4 * 1024 * 1024
 }
+fn default_max_state_body_bytes() -> usize {
+    64 * 1024
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_connections() -> usize {
+    1024
+}
 fn default_max_bundle_entries() -> usize {
     500
 }
@@ -120,6 +141,9 @@ impl GatewayConfig {
             kafka,
             listen: default_listen(),
             max_body_bytes: default_max_body_bytes(),
+            max_state_body_bytes: default_max_state_body_bytes(),
+            body_timeout: default_body_timeout(),
+            max_connections: default_max_connections(),
             max_bundle_entries: default_max_bundle_entries(),
             max_in_flight: default_max_in_flight(),
             retry_after: default_retry_after(),

@@ -40,6 +40,7 @@
 mod auth;
 pub mod config;
 mod event_id;
+mod limits;
 pub mod metrics;
 mod resent;
 mod routes;
@@ -156,6 +157,7 @@ impl Gateway {
     ) -> Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "ingest gateway listening");
+        let listener = limits::CappedListener::new(listener, self.inner.config.max_connections);
         axum::serve(listener, self.app())
             .with_graceful_shutdown(shutdown)
             .await?;

@@ -22,13 +22,16 @@ pub use careplans::is_own_care_plan_id;
 pub use subscriptions::is_own_subscription_id;
 
 pub(crate) fn app(gateway: Gateway) -> axum::Router {
-    let limit = gateway.inner.config.max_body_bytes;
-    axum::Router::new()
+    let config = &gateway.inner.config;
+    // Readings come in Bundles of up to `max_bundle_entries`; a state change is one record.
+    let readings = axum::Router::new()
         .route("/fhir", post(bundle::fhir_bundle))
         .route("/fhir/Bundle", post(bundle::fhir_bundle))
-        .route("/fhir/Consent", post(consent::fhir_consent))
         .route("/measurements", post(measurements::measurement))
         .route("/selfreports", post(measurements::self_report))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    let state = axum::Router::new()
+        .route("/fhir/Consent", post(consent::fhir_consent))
         .route("/subscriptions", post(subscriptions::create_subscription))
         .route(
             "/subscriptions/{id}",
@@ -39,9 +42,16 @@ pub(crate) fn app(gateway: Gateway) -> axum::Router {
             "/careplans/{id}",
             put(careplans::put_care_plan).delete(careplans::delete_care_plan),
         )
+        .layer(DefaultBodyLimit::max(config.max_state_body_bytes));
+    axum::Router::new()
+        .merge(readings)
+        .merge(state)
+        .layer(axum::middleware::from_fn_with_state(
+            config.body_timeout,
+            crate::limits::body_deadline,
+        ))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::render_metrics))
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(gateway)
 }

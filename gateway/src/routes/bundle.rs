@@ -27,7 +27,7 @@ pub(super) async fn fhir_bundle(
 ) -> Response {
     const EP: Endpoint = Endpoint::FhirBundle;
     let platform = caller.org;
-    let json = match gw.body(body, true) {
+    let json = match gw.body(body, EP) {
         Ok(json) => json,
         Err(r) => return refuse(EP, r),
     };

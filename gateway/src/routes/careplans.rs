@@ -80,7 +80,7 @@ async fn upsert_care_plan(
 ) -> Response {
     const EP: Endpoint = Endpoint::CarePlans;
     let CareOrganisation { org, name, .. } = caller;
-    let mut json = match gw.body(body, false) {
+    let mut json = match gw.body(body, EP) {
         Ok(json) => json,
         Err(r) => return refuse(EP, r),
     };

@@ -23,7 +23,7 @@ pub(super) async fn fhir_consent(
 ) -> Response {
     const EP: Endpoint = Endpoint::FhirConsent;
     let CareOrganisation { org, name, .. } = caller;
-    let mut json = match gw.body(body, true) {
+    let mut json = match gw.body(body, EP) {
         Ok(json) => json,
         Err(r) => return refuse(EP, r),
     };

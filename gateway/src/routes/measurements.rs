@@ -41,7 +41,7 @@ async fn native(
     platform: OrganisationIdentifier,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut json = match gw.body(body, false) {
+    let mut json = match gw.body(body, ep) {
         Ok(json) => json,
         Err(r) => return refuse(ep, r),
     };

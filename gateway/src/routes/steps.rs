@@ -61,35 +61,52 @@ impl Gateway {
         m::queue_depth(self.inner.publisher.queue_depth(), in_flight);
     }
 
-    /// The request body, or 413/400.
+    /// The request body, or 413 (over the endpoint's limit), 408 (too slow) or 400.
     pub(super) fn body(
         &self,
         body: Result<Bytes, BytesRejection>,
-        fhir: bool,
+        endpoint: Endpoint,
     ) -> Result<Value, Refusal> {
+        let fhir = matches!(endpoint, Endpoint::FhirBundle | Endpoint::FhirConsent);
         let bytes = body.map_err(|rejection| {
-            let too_large = rejection.status() == StatusCode::PAYLOAD_TOO_LARGE;
-            let (status, reason) = if too_large {
-                (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
-            } else {
-                (StatusCode::BAD_REQUEST, "unreadable")
-            };
-            let message = if too_large {
-                format!(
-                    "the body is larger than {} bytes",
-                    self.inner.config.max_body_bytes
-                )
-            } else {
-                "the body could not be read".into()
-            };
+            let config = &self.inner.config;
+            let (status, issue, reason, message) =
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    let limit = match endpoint {
+                        Endpoint::FhirBundle | Endpoint::Measurements | Endpoint::SelfReports => {
+                            config.max_body_bytes
+                        }
+                        Endpoint::FhirConsent | Endpoint::Subscriptions | Endpoint::CarePlans => {
+                            config.max_state_body_bytes
+                        }
+                    };
+                    (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too-costly",
+                        "too_large",
+                        format!("the body is larger than {limit} bytes"),
+                    )
+                } else if crate::limits::timed_out(&rejection) {
+                    (
+                        StatusCode::REQUEST_TIMEOUT,
+                        "timeout",
+                        "body_timeout",
+                        format!(
+                            "the body did not arrive within {} s",
+                            config.body_timeout.as_secs()
+                        ),
+                    )
+                } else {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        "structure",
+                        "unreadable",
+                        "the body could not be read".into(),
+                    )
+                };
             Refusal {
                 fhir,
-                ..Refusal::new(
-                    status,
-                    if too_large { "too-costly" } else { "structure" },
-                    reason,
-                    &message,
-                )
+                ..Refusal::new(status, issue, reason, &message)
             }
         })?;
         serde_json::from_slice(&bytes).map_err(|e| {
@@ -217,7 +234,7 @@ pub(super) fn delete_target(
     if !owned {
         return Err(gw.forbid(endpoint, "not_owner", not_owned, false));
     }
-    let json = gw.body(body, false)?;
+    let json = gw.body(body, endpoint)?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Body {

@@ -56,7 +56,7 @@ async fn upsert_subscription(
         subscriber_ids: own,
         ..
     } = caller;
-    let mut json = match gw.body(body, false) {
+    let mut json = match gw.body(body, EP) {
         Ok(json) => json,
         Err(r) => return refuse(EP, r),
     };
