@@ -95,6 +95,11 @@ pub mod headers {
     pub const COMPONENT: &str = "dho.deadletter.component";
     /// Milliseconds since the epoch when the ingest acknowledged the source record.
     pub const INGESTED_AT: &str = "dho.ingested_at";
+    /// On a state record the router wrote: a hold marker, not state. Its patient's
+    /// deliveries are held until a valid record for the same key replaces it; the value
+    /// is the reason (`wrong_partition`: the record it stands for went to another
+    /// partition and is dead-lettered there).
+    pub const HOLD: &str = "dho.hold";
 }
 
 #[cfg(test)]

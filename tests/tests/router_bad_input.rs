@@ -355,7 +355,9 @@ async fn a_consent_that_cannot_be_applied_holds_its_patient_until_a_valid_record
 /// not Java's murmur2, as confluent-kafka's default) is read by an instance without that
 /// patient's state: the router would withhold a reading as unsubscribed, or apply a consent
 /// where no reading of the patient is ever routed. Each is a dead letter `wrong_partition`
-/// with its original bytes instead, and the same records on the right partition flow.
+/// with its original bytes instead; a state record also holds its patient on the patient's
+/// own partition (a marker under its key there), until a valid record for the key replaces
+/// it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_on_another_partition_than_its_patients_is_a_dead_letter_never_withheld() {
     let stack = Stack::start().await;
@@ -399,19 +401,56 @@ async fn a_record_on_another_partition_than_its_patients_is_a_dead_letter_never_
             .payload(bytes.as_slice());
         raw.send(record, Duration::from_secs(10)).await.unwrap();
     }
-    let good = fixtures::spo2(&patient, 96.0, at);
-    let receipt = publisher.publish_measurement(&good).await.unwrap();
-    assert_eq!(receipt.partition, right);
 
     let router = stack.spawn_router(GROUP).await;
-    wait_routed(
-        &stack.settings,
-        GROUP,
-        &receipt.topic,
-        receipt.partition,
-        receipt.offset,
-    )
-    .await;
+    // The router reads the wrong partition's state when it is assigned it, and marks the
+    // patient's own partition.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let marker = loop {
+        if let Some(marker) = read_topic(&stack.settings, &topics.consents())
+            .into_iter()
+            .find(|r| r.headers.contains_key(headers::HOLD))
+        {
+            break marker;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no hold marker on the patient's partition"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        marker.partition, right,
+        "the marker is on the patient's partition"
+    );
+    assert_eq!(
+        marker.key.as_deref(),
+        Some(state_key(&patient, "c-deny").as_str())
+    );
+    assert_eq!(marker.headers[headers::HOLD], "wrong_partition");
+    let publish = |value: f64| {
+        let publisher = publisher.clone();
+        let settings = stack.settings.clone();
+        let patient = patient.clone();
+        async move {
+            let m = fixtures::spo2(&patient, value, at);
+            let receipt = publisher.publish_measurement(&m).await.unwrap();
+            assert_eq!(receipt.partition, right);
+            wait_routed(
+                &settings,
+                GROUP,
+                &receipt.topic,
+                receipt.partition,
+                receipt.offset,
+            )
+            .await;
+            m.event_id
+        }
+    };
+    let while_held = publish(96.0).await;
+    // A valid record for the key, on the right partition, replaces the marker.
+    consent(&publisher, &patient, "c-deny", &[fixtures::gp()]).await;
+    let released = publish(97.0).await;
     let misplaced_offset = read_topic(&stack.settings, &topics.measurements())
         .into_iter()
         .find(|r| r.partition == wrong)
@@ -432,10 +471,14 @@ async fn a_record_on_another_partition_than_its_patients_is_a_dead_letter_never_
         .iter()
         .map(|d| d.measurement.as_ref().unwrap().event_id.as_str())
         .collect();
+    assert!(
+        !ids.contains(&while_held.as_str()),
+        "held while the marker stands"
+    );
     assert_eq!(
         ids,
-        [good.event_id.as_str()],
-        "only the well-placed reading"
+        [released.as_str()],
+        "only the reading after the release"
     );
     let mut dead: Vec<(String, String, Option<Vec<u8>>)> =
         read_topic(&stack.settings, &topics.deadletter())

@@ -14,6 +14,9 @@ use super::error::{Error, Result, await_acks};
 use crate::metrics as m;
 use crate::outputs::{Acks, Output, OutputProducer};
 
+/// A hold marker's value: not Avro (no magic byte 0), so no reader takes it for state.
+const HOLD_MARKER: &[u8] = b"dho.hold";
+
 /// Why a record went to the dead-letter topic (bounded: a metric label and a header).
 #[derive(Debug)]
 pub(super) struct DeadLetter {
@@ -50,6 +53,49 @@ impl DeadLetters {
     ) -> Result<()> {
         let acks = Acks::new();
         self.send(producer, message, reason, detail, &acks).await?;
+        await_acks(&acks).await.map(|_| ())
+    }
+
+    /// For a state record written to another partition than its patient's (already
+    /// dead-lettered): writes a hold marker under the same key on the patient's own
+    /// partition of the same topic. That partition's owner, whichever instance it is, then
+    /// holds the patient as for any unusable state record (see `StateSync::apply`); a valid
+    /// record for the key replaces the marker, in order and under compaction, as it would
+    /// the record itself. The value is no Avro, so a router that does not know the marker
+    /// fails closed too: it dead-letters it as undecodable and holds the patient.
+    pub(super) async fn hold_on_own_partition(
+        &self,
+        producer: &OutputProducer,
+        message: &impl Message,
+        own_partition: i32,
+        reason: &'static str,
+    ) -> Result<()> {
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: headers::HOLD,
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: headers::SOURCE_PARTITION,
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: headers::SOURCE_OFFSET,
+                value: Some(offset.as_str()),
+            });
+        let marker = Output {
+            topic: message.topic(),
+            partition: Some(own_partition),
+            key: message.key(),
+            payload: Some(HOLD_MARKER),
+            headers: Some(headers),
+        };
+        let acks = Acks::new();
+        crate::outputs::send(producer, marker, &acks)
+            .await
+            .map_err(Error::NotAcknowledged)?;
         await_acks(&acks).await.map(|_| ())
     }
 

@@ -104,6 +104,11 @@ impl Decoder {
         }
     }
 
+    /// The partition of the patient whose key is `patient_key`.
+    pub(super) fn partition_of(&self, patient_key: &str) -> i32 {
+        dho_schemas::partition::partition_for(patient_key.as_bytes(), self.partitions)
+    }
+
     /// A record on another partition than its patient's is read by an instance that does
     /// not hold that patient's state (and the patient's own partition never sees it): it
     /// would be withheld as unsubscribed, or a state change would apply nowhere. A client

@@ -14,9 +14,10 @@ use dho_routing_core::alerts::Track;
 use dho_routing_core::state::{PartitionState, StateKind};
 use dho_schemas::TopicNames;
 use dho_schemas::model::*;
+use dho_schemas::topics::patient_key;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
@@ -383,6 +384,21 @@ impl StateSync {
             // Revoked while the record was in flight.
             return Ok(());
         }
+        if let Some(kind) = topic.kind()
+            && let Some(reason) = hold_marker(message)
+        {
+            // Stands for a record of this patient that went to another partition.
+            self.partition_mut(partition).hold(kind, &key);
+            warn!(
+                reason,
+                kind = kind.as_str(),
+                partition,
+                offset = message.offset(),
+                "a state record went to another partition than its patient's: the \
+                 patient's deliveries are held until a valid record replaces it"
+            );
+            return Ok(());
+        }
         let Some(bytes) = message.payload() else {
             let state = self.partition_mut(partition);
             match topic {
@@ -436,6 +452,17 @@ impl StateSync {
         };
         match applied {
             Ok(()) => Ok(()),
+            Err(dl) if dl.reason == "wrong_partition" && topic.kind().is_some() => {
+                // No reading of this patient is routed here: the hold must be where they
+                // are. The record is parked, and a marker holds the patient there.
+                self.dead_letters
+                    .park(producer, message, dl.reason, dl.detail)
+                    .await?;
+                let own = self.decoder.partition_of(patient_key(&key));
+                self.dead_letters
+                    .hold_on_own_partition(producer, message, own, dl.reason)
+                    .await
+            }
             Err(dl) => {
                 if let Some(kind) = topic.kind() {
                     // Fail closed: whatever the record said, a withdrawal perhaps, the
@@ -528,4 +555,15 @@ impl StateSync {
             .sum();
         metrics::gauge!(m::PATIENTS_IN_RED).set(in_red as f64);
     }
+}
+
+/// The reason of a hold marker (see `DeadLetters::hold_on_own_partition`), if `message`
+/// is one.
+fn hold_marker(message: &OwnedMessage) -> Option<&str> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == dho_schemas::topics::headers::HOLD)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
 }
