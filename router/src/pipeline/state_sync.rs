@@ -89,6 +89,23 @@ pub(super) struct StateSync {
     decoder: Decoder,
     /// Where a state record that does not decode or validate goes.
     dead_letters: DeadLetters,
+    /// State records found on another partition than their patient's while catching up,
+    /// per partition read: handled once the partition's state is caught up (see
+    /// [`Misplaced`]).
+    misplaced: HashMap<i32, Misplaced>,
+}
+
+/// A state partition's records that belong to another partition. Each is handled once,
+/// not on every reload of the partition: a dead letter, a hold marker on the patient's
+/// own partition, and a note of it in the router's alert-state topic on this partition
+/// (key `<patient>|misplaced:<topic>:<offset>`). A second marker, written on a reload
+/// after a valid record had replaced the first, would hold the patient again.
+#[derive(Debug, Default)]
+struct Misplaced {
+    /// Found while catching up, not handled yet.
+    pending: Vec<OwnedMessage>,
+    /// Handled before (read back from the alert-state topic): topic label and offset.
+    handled: BTreeSet<(String, i64)>,
 }
 
 impl std::fmt::Debug for StateSync {
@@ -161,6 +178,7 @@ impl StateSync {
             transactional: config.transactional_id.is_some(),
             decoder,
             dead_letters,
+            misplaced: HashMap::new(),
         })
     }
 
@@ -284,6 +302,9 @@ impl StateSync {
                 .iter()
                 .find(|(key, high)| self.positions.get(key).copied().unwrap_or(0) < *high);
             let Some(((_, partition), _)) = behind else {
+                // Caught up, the alert-state topic included: what was handled before is
+                // known now.
+                self.handle_misplaced(producer).await?;
                 self.loaded.store(true, Ordering::Relaxed);
                 return Ok(());
             };
@@ -314,6 +335,62 @@ impl StateSync {
                 None => self.step_over_control_records(),
             }
         }
+    }
+
+    /// Handles the state records found on another partition than their patient's, each
+    /// once (see [`Misplaced`]): parked, a hold marker on the patient's own partition,
+    /// and a note that it was handled.
+    async fn handle_misplaced(&mut self, producer: &OutputProducer) -> Result<()> {
+        let alert_state = self.topic_name(StateTopic::AlertState).to_string();
+        for (partition, misplaced) in &mut self.misplaced {
+            for message in std::mem::take(&mut misplaced.pending) {
+                let topic = StateTopic::ALL
+                    .into_iter()
+                    .find(|t| self.topics[*t as usize] == message.topic())
+                    .unwrap_or(StateTopic::Consents);
+                let note = (topic.label().to_string(), message.offset());
+                if misplaced.handled.contains(&note) {
+                    continue;
+                }
+                let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                    continue;
+                };
+                let own = self.decoder.partition_of(patient_key(key));
+                self.dead_letters
+                    .park(
+                        producer,
+                        &message,
+                        "wrong_partition",
+                        format!(
+                            "written to partition {partition}, but its patient's partition \
+                             is {own} (Java's murmur2 of the patient key; librdkafka: \
+                             partitioner = murmur2_random)"
+                        ),
+                    )
+                    .await?;
+                self.dead_letters
+                    .hold_on_own_partition(producer, &message, own, "wrong_partition")
+                    .await?;
+                let note_key = format!("{}|misplaced:{}:{}", patient_key(key), note.0, note.1);
+                let acks = crate::outputs::Acks::new();
+                crate::outputs::send(
+                    producer,
+                    crate::outputs::Output {
+                        topic: &alert_state,
+                        partition: Some(*partition),
+                        key: Some(note_key.as_str()),
+                        payload: Some(b"{}".as_slice()),
+                        headers: None,
+                    },
+                    &acks,
+                )
+                .await
+                .map_err(Error::NotAcknowledged)?;
+                super::error::await_acks(&acks).await?;
+                misplaced.handled.insert(note);
+            }
+        }
+        Ok(())
     }
 
     /// Whether the broker fails to answer a metadata request for a reason that is an outage.
@@ -382,6 +459,16 @@ impl StateSync {
         let key = key.to_string();
         if !self.owned.contains_key(&partition) {
             // Revoked while the record was in flight.
+            return Ok(());
+        }
+        if topic == StateTopic::AlertState
+            && let Some(note) = misplaced_note(&key)
+        {
+            self.misplaced
+                .entry(partition)
+                .or_default()
+                .handled
+                .insert(note);
             return Ok(());
         }
         if let Some(kind) = topic.kind()
@@ -454,14 +541,13 @@ impl StateSync {
             Ok(()) => Ok(()),
             Err(dl) if dl.reason == "wrong_partition" && topic.kind().is_some() => {
                 // No reading of this patient is routed here: the hold must be where they
-                // are. The record is parked, and a marker holds the patient there.
-                self.dead_letters
-                    .park(producer, message, dl.reason, dl.detail)
-                    .await?;
-                let own = self.decoder.partition_of(patient_key(&key));
-                self.dead_letters
-                    .hold_on_own_partition(producer, message, own, dl.reason)
-                    .await
+                // are; handled once caught up (see `Misplaced`).
+                self.misplaced
+                    .entry(partition)
+                    .or_default()
+                    .pending
+                    .push(message.clone());
+                Ok(())
             }
             Err(dl) => {
                 if let Some(kind) = topic.kind() {
@@ -521,6 +607,7 @@ impl StateSync {
         let mut list = TopicPartitionList::new();
         for &partition in revoked {
             if self.owned.remove(&partition).is_some() {
+                self.misplaced.remove(&partition);
                 for topic in StateTopic::ALL {
                     self.positions.remove(&(topic, partition));
                     list.add_partition(self.topic_name(topic), partition);
@@ -566,4 +653,12 @@ fn hold_marker(message: &OwnedMessage) -> Option<&str> {
         .find(|h| h.key == dho_schemas::topics::headers::HOLD)
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// The topic label and offset a `<patient>|misplaced:<topic>:<offset>` note in the
+/// alert-state topic names (see [`Misplaced`]).
+fn misplaced_note(key: &str) -> Option<(String, i64)> {
+    let (_, note) = key.split_once("|misplaced:")?;
+    let (topic, offset) = note.rsplit_once(':')?;
+    Some((topic.to_string(), offset.parse().ok()?))
 }
