@@ -71,6 +71,8 @@ pub fn hub_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
         TopicSpec::output(t.audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.consent_audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.careplan_audit(), n, Some(AUDIT_RETENTION_MS)),
+        TopicSpec::output(t.subscription_audit(), n, Some(AUDIT_RETENTION_MS)),
+        TopicSpec::output(t.redrive_audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.deadletter(), n, None),
     ]
 }
