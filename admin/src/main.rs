@@ -6,12 +6,12 @@
 //! line, patients as pseudonyms), send dead letters back to their source topic (audited
 //! on `<prefix>.audit.redrives`), and make gateway tokens.
 //!
-//! Kafka settings come from `--config` (any service's TOML with a `[kafka]` table), then
-//! `DHO_*` environment, then flags.
+//! Settings come from `--config` (any service's TOML: its `[kafka]` table and
+//! `allow_synthetic_identifiers`), then `DHO_<KEY>` environment, then flags.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use dho_kafka::KafkaSettings;
 use dho_kafka::service::KafkaArgs;
@@ -19,13 +19,8 @@ use dho_publisher::Publisher;
 use dho_schemas::Policy;
 use dho_schemas::model::*;
 
-mod bulk;
-mod change;
-mod input;
-mod redrive;
-mod state;
-
-use change::Change;
+use dho_admin::change::{self, Change};
+use dho_admin::{bulk, config, input, redrive, state};
 
 #[derive(Debug, Parser)]
 #[command(about = "Operate the DHO hub: consents, subscriptions, care plans, dead letters, tokens")]
@@ -35,9 +30,13 @@ struct Args {
     config: Option<PathBuf>,
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Refuse synthetic test identities (production).
-    #[arg(long, env = "DHO_REFUSE_SYNTHETIC", global = true)]
+    /// Refuse synthetic test identities (production; `allow_synthetic_identifiers=false`).
+    #[arg(long, global = true)]
     refuse_synthetic: bool,
+    /// Any config key, e.g. `--set kafka.partitions=12` (repeatable; over the file and the
+    /// environment).
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
+    set: Vec<String>,
     /// Who is doing this (the principal of every audit record).
     #[arg(long, env = "USER", default_value = "operator", global = true)]
     operator: String,
@@ -104,29 +103,19 @@ enum Command {
     Token,
 }
 
+/// The layered configuration, flags last.
+fn configuration(args: &Args) -> anyhow::Result<config::AdminConfig> {
+    let env = dho_kafka::layers::environment();
+    let mut config = config::load(args.config.as_deref(), &env, &args.set)?;
+    args.kafka.apply(&mut config.kafka);
+    if args.refuse_synthetic {
+        config.allow_synthetic_identifiers = false;
+    }
+    Ok(config)
+}
+
 fn settings(args: &Args) -> anyhow::Result<KafkaSettings> {
-    let mut settings = match &args.config {
-        Some(path) => {
-            #[derive(serde::Deserialize)]
-            struct File {
-                kafka: KafkaSettings,
-            }
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            // Only the [kafka] table matters here; the rest belongs to the service.
-            let table: toml::Table = toml::from_str(&text)?;
-            let kafka = table
-                .get("kafka")
-                .cloned()
-                .with_context(|| format!("{} has no [kafka] table", path.display()))?;
-            toml::Value::Table([("kafka".to_string(), kafka)].into_iter().collect())
-                .try_into::<File>()?
-                .kafka
-        }
-        None => KafkaSettings::new("localhost:9092", "http://localhost:8081"),
-    };
-    args.kafka.apply(&mut settings);
-    Ok(settings)
+    Ok(configuration(args)?.kafka)
 }
 
 /// One change: checked, then published through a connection of its own.
@@ -151,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let policy = Policy {
-        allow_synthetic: !args.refuse_synthetic,
+        allow_synthetic: configuration(&args)?.allow_synthetic_identifiers,
     };
     match &args.command {
         Command::Token => {

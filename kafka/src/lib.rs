@@ -7,6 +7,8 @@
 
 mod admin;
 mod error;
+#[cfg(feature = "service")]
+pub mod layers;
 pub mod outage;
 mod serde;
 #[cfg(feature = "service")]
