@@ -118,7 +118,8 @@ mod tests {
     fn lines_name_the_change_and_wrong_lines_name_the_problem() {
         let grant = r#"{"op": "grant", "patient": "x", "recipient": "y", "recorded_by": "z"}"#;
         assert!(matches!(parse_line(grant).unwrap(), Change::Grant(_)));
-        let sub = r#"{"op": "subscribe", "patient": "x", "subscriber": "gp", "subscriber_org": "y"}"#;
+        let sub =
+            r#"{"op": "subscribe", "patient": "x", "subscriber": "gp", "subscriber_org": "y"}"#;
         assert!(matches!(parse_line(sub).unwrap(), Change::Subscribe(_)));
         let typo = r#"{"op": "grant", "patient": "x", "recipent": "y", "recorded_by": "z"}"#;
         let err = parse_line(typo).unwrap_err().to_string();
@@ -126,7 +127,8 @@ mod tests {
         let unknown = parse_line(r#"{"op": "grnat"}"#).unwrap_err().to_string();
         assert!(unknown.contains("grnat"), "{unknown}");
         // A number where a string belongs: named by its place, not its value.
-        let wrong = r#"{"op": "revoke", "patient": 12345678901, "consent_id": "c", "recorded_by": "z"}"#;
+        let wrong =
+            r#"{"op": "revoke", "patient": 12345678901, "consent_id": "c", "recorded_by": "z"}"#;
         let err = parse_line(wrong).unwrap_err().to_string();
         assert!(!err.contains("12345678901"), "{err}");
         assert!(parse_line("{not json").is_err());

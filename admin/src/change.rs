@@ -155,7 +155,9 @@ fn default_purpose() -> String {
 }
 
 fn subscription_id(subscriber: &str, given: &Option<String>) -> String {
-    given.clone().unwrap_or_else(|| format!("{subscriber}.admin"))
+    given
+        .clone()
+        .unwrap_or_else(|| format!("{subscriber}.admin"))
 }
 
 /// A change checked and turned into its record, ready to publish: every rule is checked
@@ -271,7 +273,9 @@ impl Checked {
             ),
             Checked::Unsubscribe(patient, id, by) => (
                 format!("deleted subscription {id} of {}", patient.log_tag()),
-                publisher.remove_subscription(patient, id, by, audit).await?,
+                publisher
+                    .remove_subscription(patient, id, by, audit)
+                    .await?,
             ),
             Checked::CarePlan(p) => (
                 format!(

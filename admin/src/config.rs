@@ -36,7 +36,7 @@ pub fn load(
     let (table, name) = match file {
         Some(path) => {
             let mut table = layers::read_table(path)?;
-            table.retain(|key, _| FROM_A_SERVICE_FILE.iter().any(|k| *k == key));
+            table.retain(|key, _| FROM_A_SERVICE_FILE.contains(&key));
             (table, path.display().to_string())
         }
         None => (layers::local_base(), "the defaults".to_string()),

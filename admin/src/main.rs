@@ -151,9 +151,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Grant(c) => apply_one(&args, policy, Change::Grant(c.clone())).await?,
         Command::Revoke(c) => apply_one(&args, policy, Change::Revoke(c.clone())).await?,
         Command::Subscribe(c) => apply_one(&args, policy, Change::Subscribe(c.clone())).await?,
-        Command::Unsubscribe(c) => {
-            apply_one(&args, policy, Change::Unsubscribe(c.clone())).await?
-        }
+        Command::Unsubscribe(c) => apply_one(&args, policy, Change::Unsubscribe(c.clone())).await?,
         Command::DeleteCarePlan(c) => {
             apply_one(&args, policy, Change::DeleteCarePlan(c.clone())).await?
         }
@@ -167,7 +165,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Apply { file } => {
             let summary = bulk::apply_file(&settings(&args)?, policy, file, &args.operator).await?;
             if summary.failed > 0 {
-                bail!("{} of the changes failed (see their lines above)", summary.failed);
+                bail!(
+                    "{} of the changes failed (see their lines above)",
+                    summary.failed
+                );
             }
         }
         Command::Redrive { selection, dry_run } => {

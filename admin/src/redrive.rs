@@ -125,7 +125,9 @@ impl DeadLetter {
         let at = m.timestamp().to_millis().unwrap_or(0);
         (s.reasons.is_empty() || s.reasons.contains(&self.reason))
             && s.source_topic.as_ref().is_none_or(|t| {
-                self.source.as_ref().is_some_and(|source| &source.topic == t)
+                self.source
+                    .as_ref()
+                    .is_some_and(|source| &source.topic == t)
             })
             && s.partition.is_none_or(|p| m.partition() == p)
             && s.from_offset.is_none_or(|o| m.offset() >= o)

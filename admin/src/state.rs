@@ -150,9 +150,7 @@ fn read_blocking(
         // returned: the position past the high watermark says the partition is read.
         for (p, high) in remaining.clone() {
             let position = consumer.position().map_err(kafka)?;
-            if let Some(Offset::Offset(at)) = position
-                .find_partition(topic, p)
-                .map(|e| e.offset())
+            if let Some(Offset::Offset(at)) = position.find_partition(topic, p).map(|e| e.offset())
                 && at >= high
             {
                 remaining.remove(&p);

@@ -163,17 +163,20 @@ pub fn load_table<T: DeserializeOwned>(
             Err(e) => e,
         };
         let path = error.path().to_string();
-        let retry = given
-            .iter()
-            .rev()
-            .find(|(key, value, _)| *key == path && !matches!(guess(value), toml::Value::String(_)));
+        let retry = given.iter().rev().find(|(key, value, _)| {
+            *key == path && !matches!(guess(value), toml::Value::String(_))
+        });
         match retry {
             Some((key, value, _)) if !strings.contains(key) => {
                 strings.push(key.clone());
                 put(&mut table, key, toml::Value::String(value.clone()));
             }
             _ => {
-                let at = if path == "." { String::new() } else { format!("'{path}': ") };
+                let at = if path == "." {
+                    String::new()
+                } else {
+                    format!("'{path}': ")
+                };
                 return Err(LayerError::Invalid {
                     layer,
                     message: format!("{at}{}", error.into_inner()),
@@ -195,7 +198,9 @@ pub fn local_base() -> toml::Table {
 
 /// `DHO_*` variables as a map (what [`load`] reads).
 pub fn environment() -> BTreeMap<String, String> {
-    std::env::vars().filter(|(k, _)| k.starts_with("DHO_")).collect()
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("DHO_"))
+        .collect()
 }
 
 fn guess(text: &str) -> toml::Value {
@@ -282,8 +287,10 @@ mod tests {
     }
 
     fn base() -> toml::Table {
-        toml::from_str("[kafka]\nbootstrap_servers = \"b:9092\"\nschema_registry_url = \"http://r\"")
-            .unwrap()
+        toml::from_str(
+            "[kafka]\nbootstrap_servers = \"b:9092\"\nschema_registry_url = \"http://r\"",
+        )
+        .unwrap()
     }
 
     #[test]
@@ -310,7 +317,11 @@ mod tests {
         assert_eq!(c.allow_synthetic_identifiers, Some(false));
         assert_eq!(c.max_batch, Some(9), "the flag wins over the environment");
         assert_eq!(c.kafka.partitions, 3);
-        assert_eq!(c.group_id.as_deref(), Some("123"), "digits for a string stay a string");
+        assert_eq!(
+            c.group_id.as_deref(),
+            Some("123"),
+            "digits for a string stay a string"
+        );
     }
 
     #[test]

@@ -91,7 +91,10 @@ async fn admin_subscribe_delivers_and_unsubscribe_withholds_both_audited() {
     );
     let said = String::from_utf8_lossy(&subscribed.stdout).to_string();
     assert!(said.contains("subscribed gp-admin"), "{said}");
-    assert!(!said.contains(&patient.value), "the output shows the number: {said}");
+    assert!(
+        !said.contains(&patient.value),
+        "the output shows the number: {said}"
+    );
     let listed = json_lines(&admin(&stack, &["subscriptions", SUBSCRIBER]));
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["subscription_id"], "gp-admin.admin");
@@ -117,7 +120,11 @@ async fn admin_subscribe_delivers_and_unsubscribe_withholds_both_audited() {
     assert!(json_lines(&admin(&stack, &["subscriptions", SUBSCRIBER])).is_empty());
     let _withheld = reading(&stack, &patient).await;
     let deliveries: Vec<Delivery> = read_decoded(&stack.settings, &deliver).await;
-    assert_eq!(delivered(&deliveries), vec![first], "unsubscribed, still delivered");
+    assert_eq!(
+        delivered(&deliveries),
+        vec![first],
+        "unsubscribed, still delivered"
+    );
 
     let changes: Vec<SubscriptionChange> =
         read_decoded(&stack.settings, &topics.subscription_audit()).await;
@@ -144,10 +151,16 @@ async fn admin_apply_reports_each_line_and_a_bad_line_stops_nothing() {
     let org = fixtures::home_care().value;
     let (p1, p2) = (fixtures::patient(71), fixtures::patient(72));
     let grant_line = |p: &PatientIdentifier| {
-        format!(r#"{{"op": "grant", "patient": "{}", "recipient": "{org}", "recorded_by": "{org}"}}"#, p.value)
+        format!(
+            r#"{{"op": "grant", "patient": "{}", "recipient": "{org}", "recorded_by": "{org}"}}"#,
+            p.value
+        )
     };
     let subscribe = |p: &PatientIdentifier| {
-        format!(r#"{{"op": "subscribe", "patient": "{}", "subscriber": "{SUBSCRIBER}", "subscriber_org": "{org}"}}"#, p.value)
+        format!(
+            r#"{{"op": "subscribe", "patient": "{}", "subscriber": "{SUBSCRIBER}", "subscriber_org": "{org}"}}"#,
+            p.value
+        )
     };
     let file = [
         grant_line(&p1),
@@ -167,7 +180,11 @@ async fn admin_apply_reports_each_line_and_a_bad_line_stops_nothing() {
 
     let output = run_admin(&stack, &["apply", "--file", path.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "a failed line fails the run: {stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a failed line fails the run: {stderr}"
+    );
     assert!(stderr.contains("2 of the changes failed"), "{stderr}");
     let lines = json_lines(&output);
     let (outcomes, summary) = lines.split_at(lines.len() - 1);
@@ -177,14 +194,24 @@ async fn admin_apply_reports_each_line_and_a_bad_line_stops_nothing() {
         .collect();
     assert_eq!(
         by_line,
-        vec![(1, true), (2, true), (3, false), (5, false), (6, true), (7, true)]
+        vec![
+            (1, true),
+            (2, true),
+            (3, false),
+            (5, false),
+            (6, true),
+            (7, true)
+        ]
     );
     let error = |line: usize| outcomes[line]["error"].as_str().unwrap().to_string();
     assert!(error(2).contains("patient"), "{}", error(2));
     assert!(!error(2).contains("01010101007"), "{}", error(2));
     assert!(error(3).contains("recipent"), "{}", error(3));
     let summary = &summary[0]["summary"];
-    assert_eq!((summary["applied"].as_u64(), summary["failed"].as_u64()), (Some(4), Some(2)));
+    assert_eq!(
+        (summary["applied"].as_u64(), summary["failed"].as_u64()),
+        (Some(4), Some(2))
+    );
     // The figures for BENCHMARKS/the report: one connection, then each change.
     println!("bulk apply summary: {summary}");
 
@@ -196,6 +223,9 @@ async fn admin_apply_reports_each_line_and_a_bad_line_stops_nothing() {
     // For comparison: one change as its own command, connecting each time.
     let started = Instant::now();
     grant(&stack, &p1);
-    println!("one grant as its own command: {} ms", started.elapsed().as_millis());
+    println!(
+        "one grant as its own command: {} ms",
+        started.elapsed().as_millis()
+    );
     router.stop().await;
 }

@@ -68,10 +68,23 @@ async fn admin_redrive_sends_a_dead_letter_back_once_audited_and_it_is_delivered
     let patient = fixtures::patient(81);
     let org = fixtures::home_care().value;
     for args in [
-        vec!["grant", "--patient", &patient.value, "--recipient", &org, "--recorded-by", &org],
         vec![
-            "subscribe", "--patient", &patient.value, "--subscriber", SUBSCRIBER,
-            "--subscriber-org", &org,
+            "grant",
+            "--patient",
+            &patient.value,
+            "--recipient",
+            &org,
+            "--recorded-by",
+            &org,
+        ],
+        vec![
+            "subscribe",
+            "--patient",
+            &patient.value,
+            "--subscriber",
+            SUBSCRIBER,
+            "--subscriber-org",
+            &org,
         ],
     ] {
         assert!(run_admin(&stack, &args).status.success());
@@ -80,12 +93,16 @@ async fn admin_redrive_sends_a_dead_letter_back_once_audited_and_it_is_delivered
     // A newer platform's schema (one more optional field), not registered yet: its
     // record is framed with the id the registry will give it next.
     let serde = AvroSerde::new(&settings.schema_registry_url);
-    let v1 = serde.register::<Measurement>(&topics.measurements()).await.unwrap();
+    let v1 = serde
+        .register::<Measurement>(&topics.measurements())
+        .await
+        .unwrap();
     let next_id = max_schema_id(&stack, v1.schema_id()).await + 1;
     let mut v2: Value = serde_json::from_str(SchemaKind::Measurement.schema_text()).unwrap();
-    v2["fields"].as_array_mut().unwrap().push(
-        json!({"name": "redrive_note", "type": ["null", "string"], "default": null}),
-    );
+    v2["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "redrive_note", "type": ["null", "string"], "default": null}));
     let m = fixtures::spo2(&patient, 93.0, now_millis() - 10_000);
     let framed_v1 = v1.encode(&m).unwrap();
     let (_, body) = wire::unframe(&framed_v1).unwrap();
@@ -113,13 +130,22 @@ async fn admin_redrive_sends_a_dead_letter_back_once_audited_and_it_is_delivered
         .await
         .unwrap();
     let letters = wait_dead_letters(&stack, 1).await;
-    assert_eq!(letters[0].headers["dho.deadletter.reason"], "unknown_schema");
-    assert_eq!(letters[0].headers["x-trace"], "trace-81", "original headers kept");
+    assert_eq!(
+        letters[0].headers["dho.deadletter.reason"],
+        "unknown_schema"
+    );
+    assert_eq!(
+        letters[0].headers["x-trace"], "trace-81",
+        "original headers kept"
+    );
 
     // The schema gets registered: the record is decodable now.
     let subject = topics::value_subject(&topic);
     let registered: Value = reqwest::Client::new()
-        .post(format!("{}/subjects/{subject}/versions", settings.schema_registry_url))
+        .post(format!(
+            "{}/subjects/{subject}/versions",
+            settings.schema_registry_url
+        ))
         .json(&json!({"schema": v2.to_string()}))
         .send()
         .await
@@ -127,10 +153,16 @@ async fn admin_redrive_sends_a_dead_letter_back_once_audited_and_it_is_delivered
         .json()
         .await
         .unwrap();
-    assert_eq!(registered["id"], next_id, "the schema got the id the record names");
+    assert_eq!(
+        registered["id"], next_id,
+        "the schema got the id the record names"
+    );
 
     // A dry run lists it and sends nothing.
-    let listed = admin(&stack, &["redrive", "--reason", "unknown_schema", "--dry-run"]);
+    let listed = admin(
+        &stack,
+        &["redrive", "--reason", "unknown_schema", "--dry-run"],
+    );
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert_eq!(listed[0]["reason"], "unknown_schema");
     assert_eq!(listed[0]["source"]["topic"], topic.as_str());
@@ -147,21 +179,33 @@ async fn admin_redrive_sends_a_dead_letter_back_once_audited_and_it_is_delivered
     assert_eq!(summary(&sent)["redriven"], 1, "{sent:?}");
     let deliver = topics.deliver(SUBSCRIBER);
     let deliveries: Vec<Delivery> = wait_for(settings, &deliver, 1).await;
-    assert_eq!(deliveries[0].measurement.as_ref().unwrap().event_id, m.event_id);
+    assert_eq!(
+        deliveries[0].measurement.as_ref().unwrap().event_id,
+        m.event_id
+    );
 
     // Twice is once.
     let again = admin(&stack, &["redrive"]);
     assert_eq!(summary(&again)["redriven"], 0);
     assert_eq!(summary(&again)["already_redriven"], 1);
     let marker = fixtures::spo2(&patient, 96.0, now_millis() - 5_000);
-    let receipt = stack.publisher().await.publish_measurement(&marker).await.unwrap();
+    let receipt = stack
+        .publisher()
+        .await
+        .publish_measurement(&marker)
+        .await
+        .unwrap();
     wait_receipt_routed(settings, GROUP, &receipt).await;
     let deliveries: Vec<Delivery> = wait_for(settings, &deliver, 2).await;
     let ids: Vec<_> = deliveries
         .iter()
         .map(|d| d.measurement.as_ref().unwrap().event_id.clone())
         .collect();
-    assert_eq!(ids, vec![m.event_id.clone(), marker.event_id], "delivered exactly once");
+    assert_eq!(
+        ids,
+        vec![m.event_id.clone(), marker.event_id],
+        "delivered exactly once"
+    );
 
     // The record went back whole, marked as redriven.
     let back: Vec<Record> = read_topic(settings, &topic)

@@ -70,7 +70,10 @@ fn config_keys_the_readme_table_lists_every_key_of_every_service_with_its_layers
         let mut readme: Vec<String> = listed.iter().map(|r| r.key.clone()).collect();
         readme.sort();
         code.sort();
-        assert_eq!(readme, code, "{program}: the README's keys are not the config's");
+        assert_eq!(
+            readme, code,
+            "{program}: the README's keys are not the config's"
+        );
         let help = cli(program);
         assert!(help.flags.contains("--set"), "{program} has no --set");
         for row in listed {
@@ -96,11 +99,22 @@ fn config_keys_the_readme_table_lists_every_key_of_every_service_with_its_layers
     }
     // The registry has no file: its keys are its flags and variables.
     let help = cli("dho-registry");
-    let registry: Vec<&Row> = rows.iter().filter(|r| r.program == "dho-registry").collect();
+    let registry: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.program == "dho-registry")
+        .collect();
     assert!(!registry.is_empty(), "the README lists no registry key");
     for row in &registry {
-        assert!(help.env.contains(&row.env), "dho-registry reads no {}", row.env);
-        assert!(help.flags.contains(&row.flags[0]), "dho-registry has no {:?}", row.flags);
+        assert!(
+            help.env.contains(&row.env),
+            "dho-registry reads no {}",
+            row.env
+        );
+        assert!(
+            help.flags.contains(&row.flags[0]),
+            "dho-registry has no {:?}",
+            row.flags
+        );
     }
     for env in &help.env {
         assert!(
@@ -153,5 +167,8 @@ fn config_keys_allow_synthetic_identifiers_is_set_from_the_environment_and_by_fl
     let wrong = load::<RouterConfig>(None, local_base(), &env(&[("DHO_MAX_BATCH", "lots")]), &[])
         .unwrap_err()
         .to_string();
-    assert!(wrong.contains("DHO_MAX_BATCH") && wrong.contains("max_batch"), "{wrong}");
+    assert!(
+        wrong.contains("DHO_MAX_BATCH") && wrong.contains("max_batch"),
+        "{wrong}"
+    );
 }

@@ -364,7 +364,10 @@ fn deploy_prometheus_alerts_on_the_dead_letter_rate_from_rule_files_it_loads() {
             .unwrap_or_else(|| panic!("rule file {file} is not mounted into prometheus"));
         let rules = yaml(&host);
         let groups = rules["groups"].as_sequence().expect("rule groups");
-        for rule in groups.iter().flat_map(|g| g["rules"].as_sequence().unwrap()) {
+        for rule in groups
+            .iter()
+            .flat_map(|g| g["rules"].as_sequence().unwrap())
+        {
             let name = scalar(&rule["alert"]);
             let expr = scalar(&rule["expr"]);
             for metric in promql_metrics(&expr) {
@@ -377,13 +380,20 @@ fn deploy_prometheus_alerts_on_the_dead_letter_rate_from_rule_files_it_loads() {
                 ["warning", "critical"].contains(&scalar(&rule["labels"]["severity"]).as_str()),
                 "alert {name} has no severity"
             );
-            assert!(!scalar(&rule["annotations"]["summary"]).is_empty(), "{name}");
+            assert!(
+                !scalar(&rule["annotations"]["summary"]).is_empty(),
+                "{name}"
+            );
             let ast = promql_parser::parser::parse(&expr).unwrap();
-            dead_letter_rate |= promql_metrics(&expr).contains(dho_telemetry::names::router::DEADLETTERS)
+            dead_letter_rate |= promql_metrics(&expr)
+                .contains(dho_telemetry::names::router::DEADLETTERS)
                 && format!("{ast:?}").contains("\"rate\"");
         }
     }
-    assert!(dead_letter_rate, "no alert on the rate of dho_router_deadletters_total");
+    assert!(
+        dead_letter_rate,
+        "no alert on the rate of dho_router_deadletters_total"
+    );
 }
 
 #[test]
