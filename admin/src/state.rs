@@ -1,5 +1,6 @@
-//! Reads the current state of a compacted state topic (consents, subscriptions): every
-//! record up to the high watermark, folded by key, tombstones removing. Used by
+//! Reads topics to their end: the current state of a compacted state topic (consents,
+//! subscriptions), every record up to the high watermark folded by key, tombstones
+//! removing; and whole topics as records (dead letters, redrive audit). Used by
 //! `dho-admin` and the tests; the router keeps its own, incremental, state.
 
 use std::collections::BTreeMap;
@@ -11,7 +12,7 @@ use dho_schemas::partition::partition_for;
 use dho_schemas::topics::patient_key;
 use dho_schemas::{PatientIdentifier, Subscription};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
 use dho_publisher::{Error, Result};
@@ -67,9 +68,35 @@ async fn read(
     partition: Option<i32>,
     keep: impl Fn(&str) -> bool + Send + 'static,
 ) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut state = BTreeMap::new();
+    for message in read_to_end(settings, topic, partition).await? {
+        let Some(key) = message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+        else {
+            continue;
+        };
+        if !keep(&key) {
+            continue;
+        }
+        match message.payload() {
+            Some(value) => state.insert(key, value.to_vec()),
+            None => state.remove(&key),
+        };
+    }
+    Ok(state)
+}
+
+/// Every record of `topic` (or of one partition), from the start up to the high watermarks
+/// when called, as committed (`read_committed`: aborted transactions are skipped).
+pub async fn read_to_end(
+    settings: &KafkaSettings,
+    topic: &str,
+    partition: Option<i32>,
+) -> Result<Vec<OwnedMessage>> {
     let settings = settings.clone();
     let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || read_blocking(&settings, &topic, partition, keep))
+    tokio::task::spawn_blocking(move || read_blocking(&settings, &topic, partition))
         .await
         .map_err(|e| Error::Setup(dho_kafka::Error::Config(format!("reader task: {e}"))))?
 }
@@ -78,13 +105,13 @@ fn read_blocking(
     settings: &KafkaSettings,
     topic: &str,
     partition: Option<i32>,
-    keep: impl Fn(&str) -> bool,
-) -> Result<BTreeMap<String, Vec<u8>>> {
+) -> Result<Vec<OwnedMessage>> {
     let kafka = |e: rdkafka::error::KafkaError| Error::Setup(dho_kafka::Error::from(e));
     let consumer: BaseConsumer = settings
         .client_config(&[
             ("group.id", "dho-admin-reader"),
             ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
         ])?
         .create()
         .map_err(kafka)?;
@@ -106,10 +133,11 @@ fn read_blocking(
                 .map_err(kafka)?;
         }
     }
-    let mut state = BTreeMap::new();
+    let mut messages = Vec::new();
     if remaining.is_empty() {
-        return Ok(state);
+        return Ok(messages);
     }
+    let highs = remaining.clone();
     consumer.assign(&list).map_err(kafka)?;
     let deadline = Instant::now() + READ_TIMEOUT;
     while !remaining.is_empty() {
@@ -118,26 +146,27 @@ fn read_blocking(
                 "timed out reading {topic}"
             ))));
         }
+        // Under read_committed the last offsets may be transaction markers, never
+        // returned: the position past the high watermark says the partition is read.
+        for (p, high) in remaining.clone() {
+            let position = consumer.position().map_err(kafka)?;
+            if let Some(Offset::Offset(at)) = position.find_partition(topic, p).map(|e| e.offset())
+                && at >= high
+            {
+                remaining.remove(&p);
+            }
+        }
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
         let message = message.map_err(kafka)?;
-        if message.offset() + 1 >= remaining.get(&message.partition()).copied().unwrap_or(0) {
+        let high = highs.get(&message.partition()).copied().unwrap_or(0);
+        if message.offset() + 1 >= high {
             remaining.remove(&message.partition());
         }
-        let Some(key) = message
-            .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-        else {
-            continue;
-        };
-        if !keep(&key) {
-            continue;
+        if message.offset() < high {
+            messages.push(message.detach());
         }
-        match message.payload() {
-            Some(value) => state.insert(key, value.to_vec()),
-            None => state.remove(&key),
-        };
     }
-    Ok(state)
+    Ok(messages)
 }

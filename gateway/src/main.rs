@@ -1,5 +1,6 @@
 //! `dho-ingest`: the ingest gateway. Configuration layers: defaults, then the TOML file
-//! (`--config`, see `config/ingest.example.toml`), then `DHO_*` environment, then flags.
+//! (`--config`, see `config/ingest.example.toml`), then `DHO_<KEY>` environment, then
+//! flags (`--set key=value` for any key but the credential lists, which are file-only).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use dho_gateway::{Gateway, GatewayConfig, install_metrics};
+use dho_kafka::layers;
 use dho_kafka::service::{KafkaArgs, init_logging, shutdown_signal};
 
 #[derive(Debug, Parser)]
@@ -18,6 +20,10 @@ struct Args {
     /// Listen address (overrides the file); port 0 picks a free port.
     #[arg(long, env = "DHO_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Any config key but the credential lists, e.g. `--set max_in_flight=5000`
+    /// (repeatable; over the file and the environment).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     #[command(flatten)]
     kafka: KafkaArgs,
     /// Log as JSON lines (production) instead of human-readable text.
@@ -26,10 +32,12 @@ struct Args {
 }
 
 fn load(args: &Args) -> anyhow::Result<GatewayConfig> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
-    let mut config: GatewayConfig =
-        toml::from_str(&text).with_context(|| format!("in {}", args.config.display()))?;
+    let mut config: GatewayConfig = layers::load(
+        Some(&args.config),
+        toml::Table::new(),
+        &layers::environment(),
+        &args.set,
+    )?;
     if let Some(v) = args.listen {
         config.listen = v;
     }

@@ -49,15 +49,15 @@ impl TopicSpec {
 }
 
 /// Audit records are kept long: Norwegian health law requires the disclosure log to be
-/// available to the patient for years (ten years here). Consent and care-plan changes are
-/// kept as long as the disclosures they explain.
+/// available to the patient for years (ten years here). Consent, subscription and care-plan
+/// changes and redriven dead letters are kept as long as the disclosures they explain.
 const AUDIT_RETENTION_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
 
 /// Every topic the hub itself owns (per-subscriber delivery topics are created on demand).
 ///
-/// The audit topics (disclosures, consent changes, care-plan changes) are history, not
-/// state: every record is kept for the retention, never compacted (compaction would keep
-/// one change per key and lose who changed what before).
+/// The audit topics (disclosures; consent, subscription and care-plan changes; redrives) are
+/// history, not state: every record is kept for the retention, never compacted (compaction
+/// would keep one change per key and lose who changed what before).
 pub fn hub_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
     let t = settings.topics();
     let n = settings.partitions;
@@ -71,6 +71,8 @@ pub fn hub_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
         TopicSpec::output(t.audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.consent_audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.careplan_audit(), n, Some(AUDIT_RETENTION_MS)),
+        TopicSpec::output(t.subscription_audit(), n, Some(AUDIT_RETENTION_MS)),
+        TopicSpec::output(t.redrive_audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.deadletter(), n, None),
     ]
 }
@@ -244,7 +246,13 @@ mod tests {
             .collect();
         assert_eq!(
             audit.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-            ["x.audit", "x.audit.consents", "x.audit.careplans"],
+            [
+                "x.audit",
+                "x.audit.consents",
+                "x.audit.careplans",
+                "x.audit.subscriptions",
+                "x.audit.redrives"
+            ],
             "{names:?}"
         );
         for topic in audit {

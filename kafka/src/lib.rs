@@ -7,6 +7,8 @@
 
 mod admin;
 mod error;
+#[cfg(feature = "service")]
+pub mod layers;
 pub mod outage;
 pub mod retention;
 mod serde;

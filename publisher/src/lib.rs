@@ -8,5 +8,6 @@ pub mod audit;
 mod publisher;
 
 pub use publisher::{
-    CarePlanAudit, ConsentAudit, Error, Publisher, Receipt, Result, consent_audit_topic,
+    CarePlanAudit, ConsentAudit, Error, Publisher, Receipt, Result, SubscriptionAudit,
+    consent_audit_topic,
 };

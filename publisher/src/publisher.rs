@@ -7,7 +7,8 @@ use dho_schemas::topics::state_key;
 use dho_schemas::{
     CarePlan, CarePlanAction, CarePlanChange, Consent, ConsentAction, ConsentChange, ConsentStatus,
     Measurement, OrganisationIdentifier, PatientIdentifier, Policy, ProvisionKind, SelfReport,
-    Subscription, TopicNames, ValidationError, model::now_millis,
+    Subscription, SubscriptionAction, SubscriptionChange, TopicNames, ValidationError,
+    model::now_millis,
 };
 use dho_schemas::{proto, wire};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -55,6 +56,10 @@ pub struct ConsentAudit<'a> {
 /// Who made a care-plan change and through what, for its audit record (`CarePlanChange`).
 pub type CarePlanAudit<'a> = ConsentAudit<'a>;
 
+/// Who made a subscription change and through what, for its audit record
+/// (`SubscriptionChange`).
+pub type SubscriptionAudit<'a> = ConsentAudit<'a>;
+
 /// The topic of consent-change audit records: `<prefix>.audit.consents`.
 pub fn consent_audit_topic(topics: &TopicNames) -> String {
     topics.consent_audit()
@@ -78,6 +83,7 @@ pub struct Publisher {
     careplans: Encoder<CarePlan>,
     consent_changes: Encoder<ConsentChange>,
     care_plan_changes: Encoder<CarePlanChange>,
+    subscription_changes: Encoder<SubscriptionChange>,
     /// Set by [`Publisher::with_protobuf`]: events go out in the Confluent Protobuf format
     /// with this schema id.
     protobuf_schema: Option<u32>,
@@ -121,6 +127,7 @@ impl Publisher {
             careplans: serde.register(&topics.careplans()).await?,
             consent_changes: serde.register(&consent_audit_topic(&topics)).await?,
             care_plan_changes: serde.register(&topics.careplan_audit()).await?,
+            subscription_changes: serde.register(&topics.subscription_audit()).await?,
             protobuf_schema: None,
             serde,
             producer,
@@ -314,6 +321,64 @@ impl Publisher {
             None,
         )
         .await
+    }
+
+    /// Records (or replaces) a subscription with its audit record
+    /// (`<prefix>.audit.subscriptions`), audit first, as [`record_consent`](Self::record_consent).
+    /// `changed_by` is the subscriber's organisation.
+    pub async fn record_subscription(
+        &self,
+        s: &Subscription,
+        audit: SubscriptionAudit<'_>,
+    ) -> Result<Receipt> {
+        s.validate(self.policy)?;
+        let (id, by) = (&s.subscription_id, &s.subscriber_org);
+        let action = SubscriptionAction::Recorded;
+        self.audit_subscription(&s.patient, id, action, Some(s.clone()), by, audit)
+            .await?;
+        self.put_subscription(s).await
+    }
+
+    /// Deletes a subscription (a tombstone) with its audit record, audit first; `by` is the
+    /// care organisation on whose behalf it is deleted.
+    pub async fn remove_subscription(
+        &self,
+        patient: &PatientIdentifier,
+        subscription_id: &str,
+        by: &OrganisationIdentifier,
+        audit: SubscriptionAudit<'_>,
+    ) -> Result<Receipt> {
+        dho_schemas::validate::patient("patient", patient, self.policy)?;
+        let action = SubscriptionAction::Deleted;
+        self.audit_subscription(patient, subscription_id, action, None, by, audit)
+            .await?;
+        self.delete_subscription(patient, subscription_id).await
+    }
+
+    async fn audit_subscription(
+        &self,
+        patient: &PatientIdentifier,
+        subscription_id: &str,
+        action: SubscriptionAction,
+        subscription: Option<Subscription>,
+        by: &OrganisationIdentifier,
+        audit: SubscriptionAudit<'_>,
+    ) -> Result<Receipt> {
+        let change = SubscriptionChange {
+            change_id: uuid::Uuid::new_v4().to_string(),
+            subscription_id: subscription_id.to_string(),
+            patient: patient.clone(),
+            action,
+            subscription,
+            changed_by: by.clone(),
+            principal: audit.principal.to_string(),
+            channel: audit.channel.to_string(),
+            changed_at: now_millis(),
+        };
+        let topic = self.topics.subscription_audit();
+        let encoder = &self.subscription_changes;
+        self.send(&topic, patient, patient.key(), encoder, Some(&change))
+            .await
     }
 
     /// Records (or replaces) a care plan without an audit record (fixtures, the demo);

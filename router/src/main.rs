@@ -1,5 +1,6 @@
 //! `dho-router`: the routing service. Configuration layers: defaults, then the TOML file
-//! (`--config`), then `DHO_*` environment variables, then flags.
+//! (`--config`), then `DHO_<KEY>` environment variables, then flags (`--set key=value` for
+//! any key; see `dho_kafka::layers`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use clap::Parser;
-use dho_kafka::KafkaSettings;
+use dho_kafka::layers;
 use dho_kafka::service::{KafkaArgs, init_logging, shutdown_signal};
 use dho_router::{Router, RouterConfig};
 use dho_telemetry::{Readiness, install_recorder, server};
@@ -18,6 +19,10 @@ struct Args {
     /// TOML configuration file (see config/router.example.toml).
     #[arg(long, env = "DHO_CONFIG")]
     config: Option<PathBuf>,
+    /// Any config key, e.g. `--set allow_synthetic_identifiers=false` (repeatable; over the
+    /// file and the environment).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     #[command(flatten)]
     kafka: KafkaArgs,
     /// Consumer group of the router instances (overrides the file).
@@ -33,18 +38,12 @@ struct Args {
 }
 
 fn load(args: &Args) -> anyhow::Result<RouterConfig> {
-    let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str::<RouterConfig>(&text)
-                .with_context(|| format!("in {}", path.display()))?
-        }
-        None => RouterConfig::new(KafkaSettings::new(
-            "localhost:9092",
-            "http://localhost:8081",
-        )),
-    };
+    let mut config: RouterConfig = layers::load(
+        args.config.as_deref(),
+        layers::local_base(),
+        &layers::environment(),
+        &args.set,
+    )?;
     args.kafka.apply(&mut config.kafka);
     if let Some(v) = &args.group_id {
         config.group_id = v.clone();

@@ -44,6 +44,10 @@ const FILES: &[(&str, &str)] = &[
         "CarePlanChange",
         include_str!("../avro/CarePlanChange.avsc"),
     ),
+    (
+        "SubscriptionChange",
+        include_str!("../avro/SubscriptionChange.avsc"),
+    ),
 ];
 
 /// The records that travel on topics on their own: each is registered as a subject.
@@ -58,10 +62,11 @@ pub enum SchemaKind {
     DisclosureRecord,
     ConsentChange,
     CarePlanChange,
+    SubscriptionChange,
 }
 
 impl SchemaKind {
-    pub const ALL: [SchemaKind; 9] = [
+    pub const ALL: [SchemaKind; 10] = [
         SchemaKind::Measurement,
         SchemaKind::SelfReport,
         SchemaKind::Consent,
@@ -71,6 +76,7 @@ impl SchemaKind {
         SchemaKind::DisclosureRecord,
         SchemaKind::ConsentChange,
         SchemaKind::CarePlanChange,
+        SchemaKind::SubscriptionChange,
     ];
 
     /// The Avro type name (without namespace).
@@ -85,6 +91,7 @@ impl SchemaKind {
             SchemaKind::DisclosureRecord => "DisclosureRecord",
             SchemaKind::ConsentChange => "ConsentChange",
             SchemaKind::CarePlanChange => "CarePlanChange",
+            SchemaKind::SubscriptionChange => "SubscriptionChange",
         }
     }
 
@@ -198,6 +205,11 @@ mod tests {
         for (change, field, kind) in [
             (SchemaKind::CarePlanChange, "plan", SchemaKind::CarePlan),
             (SchemaKind::ConsentChange, "consent", SchemaKind::Consent),
+            (
+                SchemaKind::SubscriptionChange,
+                "subscription",
+                SchemaKind::Subscription,
+            ),
         ] {
             let json: Json = serde_json::from_str(change.schema_text()).unwrap();
             let held = &json["fields"]

@@ -106,7 +106,8 @@ avro_record!(
     Delivery,
     DisclosureRecord,
     ConsentChange,
-    CarePlanChange
+    CarePlanChange,
+    SubscriptionChange
 );
 
 /// A malformed length prefix must not make the decoder allocate gigabytes.

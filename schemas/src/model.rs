@@ -442,6 +442,35 @@ pub struct CarePlanChange {
     pub changed_at: Millis,
 }
 
+/// What a subscription change did (see `SubscriptionChange.avsc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SubscriptionAction {
+    /// The subscription was recorded or replaced.
+    Recorded,
+    /// The subscription was removed (a tombstone).
+    Deleted,
+}
+
+/// The audit record of one subscription change: who recorded or deleted which
+/// subscription of which patient, when, through what (`<prefix>.audit.subscriptions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionChange {
+    pub change_id: String,
+    pub subscription_id: String,
+    pub patient: PatientIdentifier,
+    pub action: SubscriptionAction,
+    /// The subscription as recorded; `None` when deleted.
+    pub subscription: Option<Subscription>,
+    /// The care organisation on whose behalf the change was made.
+    pub changed_by: OrganisationIdentifier,
+    /// The authenticated credential's name or the operator (never a secret).
+    pub principal: String,
+    /// `gateway`, `admin-cli`, ...
+    pub channel: String,
+    pub changed_at: Millis,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AlertKind {

@@ -57,6 +57,15 @@ impl TopicNames {
     pub fn careplan_audit(&self) -> String {
         format!("{}.audit.careplans", self.prefix)
     }
+    /// Audit records of subscription changes (`SubscriptionChange`), keyed by patient.
+    pub fn subscription_audit(&self) -> String {
+        format!("{}.audit.subscriptions", self.prefix)
+    }
+    /// Audit records of dead letters sent back to their source topic by `dho-admin
+    /// redrive` (JSON, keyed by the dead-letter topic's partition and offset).
+    pub fn redrive_audit(&self) -> String {
+        format!("{}.audit.redrives", self.prefix)
+    }
     pub fn deadletter(&self) -> String {
         format!("{}.deadletter", self.prefix)
     }

@@ -348,6 +348,54 @@ fn deploy_prometheus_scrapes_every_service_where_it_serves_metrics() {
     assert_eq!(host_path(service, &config), Some(repo().join(PROMETHEUS)));
 }
 
+/// The alert rules Prometheus loads: each file named in `rule_files` is mounted into its
+/// container, every rule is PromQL naming only metrics the services export (telemetry's
+/// names), and one alerts on the rate of dead letters.
+#[test]
+fn deploy_prometheus_alerts_on_the_dead_letter_rate_from_rule_files_it_loads() {
+    let compose = compose();
+    let service = compose.service("prometheus");
+    let files = strings(yaml(PROMETHEUS).get("rule_files"));
+    assert!(!files.is_empty(), "{PROMETHEUS} loads no rule file");
+    let exported: BTreeSet<&str> = dho_telemetry::names::all().map(|m| m.name).collect();
+    let mut dead_letter_rate = false;
+    for file in files {
+        let host = host_path(service, &file)
+            .unwrap_or_else(|| panic!("rule file {file} is not mounted into prometheus"));
+        let rules = yaml(&host);
+        let groups = rules["groups"].as_sequence().expect("rule groups");
+        for rule in groups
+            .iter()
+            .flat_map(|g| g["rules"].as_sequence().unwrap())
+        {
+            let name = scalar(&rule["alert"]);
+            let expr = scalar(&rule["expr"]);
+            for metric in promql_metrics(&expr) {
+                assert!(
+                    exported.contains(metric.as_str()),
+                    "alert {name} queries {metric}, which no service exports"
+                );
+            }
+            assert!(
+                ["warning", "critical"].contains(&scalar(&rule["labels"]["severity"]).as_str()),
+                "alert {name} has no severity"
+            );
+            assert!(
+                !scalar(&rule["annotations"]["summary"]).is_empty(),
+                "{name}"
+            );
+            let ast = promql_parser::parser::parse(&expr).unwrap();
+            dead_letter_rate |= promql_metrics(&expr)
+                .contains(dho_telemetry::names::router::DEADLETTERS)
+                && format!("{ast:?}").contains("\"rate\"");
+        }
+    }
+    assert!(
+        dead_letter_rate,
+        "no alert on the rate of dho_router_deadletters_total"
+    );
+}
+
 #[test]
 fn deploy_grafana_provisions_the_prometheus_datasource_and_the_dashboard() {
     let compose = compose();

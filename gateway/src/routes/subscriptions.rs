@@ -1,11 +1,13 @@
 //! `POST /subscriptions`, `PUT|DELETE /subscriptions/{id}`: a care service manages its own
 //! subscriptions (ids `<subscriber_id>.<name>`; `DELETE` names the patient in its body).
+//! Every change is audited first on `<prefix>.audit.subscriptions`, like consent.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use dho_publisher::SubscriptionAudit;
 use dho_schemas::model::*;
 use serde_json::{Value, json};
 
@@ -53,6 +55,7 @@ async fn upsert_subscription(
     const EP: Endpoint = Endpoint::Subscriptions;
     let CareOrganisation {
         org,
+        name,
         subscriber_ids: own,
         ..
     } = caller;
@@ -102,7 +105,11 @@ async fn upsert_subscription(
         Ok(s) => s,
         Err(r) => return refuse(EP, r),
     };
-    let change = gw.inner.publisher.put_subscription(&subscription);
+    let audit = SubscriptionAudit {
+        principal: &name,
+        channel: "gateway",
+    };
+    let change = gw.inner.publisher.record_subscription(&subscription, audit);
     match publish_state(&gw, EP, change, upsert_failure).await {
         Ok(_) => created(json, &format!("/subscriptions/{id}")),
         Err(response) => response,
@@ -118,14 +125,26 @@ pub(super) async fn delete_subscription(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     const EP: Endpoint = Endpoint::Subscriptions;
-    let own = caller.subscriber_ids;
+    let CareOrganisation {
+        org,
+        name,
+        subscriber_ids: own,
+        ..
+    } = caller;
     let owned = owner_of(&id).is_some_and(|owner| own.iter().any(|s| s == owner));
     let not_owned = "not one of this organisation's subscriptions";
     let patient = match delete_target(&gw, EP, owned, not_owned, body) {
         Ok(patient) => patient,
         Err(r) => return refuse(EP, r),
     };
-    let change = gw.inner.publisher.delete_subscription(&patient, &id);
+    let audit = SubscriptionAudit {
+        principal: &name,
+        channel: "gateway",
+    };
+    let change = gw
+        .inner
+        .publisher
+        .remove_subscription(&patient, &id, &org, audit);
     match publish_state(&gw, EP, change, state_failure).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(response) => response,

@@ -1,5 +1,5 @@
 //! Dead letters: a record the router cannot route is parked in the dead-letter topic with
-//! its original key, bytes and the reason in headers, never dropped and never a reason to
+//! its original key, bytes and headers and the reason in headers of its own, never dropped and never a reason to
 //! stop (see "Nothing lost" in ARCHITECTURE.md).
 
 use std::sync::{Arc, Mutex};
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dho_kafka::outage::Throttle;
 use dho_schemas::topics::headers;
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use tracing::warn;
 
 use super::error::{Error, Result, await_acks};
@@ -129,7 +129,10 @@ impl DeadLetters {
         }
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
-        let headers = OwnedHeaders::new()
+        // The record's own headers first, so `dho-admin redrive` can send it back whole.
+        let original = message.headers().into_iter().flat_map(|h| h.iter());
+        let headers = original
+            .fold(OwnedHeaders::new(), |all, h| all.insert(h))
             .insert(Header {
                 key: headers::REASON,
                 value: Some(reason),

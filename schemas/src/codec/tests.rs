@@ -70,6 +70,24 @@ fn every_type_round_trips() {
     };
     round_trip(plan_change(CarePlanAction::Recorded, Some(plan)));
     round_trip(plan_change(CarePlanAction::Deleted, None));
+    let subscription =
+        fixtures::subscription(&fixtures::patient(1), "gp-1", &fixtures::home_care());
+    let subscription_change = |action, subscription| SubscriptionChange {
+        change_id: "z".into(),
+        subscription_id: "gp-1.p1".into(),
+        patient: fixtures::patient(1),
+        action,
+        subscription,
+        changed_by: fixtures::home_care(),
+        principal: "operator".into(),
+        channel: "admin-cli".into(),
+        changed_at: 1_700_000_000_000,
+    };
+    round_trip(subscription_change(
+        SubscriptionAction::Recorded,
+        Some(subscription),
+    ));
+    round_trip(subscription_change(SubscriptionAction::Deleted, None));
 }
 
 #[test]
