@@ -4,6 +4,7 @@
 //! command; nothing is skipped.
 
 pub mod deploy;
+pub mod foreign;
 pub mod ingest;
 pub mod logscan;
 pub mod sdk;
