@@ -16,13 +16,10 @@ use serde::Deserialize;
 pub struct AdminConfig {
     /// Kafka cluster, schema registry, topic prefix, partitions, librdkafka pass-through.
     pub kafka: KafkaSettings,
-    /// Accept identifiers from synthetic test populations (false in production).
-    #[serde(default = "default_true")]
+    /// Accept identifiers from synthetic test populations (development, tests and the
+    /// demo; refused unless set).
+    #[serde(default)]
     pub allow_synthetic_identifiers: bool,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 /// The keys the admin takes from a service's file; the rest belongs to the service.

@@ -30,9 +30,10 @@ struct Args {
     config: Option<PathBuf>,
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Refuse synthetic test identities (production; `allow_synthetic_identifiers=false`).
+    /// Accept synthetic test identities (development, tests, the demo;
+    /// `allow_synthetic_identifiers=true`). Refused otherwise.
     #[arg(long, global = true)]
-    refuse_synthetic: bool,
+    allow_synthetic: bool,
     /// Any config key, e.g. `--set kafka.partitions=12` (repeatable; over the file and the
     /// environment).
     #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
@@ -108,8 +109,8 @@ fn configuration(args: &Args) -> anyhow::Result<config::AdminConfig> {
     let env = dho_kafka::layers::environment();
     let mut config = config::load(args.config.as_deref(), &env, &args.set)?;
     args.kafka.apply(&mut config.kafka);
-    if args.refuse_synthetic {
-        config.allow_synthetic_identifiers = false;
+    if args.allow_synthetic {
+        config.allow_synthetic_identifiers = true;
     }
     Ok(config)
 }

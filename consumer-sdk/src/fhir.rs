@@ -96,7 +96,7 @@ mod tests {
             event_id: event_id.into(),
             received_time,
             platform: platform.clone(),
-            policy: dho_schemas::Policy::default(),
+            policy: dho_schemas::Policy::SYNTHETIC_ALLOWED,
         }
     }
 

@@ -49,8 +49,9 @@ pub struct GatewayConfig {
     /// Seconds after its acknowledgement that a reading's re-send is still recognised.
     #[serde(default = "default_resend_window", with = "secs")]
     pub resend_window: Duration,
-    /// Accept identifiers from synthetic test populations (false in production).
-    #[serde(default = "default_true")]
+    /// Accept identifiers from synthetic test populations (development, tests and the
+    /// demo; refused unless set).
+    #[serde(default)]
     pub allow_synthetic_identifiers: bool,
     /// Device platforms allowed to publish readings and self-reports.
     #[serde(default)]
@@ -120,9 +121,6 @@ fn default_resend_memory() -> usize {
 fn default_resend_window() -> Duration {
     Duration::from_secs(600)
 }
-fn default_true() -> bool {
-    true
-}
 
 /// Durations in config files as whole seconds (`retry_after = 1`).
 mod secs {
@@ -149,7 +147,7 @@ impl GatewayConfig {
             retry_after: default_retry_after(),
             resend_memory: default_resend_memory(),
             resend_window: default_resend_window(),
-            allow_synthetic_identifiers: true,
+            allow_synthetic_identifiers: false,
             platforms: vec![],
             care_organisations: vec![],
         }

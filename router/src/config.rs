@@ -44,8 +44,9 @@ pub struct RouterConfig {
     /// provisioned by operators (the router then only checks they exist).
     #[serde(default = "default_true")]
     pub create_topics: bool,
-    /// Accept identifiers from synthetic test populations (false in production).
-    #[serde(default = "default_true")]
+    /// Accept identifiers from synthetic test populations (development, tests and the
+    /// demo; refused unless set).
+    #[serde(default)]
     pub allow_synthetic_identifiers: bool,
     /// How often the no-data timer looks for patients silent past their care plan's
     /// expected interval (seconds).
@@ -106,7 +107,7 @@ impl RouterConfig {
             session_timeout: default_session_timeout(),
             transactional_id: None,
             create_topics: true,
-            allow_synthetic_identifiers: true,
+            allow_synthetic_identifiers: false,
             silence_check_interval: default_silence_check_interval(),
             metrics_listen: None,
         }

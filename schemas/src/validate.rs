@@ -59,20 +59,25 @@ impl ValidationError {
 
 type Result<T = ()> = std::result::Result<T, ValidationError>;
 
-/// Deployment choices that change what is valid.
+/// Deployment choices that change what is valid. No default: each caller says which it
+/// is, and every service's configuration refuses synthetic identities unless it says
+/// otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
-    /// Accept numbers from the synthetic test populations. True for development and the
-    /// demo; a production deployment sets it false.
+    /// Accept numbers from the synthetic test populations: development, tests and the
+    /// demo. Production refuses them.
     pub allow_synthetic: bool,
 }
 
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            allow_synthetic: true,
-        }
-    }
+impl Policy {
+    /// Production: real identifiers only.
+    pub const PRODUCTION: Policy = Policy {
+        allow_synthetic: false,
+    };
+    /// Development, tests and the demo: the synthetic test populations too.
+    pub const SYNTHETIC_ALLOWED: Policy = Policy {
+        allow_synthetic: true,
+    };
 }
 
 fn id_error(field: &str, error: IdError) -> ValidationError {

@@ -380,8 +380,8 @@ mod tests {
         let now = now_millis();
         for _ in 0..5000 {
             match fleet.next_event(now) {
-                SimEvent::Measurement(m) => m.validate(Policy::default(), now).unwrap(),
-                SimEvent::SelfReport(r) => r.validate(Policy::default(), now).unwrap(),
+                SimEvent::Measurement(m) => m.validate(Policy::SYNTHETIC_ALLOWED, now).unwrap(),
+                SimEvent::SelfReport(r) => r.validate(Policy::SYNTHETIC_ALLOWED, now).unwrap(),
             }
         }
     }
@@ -399,12 +399,14 @@ mod tests {
         for _ in 0..3000 {
             let s = fleet.next_submission(now);
             let (valid, at) = match &s.event {
-                SimEvent::Measurement(m) => {
-                    (m.validate(Policy::default(), now).is_ok(), m.effective_time)
-                }
-                SimEvent::SelfReport(r) => {
-                    (r.validate(Policy::default(), now).is_ok(), r.authored_time)
-                }
+                SimEvent::Measurement(m) => (
+                    m.validate(Policy::SYNTHETIC_ALLOWED, now).is_ok(),
+                    m.effective_time,
+                ),
+                SimEvent::SelfReport(r) => (
+                    r.validate(Policy::SYNTHETIC_ALLOWED, now).is_ok(),
+                    r.authored_time,
+                ),
             };
             assert_eq!(valid, !s.malformed);
             bad += u64::from(s.malformed);

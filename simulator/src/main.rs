@@ -105,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
             settings.topic_prefix = args.topic_prefix.clone();
             settings.partitions = args.partitions;
             Sink::Library(
-                Publisher::connect(&settings, Policy::default())
+                Publisher::connect(&settings, Policy::SYNTHETIC_ALLOWED)
                     .await
                     .context("connecting the publisher")?,
             )

@@ -35,6 +35,8 @@ pub fn other_platform() -> OrganisationIdentifier {
 pub fn gateway_config(settings: &KafkaSettings) -> GatewayConfig {
     let mut config = GatewayConfig::new(settings.clone());
     config.listen = ([127, 0, 0, 1], 0).into();
+    // The tests' patients are synthetic.
+    config.allow_synthetic_identifiers = true;
     config.platforms = vec![
         PlatformCredential {
             name: "test-platform".into(),
@@ -75,11 +77,13 @@ pub async fn start_gateway(config: GatewayConfig) -> RunningGateway {
 pub fn config_toml(config: &GatewayConfig) -> String {
     let k = &config.kafka;
     let mut text = format!(
-        "listen = \"{}\"\nmax_bundle_entries = {}\nmax_body_bytes = {}\n\n[kafka]\n\
+        "listen = \"{}\"\nmax_bundle_entries = {}\nmax_body_bytes = {}\n\
+         allow_synthetic_identifiers = {}\n\n[kafka]\n\
          bootstrap_servers = \"{}\"\nschema_registry_url = \"{}\"\ntopic_prefix = \"{}\"\npartitions = {}\n",
         config.listen,
         config.max_bundle_entries,
         config.max_body_bytes,
+        config.allow_synthetic_identifiers,
         k.bootstrap_servers,
         k.schema_registry_url,
         k.topic_prefix,
@@ -120,6 +124,8 @@ pub fn run_admin(stack: &crate::Stack, args: &[&str]) -> std::process::Output {
         .args(["--schema-registry-url", &s.schema_registry_url])
         .args(["--topic-prefix", &s.topic_prefix])
         .args(["--partitions", &s.partitions.to_string()])
+        // The tests' patients are synthetic.
+        .arg("--allow-synthetic")
         .args(args)
         .output()
         .expect("dho-admin runs")

@@ -111,7 +111,7 @@ impl Stack {
     }
 
     pub async fn publisher(&self) -> dho_publisher::Publisher {
-        dho_publisher::Publisher::connect(&self.settings, dho_schemas::Policy::default())
+        dho_publisher::Publisher::connect(&self.settings, dho_schemas::Policy::SYNTHETIC_ALLOWED)
             .await
             .expect("publisher connects")
     }
@@ -119,6 +119,8 @@ impl Stack {
     pub fn router_config(&self, group: &str) -> RouterConfig {
         let mut config = RouterConfig::new(self.settings.clone());
         config.group_id = group.to_string();
+        // The tests' patients are synthetic.
+        config.allow_synthetic_identifiers = true;
         config
     }
 
@@ -345,6 +347,8 @@ impl RouterProcess {
             .args(["--partitions", &s.partitions.to_string()])
             .args(["--group-id", group])
             .args(["--metrics-listen", "127.0.0.1:0"])
+            // The tests' patients are synthetic.
+            .args(["--set", "allow_synthetic_identifiers=true"])
             .args(args)
             .env("RUST_LOG", rust_log)
             .envs(env.iter().copied())

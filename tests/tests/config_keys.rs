@@ -140,12 +140,17 @@ fn config_keys_allow_synthetic_identifiers_is_set_from_the_environment_and_by_fl
             .collect()
     };
     let refuse = env(&[("DHO_ALLOW_SYNTHETIC_IDENTIFIERS", "false")]);
+    let permit = env(&[("DHO_ALLOW_SYNTHETIC_IDENTIFIERS", "true")]);
     let none = BTreeMap::new();
     let flag = ["allow_synthetic_identifiers=false".to_string()];
     let router = |env: &BTreeMap<String, String>, sets: &[String]| {
         load::<RouterConfig>(None, local_base(), env, sets).unwrap()
     };
-    assert!(router(&none, &[]).allow_synthetic_identifiers);
+    assert!(
+        !router(&none, &[]).allow_synthetic_identifiers,
+        "refused unless configured"
+    );
+    assert!(router(&permit, &[]).allow_synthetic_identifiers);
     assert!(!router(&refuse, &[]).allow_synthetic_identifiers);
     assert!(!router(&none, &flag).allow_synthetic_identifiers);
     let allow = ["allow_synthetic_identifiers=true".to_string()];

@@ -683,7 +683,8 @@ async fn deploy_dashboard_every_metric_it_queries_is_exported_by_a_running_servi
     std::fs::write(
         &router_toml,
         format!(
-            "group_id = \"deploy-router\"\nmetrics_listen = \"{router_metrics}\"\n\n[kafka]\n\
+            "group_id = \"deploy-router\"\nmetrics_listen = \"{router_metrics}\"\n\
+             allow_synthetic_identifiers = true\n\n[kafka]\n\
              bootstrap_servers = \"{}\"\nschema_registry_url = \"{}\"\ntopic_prefix = \"{}\"\npartitions = {}\n",
             settings.bootstrap_servers,
             settings.schema_registry_url,

@@ -37,7 +37,7 @@ fn ctx() -> IngestContext {
         event_id: "0b7f3e52-55d1-4c0e-9a43-3f1d2f0c9a10".into(),
         received_time: NOW,
         platform: fixtures::platform(),
-        policy: dho_schemas::Policy::default(),
+        policy: dho_schemas::Policy::SYNTHETIC_ALLOWED,
     }
 }
 

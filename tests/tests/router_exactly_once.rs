@@ -149,6 +149,7 @@ fn provision(mock: &Mock, settings: &KafkaSettings) {
 fn router_config(settings: &KafkaSettings) -> RouterConfig {
     let mut config = RouterConfig::new(settings.clone());
     config.group_id = GROUP.into();
+    config.allow_synthetic_identifiers = true;
     config.transactional_id = Some(TRANSACTIONAL_ID.into());
     config.max_batch = MAX_BATCH;
     // The mock has no CreateTopics: topics are provisioned, the router only checks them.
@@ -352,7 +353,14 @@ async fn fail_once(
     error: RDKafkaRespErr,
 ) -> (dho_router::Error, Window) {
     let before = marks(settings).await;
-    mock.request_errors(api, &[error]);
+    // A new instance first loads its partitions' state, in a transaction of its own that
+    // holds the malformed consent's dead letter: its EndTxn goes through, the batch's fails.
+    let errors: &[RDKafkaRespErr] = if api == RDKafkaApiKey::EndTxn {
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR, error]
+    } else {
+        &[error]
+    };
+    mock.request_errors(api, errors);
     let failed = run_until_failure(settings).await;
     mock.clear_request_errors(api);
     let after = marks(settings).await;

@@ -235,16 +235,18 @@ impl Router {
                     _ => self.finish_in_flight().await?,
                 }
             }
+            // In this order. New partitions' state is loaded at once, not at their first
+            // record or the next no-data check (until then the instance is not ready),
+            // and before their first record is routed (in exactly-once mode the load is
+            // a transaction of its own).
             let first = tokio::select! {
+                biased;
                 _ = &mut shutdown => break,
-                _ = silence_timer.tick() => {
-                    self.check_silences().await?;
+                _ = assigned.notified() => {
+                    self.load_assigned().await?;
                     continue;
                 }
-                // New partitions: their state is loaded now (and silences due in them
-                // raised), not at the first record or the next tick. Until then the
-                // instance is not ready.
-                _ = assigned.notified() => {
+                _ = silence_timer.tick() => {
                     self.check_silences().await?;
                     continue;
                 }
@@ -511,6 +513,36 @@ impl Router {
         }
         self.commits
             .acknowledge(out, &self.outputs, &mut self.state)
+            .await?;
+        if self.config.transactional_id.is_some() {
+            self.commits
+                .commit_transaction(&self.outputs, &TopicPartitionList::new(), None)?;
+        }
+        self.state.gauges();
+        Ok(())
+    }
+
+    /// Loads the state of the partitions the group assigned this instance (all of them:
+    /// the ones it had are caught up in passing).
+    async fn load_assigned(&mut self) -> Result<()> {
+        self.drop_revoked();
+        self.finish_in_flight().await?;
+        let partitions = match self.input.assigned(&self.input.measurements) {
+            Ok(partitions) => partitions,
+            Err(e) => {
+                // The first record or the next no-data check loads them instead.
+                warn!(error = %e, "state load on assignment skipped: the assignment is unknown");
+                return Ok(());
+            }
+        };
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        // Begun before the state sync, which may dead-letter a state record (see
+        // route_batch); librdkafka ends a transaction with nothing in it locally.
+        self.commits.begin(&self.outputs)?;
+        self.state
+            .sync(&partitions, self.outputs.producer())
             .await?;
         if self.config.transactional_id.is_some() {
             self.commits

@@ -391,7 +391,8 @@ mod tests {
         json["provision"]["provision"] = serde_json::json!([{"type": "deny", "actor": [
             {"reference": {"identifier": {"system": ORGNR_OID, "value": fixtures::lung_clinic().value}}}
         ]}]);
-        let c = consent_from_fhir(&json, &fixtures::home_care(), 5, Policy::default()).unwrap();
+        let c =
+            consent_from_fhir(&json, &fixtures::home_care(), 5, Policy::SYNTHETIC_ALLOWED).unwrap();
         assert_eq!(c.consent_id, format!("{}.c-1", fixtures::home_care().value));
         assert_eq!(c.patient, patient);
         assert_eq!(c.provisions.len(), 2);
@@ -414,7 +415,8 @@ mod tests {
             false,
             &[fixtures::gp()],
         );
-        let c = consent_from_fhir(&json, &fixtures::home_care(), 0, Policy::default()).unwrap();
+        let c =
+            consent_from_fhir(&json, &fixtures::home_care(), 0, Policy::SYNTHETIC_ALLOWED).unwrap();
         assert_eq!(c.status, ConsentStatus::Inactive);
 
         type Break = fn(&mut serde_json::Value);
@@ -455,8 +457,8 @@ mod tests {
         for (break_it, location) in cases {
             let mut j = json.clone();
             break_it(&mut j);
-            let e =
-                consent_from_fhir(&j, &fixtures::home_care(), 0, Policy::default()).unwrap_err();
+            let e = consent_from_fhir(&j, &fixtures::home_care(), 0, Policy::SYNTHETIC_ALLOWED)
+                .unwrap_err();
             assert_eq!(e.location, location, "{e}");
             assert!(!e.to_string().contains(&patient.value));
         }

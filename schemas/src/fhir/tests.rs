@@ -47,7 +47,7 @@ fn ctx() -> IngestContext {
         event_id: "7d0b6a4e-0000-4000-8000-000000000001".into(),
         received_time: NOW,
         platform: fixtures::platform(),
-        policy: Policy::default(),
+        policy: Policy::SYNTHETIC_ALLOWED,
     }
 }
 
@@ -526,7 +526,7 @@ fn ctx_of(m: &Measurement) -> IngestContext {
         event_id: m.event_id.clone(),
         received_time: m.received_time,
         platform: m.source.platform.clone(),
-        policy: Policy::default(),
+        policy: Policy::SYNTHETIC_ALLOWED,
     }
 }
 
@@ -592,7 +592,7 @@ fn questionnaire_responses_round_trip() {
         event_id: r.event_id.clone(),
         received_time: r.received_time,
         platform: r.source.platform.clone(),
-        policy: Policy::default(),
+        policy: Policy::SYNTHETIC_ALLOWED,
     };
     let json = questionnaire_response_from_self_report(&r);
     assert_eq!(

@@ -127,7 +127,7 @@ fn model_records_round_trip_through_protobuf() {
             decode_event(&frame.message_index, frame.body).unwrap(),
             Event::Measurement(m.clone())
         );
-        m.validate(crate::Policy::default(), m.received_time)
+        m.validate(crate::Policy::SYNTHETIC_ALLOWED, m.received_time)
             .unwrap();
     }
     let r = fixtures::self_report(&p, 1_700_000_000_000);
@@ -179,7 +179,7 @@ fn missing_or_unknown_parts_are_typed_errors() {
     let decoded = decode_measurement(&encode_measurement(&fraction)).unwrap();
     assert!(
         decoded
-            .validate(crate::Policy::default(), m.received_time)
+            .validate(crate::Policy::SYNTHETIC_ALLOWED, m.received_time)
             .is_err()
     );
 }
