@@ -40,7 +40,7 @@
 mod auth;
 pub mod config;
 mod event_id;
-pub mod metrics;
+pub mod events;
 mod resent;
 mod routes;
 

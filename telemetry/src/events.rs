@@ -111,8 +111,7 @@ mod tests {
 
     impl InternalEvent for Seen {
         fn emit(self) {
-            metrics::counter!(crate::names::router::WITHHELD, "reason" => self.reason)
-                .increment(1);
+            metrics::counter!(crate::names::router::WITHHELD, "reason" => self.reason).increment(1);
             tracing::info!(patient = %self.patient, reason = self.reason, "seen");
         }
     }

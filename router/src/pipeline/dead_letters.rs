@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use dho_kafka::outage::Throttle;
 use dho_schemas::topics::headers;
+use dho_telemetry::InternalEvent;
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use tracing::warn;
 
 use super::error::{Error, Result, await_acks};
-use crate::metrics as m;
+use crate::events::DeadLettered;
 use crate::outputs::{Acks, Output, OutputProducer};
 
 /// Why a record went to the dead-letter topic (bounded: a metric label and a header).
@@ -64,23 +64,14 @@ impl DeadLetters {
         detail: String,
         acks: &Arc<Acks>,
     ) -> Result<()> {
-        metrics::counter!(m::DEADLETTERS, "reason" => reason).increment(1);
-        let allowed = self
-            .warnings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .allow();
-        if let Some(unmentioned) = allowed {
-            warn!(
-                reason,
-                topic = message.topic(),
-                partition = message.partition(),
-                offset = message.offset(),
-                unmentioned,
-                "dead-lettered a record (and `unmentioned` others since the last warning; \
-                 dho_router_deadletters_total counts each)"
-            );
+        DeadLettered {
+            reason,
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            warnings: &self.warnings,
         }
+        .emit();
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let headers = OwnedHeaders::new()
