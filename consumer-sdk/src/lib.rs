@@ -105,6 +105,7 @@
 mod config;
 mod dedup;
 mod error;
+mod events;
 pub mod fhir;
 pub mod metrics;
 mod subscriber;

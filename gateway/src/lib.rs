@@ -40,8 +40,8 @@
 mod auth;
 pub mod config;
 mod event_id;
+pub mod events;
 mod limits;
-pub mod metrics;
 mod resent;
 mod routes;
 

@@ -4,9 +4,9 @@
 //! they are kept.
 
 mod config;
+pub mod events;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
-pub mod metrics;
 mod outputs;
 mod pipeline;
 

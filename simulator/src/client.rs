@@ -1,7 +1,6 @@
 //! A device platform's HTTP client for the ingest gateway.
 
-use crate::fleet::SimEvent;
-use crate::run::Outcome;
+use crate::fleet::{Outcome, SimEvent};
 
 /// A device platform's HTTP client for the gateway: the native JSON endpoints, or (after
 /// [`GatewayClient::fhir`]) one-entry FHIR batch Bundles as a VKP client sends them.

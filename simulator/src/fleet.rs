@@ -369,6 +369,17 @@ fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
+/// What became of one submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Acknowledged by the broker.
+    Accepted,
+    /// Refused as invalid (the fix is in the record).
+    Rejected,
+    /// Not stored for another reason (backpressure, unreachable): retryable.
+    Failed,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,5 +14,5 @@ mod run;
 
 pub use client::GatewayClient;
 pub use enrol::{EnrolError, Enrolment, SIM_PLAN_NAME, enrol_fleet};
-pub use fleet::{Diagnosis, Fleet, SimEvent, SimOptions, SimPatient, Submission};
-pub use run::{Outcome, RunStats, Sink, run};
+pub use fleet::{Diagnosis, Fleet, Outcome, SimEvent, SimOptions, SimPatient, Submission};
+pub use run::{RunStats, Sink, run};

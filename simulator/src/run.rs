@@ -9,7 +9,7 @@ use dho_publisher::Publisher;
 use dho_schemas::model::now_millis;
 
 use crate::client::GatewayClient;
-use crate::fleet::{Fleet, SimEvent};
+use crate::fleet::{Fleet, Outcome, SimEvent};
 
 /// Where the simulator publishes.
 #[derive(Debug, Clone)]
@@ -18,17 +18,6 @@ pub enum Sink {
     Library(Publisher),
     /// The ingest gateway over HTTP.
     Gateway(GatewayClient),
-}
-
-/// What became of one submission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Acknowledged by the broker.
-    Accepted,
-    /// Refused as invalid (the fix is in the record).
-    Rejected,
-    /// Not stored for another reason (backpressure, unreachable): retryable.
-    Failed,
 }
 
 impl Sink {

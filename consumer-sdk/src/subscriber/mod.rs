@@ -1,5 +1,6 @@
 //! The subscriber: connect, receive typed deliveries, hand them to the application, commit.
 
+mod context;
 mod park;
 mod start;
 
@@ -16,11 +17,16 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::info;
 
-use crate::metrics::{self, SubscriberContext, reasons};
+use crate::events::{
+    AfterFailure, DeliveryHandled, DeliveryParked, DuplicateDropped, HandedOver, HandlerFailed,
+};
+use crate::metrics::reasons;
 use crate::{
     Dedup, DedupStore, Error, FailurePolicy, MemoryStore, Result, SqliteStore, StartFrom,
     SubscriberConfig,
 };
+use context::SubscriberContext;
+use dho_telemetry::InternalEvent;
 use park::{Failure, Parking, RawRecord};
 
 /// One delivery, decoded, with where it sits on the subscriber topic.
@@ -221,17 +227,26 @@ impl Subscriber {
                     parking
                         .park(&raw, &self.topic, partition, offset, &failure)
                         .await?;
-                    metrics::parked(failure.reason, partition, offset);
+                    DeliveryParked {
+                        reason: failure.reason,
+                        partition,
+                        offset,
+                    }
+                    .emit();
                     self.commit_position(partition, offset)?;
                     continue;
                 }
             };
             if self.store.contains(&delivery.delivery_id)? {
-                metrics::duplicate_dropped(partition, offset);
+                DuplicateDropped { partition, offset }.emit();
                 self.commit_position(partition, offset)?;
                 continue;
             }
-            metrics::handed_over(&delivery, now_millis());
+            HandedOver {
+                delivery: &delivery,
+                now: now_millis(),
+            }
+            .emit();
             return Ok(Received {
                 delivery,
                 partition,
@@ -282,7 +297,12 @@ impl Subscriber {
                 &failure,
             )
             .await?;
-        metrics::parked(failure.reason, received.partition, received.offset);
+        DeliveryParked {
+            reason: failure.reason,
+            partition: received.partition,
+            offset: received.offset,
+        }
+        .emit();
         // A parked delivery has had its one outcome: a replayed copy is a duplicate.
         self.commit(received)
     }
@@ -324,14 +344,23 @@ impl Subscriber {
                 let started = Instant::now();
                 let error = match handler(received.clone()).await {
                     Ok(()) => {
-                        metrics::handled(started.elapsed());
+                        DeliveryHandled {
+                            elapsed: started.elapsed(),
+                        }
+                        .emit();
                         self.commit(&received)?;
                         break;
                     }
                     Err(e) => e,
                 };
                 if attempt < self.config.handler_attempts {
-                    metrics::handler_failed(started.elapsed(), "retry", attempt, &error);
+                    HandlerFailed {
+                        elapsed: started.elapsed(),
+                        next: AfterFailure::Retry,
+                        attempt,
+                        error: &error,
+                    }
+                    .emit();
                     tokio::select! {
                         _ = &mut shutdown => break 'deliveries,
                         _ = tokio::time::sleep(backoff) => {}
@@ -342,7 +371,13 @@ impl Subscriber {
                 }
                 match self.config.failure_policy {
                     FailurePolicy::Stop => {
-                        metrics::handler_failed(started.elapsed(), "stop", attempt, &error);
+                        HandlerFailed {
+                            elapsed: started.elapsed(),
+                            next: AfterFailure::Stop,
+                            attempt,
+                            error: &error,
+                        }
+                        .emit();
                         self.final_commit();
                         return Err(Error::HandlerFailed {
                             delivery_id: received.delivery.delivery_id.clone(),
@@ -351,7 +386,13 @@ impl Subscriber {
                         });
                     }
                     FailurePolicy::Park => {
-                        metrics::handler_failed(started.elapsed(), "park", attempt, &error);
+                        HandlerFailed {
+                            elapsed: started.elapsed(),
+                            next: AfterFailure::Park,
+                            attempt,
+                            error: &error,
+                        }
+                        .emit();
                         self.park_failed(&received, error.to_string(), attempt)
                             .await?;
                         break;

@@ -18,7 +18,10 @@ use super::refusal::{FHIR_JSON, Refusal, publish_failure, refuse};
 use super::roles::{Platform, at};
 use crate::Gateway;
 use crate::event_id::assign_event_id;
-use crate::metrics::{self as m, Endpoint};
+use crate::events::{
+    Endpoint, EntryAccepted, EntryForbidden, EntryNotPublished, EntryRejected, RequestAnswered,
+};
+use dho_telemetry::InternalEvent;
 
 pub(super) async fn fhir_bundle(
     caller: Platform<at::FhirBundle>,
@@ -97,11 +100,14 @@ pub(super) async fn fhir_bundle(
         .map(|((outcome, forbidden), published)| match (&outcome.result, published) {
             (Ok(_), Some(Ok(_))) => {
                 accepted += 1;
-                m::entries("accepted", "none", 1);
+                EntryAccepted.emit();
                 outcome.response_entry()
             }
             (Ok(_), None) if *forbidden => {
-                m::entries("forbidden", "cross_platform", 1);
+                EntryForbidden {
+                    reason: "cross_platform",
+                }
+                .emit();
                 failed_entry(
                     outcome,
                     StatusCode::FORBIDDEN,
@@ -114,12 +120,19 @@ pub(super) async fn fhir_bundle(
             (Ok(_), Some(Err(e))) => {
                 let (reason, status, code) = publish_failure(&e);
                 retry |= status == StatusCode::SERVICE_UNAVAILABLE;
-                m::entries("failed", reason, 1);
-                tracing::warn!(reason, error = %e, "bundle entry not published");
+                EntryNotPublished {
+                    endpoint: EP,
+                    reason,
+                    error: &e,
+                }
+                .emit();
                 failed_entry(outcome, status, code, "3.1", "", &e.to_string())
             }
             (Err(e), _) => {
-                m::entries("rejected", e.code.as_str(), 1);
+                EntryRejected {
+                    reason: e.code.as_str(),
+                }
+                .emit();
                 outcome.response_entry()
             }
             (Ok(_), None) => unreachable!("every unforbidden event is published"),
@@ -127,14 +140,15 @@ pub(super) async fn fhir_bundle(
         .collect();
     let total = entries.len();
     let body = json!({"resourceType": "Bundle", "type": "batch-response", "entry": entries});
-    m::request(
-        EP,
-        match accepted {
+    RequestAnswered {
+        endpoint: EP,
+        outcome: match accepted {
             a if a == total => "accepted",
             0 => "rejected",
             _ => "partial",
         },
-    );
+    }
+    .emit();
     tracing::debug!(accepted, total, "bundle answered");
     let mut response = (StatusCode::OK, Json(body)).into_response();
     response

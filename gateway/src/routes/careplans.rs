@@ -18,7 +18,8 @@ use super::steps::{
     state_failure, upsert_failure,
 };
 use crate::Gateway;
-use crate::metrics::{self as m, Endpoint};
+use crate::events::{CarePlanDeleted, CarePlanRecorded, Endpoint, EntryForbidden, EntryRejected};
+use dho_telemetry::{InternalEvent, Pseudonym};
 
 /// A care plan id made through the gateway is `<orgnr>.<name>`, with the organisation number
 /// of the organisation that owns (and alone may replace or delete) it. Like subscription
@@ -101,7 +102,10 @@ async fn upsert_care_plan(
         Err(r) => return refuse(EP, r),
     };
     if !plan_name_ok(&id) {
-        m::entries("rejected", "malformed", 1);
+        EntryRejected {
+            reason: "malformed",
+        }
+        .emit();
         return refuse(
             EP,
             Refusal::new(
@@ -114,7 +118,10 @@ async fn upsert_care_plan(
         );
     }
     if let Err(r) = stamp_caller_org(&gw, EP, object, "updated_by", &org) {
-        m::entries("forbidden", "not_owner", 1);
+        EntryForbidden {
+            reason: "not_owner",
+        }
+        .emit();
         return refuse(EP, r);
     }
     object.insert("plan_id".into(), id.clone().into());
@@ -130,13 +137,13 @@ async fn upsert_care_plan(
     let change = gw.inner.publisher.record_care_plan(&plan, audit);
     match publish_state(&gw, EP, change, upsert_failure).await {
         Ok(receipt) => {
-            tracing::info!(
-                patient = %plan.patient.log_tag(),
-                author = %name,
-                version = plan.version,
-                targets = plan.targets.len(),
-                "care plan recorded"
-            );
+            CarePlanRecorded {
+                patient: Pseudonym::from(&plan.patient),
+                author: &name,
+                version: plan.version,
+                targets: plan.targets.len(),
+            }
+            .emit();
             json["topic"] = receipt.topic.into();
             json["partition"] = receipt.partition.into();
             json["offset"] = receipt.offset.into();
@@ -176,7 +183,11 @@ pub(super) async fn delete_care_plan(
         .remove_care_plan(&patient, &id, &org, audit);
     match publish_state(&gw, EP, change, state_failure).await {
         Ok(_) => {
-            tracing::info!(patient = %patient.log_tag(), author = %name, "care plan deleted");
+            CarePlanDeleted {
+                patient: Pseudonym::from(&patient),
+                author: &name,
+            }
+            .emit();
             StatusCode::NO_CONTENT.into_response()
         }
         Err(response) => response,

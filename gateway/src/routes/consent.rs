@@ -14,7 +14,8 @@ use dho_schemas::model::*;
 use super::refusal::{FHIR_JSON, Refusal, publish_failure, refuse};
 use super::roles::{CareOrganisation, at};
 use crate::Gateway;
-use crate::metrics::{self as m, Endpoint};
+use crate::events::{ConsentRecorded, Endpoint, EntryNotPublished, EntryRejected};
+use dho_telemetry::{InternalEvent, Pseudonym};
 
 pub(super) async fn fhir_consent(
     caller: CareOrganisation<at::FhirConsent>,
@@ -31,7 +32,10 @@ pub(super) async fn fhir_consent(
     let consent = match consent::consent_from_fhir(&json, &org, now, gw.inner.policy) {
         Ok(c) => c,
         Err(e) => {
-            m::entries("rejected", e.code.as_str(), 1);
+            EntryRejected {
+                reason: e.code.as_str(),
+            }
+            .emit();
             return refuse(EP, Refusal::from_fhir(StatusCode::UNPROCESSABLE_ENTITY, &e));
         }
     };
@@ -45,14 +49,12 @@ pub(super) async fn fhir_consent(
     };
     match gw.inner.publisher.record_consent(&consent, audit).await {
         Ok(_) => {
-            m::entries("accepted", "none", 1);
-            m::request(EP, "accepted");
-            tracing::info!(
-                patient = %consent.patient.log_tag(),
-                recorder = %name,
-                status = ?consent.status,
-                "consent recorded"
-            );
+            ConsentRecorded {
+                patient: Pseudonym::from(&consent.patient),
+                recorder: &name,
+                status: consent.status,
+            }
+            .emit();
             json["id"] = consent.consent_id.clone().into();
             let mut response = (StatusCode::CREATED, Json(json)).into_response();
             let headers = response.headers_mut();
@@ -64,8 +66,12 @@ pub(super) async fn fhir_consent(
         }
         Err(e) => {
             let (reason, status, code) = publish_failure(&e);
-            m::entries("failed", reason, 1);
-            tracing::warn!(reason, error = %e, "consent not recorded");
+            EntryNotPublished {
+                endpoint: EP,
+                reason,
+                error: &e,
+            }
+            .emit();
             let mut r = Refusal {
                 fhir: true,
                 ..Refusal::new(status, code, reason, &e.to_string())

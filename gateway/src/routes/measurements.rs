@@ -16,7 +16,8 @@ use super::roles::{Platform, at};
 use super::steps::parse;
 use crate::Gateway;
 use crate::event_id::assign_event_id;
-use crate::metrics::{self as m, Endpoint};
+use crate::events::{Endpoint, EntryForbidden, EntryNotPublished, Published};
+use dho_telemetry::InternalEvent;
 
 pub(super) async fn measurement(
     caller: Platform<at::Measurements>,
@@ -80,7 +81,10 @@ async fn native(
         Ingested::SelfReport(r) => &r.source.platform,
     };
     if !data_controller(&event).same_entity(&platform) || !source_platform.same_entity(&platform) {
-        m::entries("forbidden", "cross_platform", 1);
+        EntryForbidden {
+            reason: "cross_platform",
+        }
+        .emit();
         return refuse(
             ep,
             gw.forbid(
@@ -99,8 +103,7 @@ async fn native(
     };
     match gw.publish_once(&event, &platform).await {
         Ok(receipt) => {
-            m::entries("accepted", "none", 1);
-            m::request(ep, "accepted");
+            Published { endpoint: ep }.emit();
             let body = json!({
                 "event_id": event.event_id(),
                 "topic": receipt.topic,
@@ -112,8 +115,12 @@ async fn native(
         Err(dho_publisher::Error::Invalid(e)) => refuse_invalid(ep, e),
         Err(e) => {
             let (reason, status, code) = publish_failure(&e);
-            m::entries("failed", reason, 1);
-            tracing::warn!(reason, error = %e, "record not published");
+            EntryNotPublished {
+                endpoint: ep,
+                reason,
+                error: &e,
+            }
+            .emit();
             let mut r = Refusal::new(status, code, reason, &e.to_string());
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 r.retry_after = Some(gw.inner.config.retry_after.as_secs());

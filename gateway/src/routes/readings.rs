@@ -9,8 +9,9 @@ use dho_schemas::fhir::Ingested;
 use dho_schemas::model::*;
 
 use crate::Gateway;
-use crate::metrics as m;
+use crate::events::PublishAnswered;
 use crate::resent::Claim;
+use dho_telemetry::InternalEvent;
 
 impl Gateway {
     pub(super) async fn publish(&self, event: &Ingested) -> dho_publisher::Result<Receipt> {
@@ -19,7 +20,10 @@ impl Gateway {
             Ingested::Measurement(m) => self.inner.publisher.publish_measurement(m).await,
             Ingested::SelfReport(r) => self.inner.publisher.publish_self_report(r).await,
         };
-        m::published(started.elapsed());
+        PublishAnswered {
+            elapsed: started.elapsed(),
+        }
+        .emit();
         result
     }
 

@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 use dho_schemas::fhir::FhirError;
 use serde_json::json;
 
-use crate::metrics::{self as m, Endpoint};
+use crate::events::{Endpoint, EntryRejected, RequestAnswered};
+use dho_telemetry::InternalEvent;
 
 /// FHIR's media type; the gateway also accepts plain `application/json`.
 pub(super) const FHIR_JSON: &str = "application/fhir+json";
@@ -113,13 +114,20 @@ impl IntoResponse for Refusal {
 
 /// Counts the refusal and turns it into the answer.
 pub(super) fn refuse(endpoint: Endpoint, refusal: Refusal) -> Response {
-    m::request(endpoint, refusal.outcome());
+    RequestAnswered {
+        endpoint,
+        outcome: refusal.outcome(),
+    }
+    .emit();
     refusal.into_response()
 }
 
 /// A record the validators refused: 422 naming the field and the rule.
 pub(super) fn refuse_invalid(endpoint: Endpoint, e: dho_schemas::ValidationError) -> Response {
-    m::entries("rejected", e.reason.as_str(), 1);
+    EntryRejected {
+        reason: e.reason.as_str(),
+    }
+    .emit();
     refuse(
         endpoint,
         Refusal::new(

@@ -18,7 +18,8 @@ use dho_schemas::model::OrganisationIdentifier;
 use super::refusal::{Refusal, refuse};
 use crate::Gateway;
 use crate::auth::{AuthFailure, Principal};
-use crate::metrics::{self as m, Endpoint};
+use crate::events::{AuthRefused, Endpoint};
+use dho_telemetry::InternalEvent;
 
 /// An endpoint as a type, for the role extractors: where they count a refusal, whether
 /// they answer it as FHIR, and what a caller of the other role is told.
@@ -122,7 +123,11 @@ fn principal(gw: &Gateway, parts: &Parts) -> Result<Principal, AuthFailure> {
 
 /// 401 (counted and logged without the token).
 fn unauthenticated<E: Guarded>(failure: AuthFailure) -> Response {
-    m::auth_failure(E::ENDPOINT, failure.as_str());
+    AuthRefused {
+        endpoint: E::ENDPOINT,
+        reason: failure.as_str(),
+    }
+    .emit();
     let refusal = Refusal {
         fhir: speaks_fhir(E::ENDPOINT),
         ..Refusal::new(

@@ -13,7 +13,8 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::refusal::{Refusal, publish_failure, refuse, refuse_invalid};
 use crate::Gateway;
-use crate::metrics::{self as m, Endpoint};
+use crate::events::{AuthRefused, Endpoint, EntryNotPublished, PublishQueueMeasured, Published};
+use dho_telemetry::InternalEvent;
 
 impl Gateway {
     /// 403 for an authenticated caller doing what its role does not allow.
@@ -24,7 +25,7 @@ impl Gateway {
         message: &str,
         fhir: bool,
     ) -> Refusal {
-        m::auth_failure(endpoint, reason);
+        AuthRefused { endpoint, reason }.emit();
         Refusal {
             fhir,
             ..Refusal::new(StatusCode::FORBIDDEN, "forbidden", reason, message)
@@ -58,7 +59,11 @@ impl Gateway {
 
     pub(super) fn observe_queue(&self) {
         let in_flight = self.inner.config.max_in_flight - self.inner.in_flight.available_permits();
-        m::queue_depth(self.inner.publisher.queue_depth(), in_flight);
+        PublishQueueMeasured {
+            depth: self.inner.publisher.queue_depth(),
+            in_flight,
+        }
+        .emit();
     }
 
     /// The request body, or 413 (over the endpoint's limit), 408 (too slow) or 400.
@@ -254,8 +259,7 @@ pub(super) async fn publish_state<R>(
 ) -> Result<R, Response> {
     let _permit = gw.reserve(1, false).map_err(|r| refuse(endpoint, r))?;
     let result = change.await.map_err(|e| failure(gw, endpoint, e))?;
-    m::entries("accepted", "none", 1);
-    m::request(endpoint, "accepted");
+    Published { endpoint }.emit();
     Ok(result)
 }
 
@@ -276,13 +280,12 @@ pub(super) fn upsert_failure(
 /// `Retry-After` when retrying may help, 500 otherwise.
 pub(super) fn state_failure(gw: &Gateway, endpoint: Endpoint, e: dho_publisher::Error) -> Response {
     let (reason, status, code) = publish_failure(&e);
-    m::entries("failed", reason, 1);
-    tracing::warn!(
-        endpoint = endpoint.as_str(),
+    EntryNotPublished {
+        endpoint,
         reason,
-        error = %e,
-        "state change not published"
-    );
+        error: &e,
+    }
+    .emit();
     let mut r = Refusal::new(status, code, reason, &e.to_string());
     if status == StatusCode::SERVICE_UNAVAILABLE {
         r.retry_after = Some(gw.inner.config.retry_after.as_secs());

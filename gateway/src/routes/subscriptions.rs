@@ -18,7 +18,7 @@ use super::steps::{
     state_failure, upsert_failure,
 };
 use crate::Gateway;
-use crate::metrics::Endpoint;
+use crate::events::Endpoint;
 
 /// Whether the gateway takes `subscription_id` from the care service that owns
 /// `subscriber_id`: `<subscriber_id>.<name>`.

@@ -315,7 +315,7 @@ mod tests {
             .client_config(&own)
             .unwrap()
             .create_with_context(OutputContext::new(StatsContext::new(KafkaStats::new(
-                crate::metrics::STATS,
+                dho_telemetry::names::router::STATS,
                 "outbox-test",
             ))))
             .unwrap();

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dho_routing_core::alerts::Track;
-use dho_telemetry::{KafkaStats, StatsContext};
+use dho_telemetry::{InternalEvent, KafkaStats, StatsContext};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
@@ -20,7 +20,7 @@ use super::error::{Error, Result, await_acks, hand_over};
 use super::input::EventConsumer;
 use super::state_sync::{StateSync, StateTopic};
 use crate::config::RouterConfig;
-use crate::metrics as m;
+use crate::events::BatchCommitted;
 use crate::outputs::{Acks, Outbox, Output, OutputContext, OutputProducer, Outputs};
 
 /// How many routed batches may wait for their acknowledgements at once. Two: the state
@@ -231,8 +231,7 @@ impl Commits {
         self.stats.batches += 1;
         self.stats.events += events as u64;
         self.finished.fetch_add(events as u64, Ordering::Relaxed);
-        metrics::counter!(m::BATCHES).increment(1);
-        metrics::histogram!(m::ROUTING_LATENCY).record(started.elapsed().as_secs_f64());
+        BatchCommitted { started }.emit();
         state.gauges();
         Ok(())
     }

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use dho_kafka::outage::Throttle;
 use dho_schemas::topics::headers;
+use dho_telemetry::InternalEvent;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use tracing::warn;
 
 use super::error::{Error, Result, await_acks};
-use crate::metrics as m;
+use crate::events::DeadLettered;
 use crate::outputs::{Acks, Output, OutputProducer};
 
 /// A hold marker's value: not Avro (no magic byte 0), so no reader takes it for state.
@@ -110,23 +110,14 @@ impl DeadLetters {
         detail: String,
         acks: &Arc<Acks>,
     ) -> Result<()> {
-        metrics::counter!(m::DEADLETTERS, "reason" => reason).increment(1);
-        let allowed = self
-            .warnings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .allow();
-        if let Some(unmentioned) = allowed {
-            warn!(
-                reason,
-                topic = message.topic(),
-                partition = message.partition(),
-                offset = message.offset(),
-                unmentioned,
-                "dead-lettered a record (and `unmentioned` others since the last warning; \
-                 dho_router_deadletters_total counts each)"
-            );
+        DeadLettered {
+            reason,
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            warnings: &self.warnings,
         }
+        .emit();
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         // The record's own headers first, so `dho-admin redrive` can send it back whole.

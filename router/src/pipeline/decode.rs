@@ -14,7 +14,8 @@ use dho_schemas::model::*;
 use rdkafka::message::Message;
 
 use super::dead_letters::DeadLetter;
-use crate::metrics as m;
+use crate::events::{EventsRead, RegistryWaited};
+use dho_telemetry::{InternalEvent, RegisteredEvent};
 
 /// An ingest event, decoded.
 #[derive(Debug, Clone)]
@@ -147,7 +148,7 @@ impl Decoder {
             return Some(dead_letter_for(e));
         }
         self.registry_reachable.store(false, Ordering::Relaxed);
-        metrics::counter!(m::REGISTRY_WAITS).increment(1);
+        RegistryWaited.emit();
         let pause = outage
             .get_or_insert_with(|| Outage::new("the schema registry, to decode"))
             .pause_after(&e);
@@ -267,20 +268,16 @@ impl Decoder {
 #[derive(Debug)]
 pub(super) struct EventDecoder {
     decoder: Decoder,
-    /// Indexed measurements, self-reports; resolved once: `counter!` with labels hashes its
-    /// key on every call. (So the metrics recorder must be installed before the router
-    /// connects.)
-    events_in: [metrics::Counter; 2],
+    events_read: EventsRead,
     /// The last reading routed: the next one is decoded into its allocations.
     spare_reading: Option<Measurement>,
 }
 
 impl EventDecoder {
     pub(super) fn new(decoder: Decoder) -> Self {
-        let events_in = |topic: &'static str| metrics::counter!(m::EVENTS_IN, "topic" => topic);
         Self {
             decoder,
-            events_in: [events_in("measurements"), events_in("selfreports")],
+            events_read: EventsRead::register(),
             spare_reading: None,
         }
     }
@@ -292,7 +289,7 @@ impl EventDecoder {
         is_measurement: bool,
         now: Millis,
     ) -> Result<Event, DeadLetter> {
-        self.events_in[usize::from(!is_measurement)].increment(1);
+        self.events_read.emit(is_measurement);
         let spare = self.spare_reading.take();
         self.decoder
             .decode_event(message, is_measurement, now, spare)

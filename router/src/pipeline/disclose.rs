@@ -20,8 +20,9 @@ use super::error::{Result, hand_over};
 use super::ids::{alert_delivery_id_into, delivery_id_into};
 use super::state_sync::StateSync;
 use crate::config::RouterConfig;
-use crate::metrics as m;
+use crate::events::{AlertRaised, Delivered, EventsWithheld};
 use crate::outputs::{Outbox, Outputs, TopicId};
+use dho_telemetry::{InternalEvent, RegisteredEvent};
 
 /// What a delivery discloses: an ingest event, or an alert about the patient.
 #[derive(Debug, Clone, Copy)]
@@ -78,15 +79,6 @@ pub(super) struct Disclosed<'a> {
     pub(super) data_controller: &'a OrganisationIdentifier,
 }
 
-/// A bounded label value for a zone.
-fn zone_label(zone: Zone) -> &'static str {
-    match zone {
-        Zone::Green => "green",
-        Zone::Yellow => "yellow",
-        Zone::Red => "red",
-    }
-}
-
 /// Scratch space the router reuses for every delivery.
 #[derive(Debug, Default)]
 struct Scratch {
@@ -94,35 +86,19 @@ struct Scratch {
     id_name: String,
 }
 
-/// The per-delivery counters, resolved once: `counter!` with labels hashes its key on every
-/// call. (So the metrics recorder must be installed before the router connects.)
+/// The per-delivery events, registered once (so the metrics recorder must be installed
+/// before the router connects).
 #[derive(Debug)]
 struct Counters {
-    /// Indexed by `Withheld as usize`.
-    withheld: [metrics::Counter; 5],
-    /// Indexed by `DataCategory as usize`.
-    deliveries: [metrics::Counter; 3],
+    withheld: EventsWithheld,
+    delivered: Delivered,
 }
 
 impl Counters {
     fn new() -> Self {
-        use dho_routing_core::decision::Withheld as W;
-        let withheld = |w: W| metrics::counter!(m::WITHHELD, "reason" => w.as_str());
-        let deliveries =
-            |c: DataCategory| metrics::counter!(m::DELIVERIES, "category" => c.as_str());
         Self {
-            withheld: [
-                withheld(W::NoSubscription),
-                withheld(W::NotRequested),
-                withheld(W::NoConsent),
-                withheld(W::ConsentDenied),
-                withheld(W::StateInvalid),
-            ],
-            deliveries: [
-                deliveries(DataCategory::Measurement),
-                deliveries(DataCategory::SelfReport),
-                deliveries(DataCategory::Alert),
-            ],
+            withheld: EventsWithheld::register(),
+            delivered: Delivered::register(),
         }
     }
 }
@@ -196,7 +172,7 @@ impl Disclosure {
             }
         }
         for reason in &decision.withheld {
-            self.counters.withheld[*reason as usize].increment(1);
+            self.counters.withheld.emit(*reason);
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         let result = self
@@ -300,7 +276,7 @@ impl Disclosure {
             if outbox.len() >= Outbox::HAND_OVER_AT {
                 hand_over(outputs, outbox).await?;
             }
-            self.counters.deliveries[category as usize].increment(1);
+            self.counters.delivered.emit(category);
         }
         Ok(())
     }
@@ -373,17 +349,11 @@ impl Disclosure {
         now: Millis,
         outbox: &mut Outbox,
     ) -> Result<()> {
-        let zone = zone_label(alert.zone);
-        let kind = match alert.kind {
-            AlertKind::ZoneEntered => "zone_entered",
-            AlertKind::Escalated => "escalated",
-            AlertKind::Resolved => "resolved",
-            AlertKind::NoData => "no_data",
-        };
-        metrics::counter!(m::ALERTS_RAISED, "zone" => zone, "kind" => kind).increment(1);
-        if alert.kind == AlertKind::Resolved {
-            metrics::counter!(m::ALERTS_RESOLVED, "zone" => zone).increment(1);
+        AlertRaised {
+            zone: alert.zone,
+            kind: alert.kind,
         }
+        .emit();
         let view = EventView {
             category: DataCategory::Alert,
             code: Some(&alert.code),

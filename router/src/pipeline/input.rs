@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dho_schemas::TopicNames;
-use dho_telemetry::{KafkaStats, StatsContext};
+use dho_telemetry::{InternalEvent, KafkaStats, StatsContext};
 use rdkafka::ClientContext;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -19,7 +19,7 @@ use tracing::warn;
 
 use super::error::Result;
 use crate::config::RouterConfig;
-use crate::metrics as m;
+use crate::events::RetentionGap;
 
 /// The consumer of the event topics.
 pub(super) type EventConsumer = StreamConsumer<RebalanceTracker>;
@@ -67,24 +67,13 @@ impl ConsumerContext for RebalanceTracker {
 fn retention_gaps(consumer: &BaseConsumer<RebalanceTracker>, assigned: &TopicPartitionList) {
     match dho_kafka::retention::gaps(consumer, assigned, Duration::from_secs(10)) {
         Ok(gaps) => {
-            for gap in gaps {
+            for gap in &gaps {
                 let kind = if gap.topic.ends_with(".measurements") {
                     "measurements"
                 } else {
                     "selfreports"
                 };
-                metrics::counter!(m::RETENTION_GAPS, "topic" => kind).increment(1);
-                metrics::counter!(m::RETENTION_LOST, "topic" => kind)
-                    .increment(gap.records().max(0) as u64);
-                warn!(
-                    topic = %gap.topic,
-                    partition = gap.partition,
-                    first_offset = gap.first,
-                    last_offset = gap.last,
-                    records = gap.records(),
-                    "retention deleted input records before the router read them: they \
-                     were never routed (a retention gap)"
-                );
+                RetentionGap { gap, kind }.emit();
             }
         }
         Err(e) => warn!(error = %e, "could not look for retention gaps on assignment"),

@@ -57,7 +57,6 @@ use self::input::Input;
 use self::silence::Silence;
 use self::state_sync::StateSync;
 use crate::config::RouterConfig;
-use crate::metrics as m;
 use crate::outputs::Outputs;
 
 pub use self::commit::RunStats;
@@ -110,7 +109,8 @@ impl Router {
         };
 
         let state_loaded = Arc::new(AtomicBool::new(false));
-        let kafka_stats = KafkaStats::new(m::STATS, config.group_id.clone());
+        let kafka_stats =
+            KafkaStats::new(dho_telemetry::names::router::STATS, config.group_id.clone());
         let input = Input::subscribe(&config, &topics, kafka_stats.clone(), state_loaded.clone())?;
         let decoder = Decoder::new(
             serde.clone(),

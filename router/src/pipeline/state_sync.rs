@@ -25,8 +25,9 @@ use super::dead_letters::{DeadLetter, DeadLetters};
 use super::decode::Decoder;
 use super::error::{Error, Result};
 use crate::config::RouterConfig;
-use crate::metrics as m;
+use crate::events::{StateMeasured, StateRecordRead};
 use crate::outputs::OutputProducer;
+use dho_telemetry::InternalEvent;
 
 /// A state topic: what the router knows about patients, and its own alert tracks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -444,7 +445,10 @@ impl StateSync {
             return Ok(());
         }
         self.positions.insert(position, message.offset() + 1);
-        metrics::counter!(m::STATE_RECORDS, "topic" => topic.label()).increment(1);
+        StateRecordRead {
+            topic: topic.label(),
+        }
+        .emit();
         let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             return self
                 .dead_letters
@@ -631,16 +635,19 @@ impl StateSync {
             .values()
             .map(PartitionState::patients_on_hold)
             .sum();
-        metrics::gauge!(m::PATIENTS_ON_HOLD).set(on_hold as f64);
         let patients: usize = self.owned.values().map(PartitionState::patients).sum();
-        metrics::gauge!(m::STATE_PATIENTS).set(patients as f64);
-        metrics::gauge!(m::OWNED_PARTITIONS).set(self.owned.len() as f64);
         let in_red: usize = self
             .owned
             .values()
             .map(PartitionState::patients_in_red)
             .sum();
-        metrics::gauge!(m::PATIENTS_IN_RED).set(in_red as f64);
+        StateMeasured {
+            patients,
+            on_hold,
+            in_red,
+            owned_partitions: self.owned.len(),
+        }
+        .emit();
     }
 }
 
