@@ -14,10 +14,9 @@ use dho_routing_core::alerts::Track;
 use dho_routing_core::state::{PartitionState, StateKind};
 use dho_schemas::TopicNames;
 use dho_schemas::model::*;
-use dho_schemas::topics::patient_key;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
@@ -27,6 +26,9 @@ use super::error::{Error, Result};
 use crate::config::RouterConfig;
 use crate::events::{StateMeasured, StateRecordRead};
 use crate::outputs::OutputProducer;
+use misplaced::{Misplaced, hold_marker, misplaced_note};
+
+mod misplaced;
 use dho_telemetry::InternalEvent;
 
 /// A state topic: what the router knows about patients, and its own alert tracks.
@@ -94,19 +96,6 @@ pub(super) struct StateSync {
     /// per partition read: handled once the partition's state is caught up (see
     /// [`Misplaced`]).
     misplaced: HashMap<i32, Misplaced>,
-}
-
-/// A state partition's records that belong to another partition. Each is handled once,
-/// not on every reload of the partition: a dead letter, a hold marker on the patient's
-/// own partition, and a note of it in the router's alert-state topic on this partition
-/// (key `<patient>|misplaced:<topic>:<offset>`). A second marker, written on a reload
-/// after a valid record had replaced the first, would hold the patient again.
-#[derive(Debug, Default)]
-struct Misplaced {
-    /// Found while catching up, not handled yet.
-    pending: Vec<OwnedMessage>,
-    /// Handled before (read back from the alert-state topic): topic label and offset.
-    handled: BTreeSet<(String, i64)>,
 }
 
 impl std::fmt::Debug for StateSync {
@@ -336,62 +325,6 @@ impl StateSync {
                 None => self.step_over_control_records(),
             }
         }
-    }
-
-    /// Handles the state records found on another partition than their patient's, each
-    /// once (see [`Misplaced`]): parked, a hold marker on the patient's own partition,
-    /// and a note that it was handled.
-    async fn handle_misplaced(&mut self, producer: &OutputProducer) -> Result<()> {
-        let alert_state = self.topic_name(StateTopic::AlertState).to_string();
-        for (partition, misplaced) in &mut self.misplaced {
-            for message in std::mem::take(&mut misplaced.pending) {
-                let topic = StateTopic::ALL
-                    .into_iter()
-                    .find(|t| self.topics[*t as usize] == message.topic())
-                    .unwrap_or(StateTopic::Consents);
-                let note = (topic.label().to_string(), message.offset());
-                if misplaced.handled.contains(&note) {
-                    continue;
-                }
-                let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-                    continue;
-                };
-                let own = self.decoder.partition_of(patient_key(key));
-                self.dead_letters
-                    .park(
-                        producer,
-                        &message,
-                        "wrong_partition",
-                        format!(
-                            "written to partition {partition}, but its patient's partition \
-                             is {own} (Java's murmur2 of the patient key; librdkafka: \
-                             partitioner = murmur2_random)"
-                        ),
-                    )
-                    .await?;
-                self.dead_letters
-                    .hold_on_own_partition(producer, &message, own, "wrong_partition")
-                    .await?;
-                let note_key = format!("{}|misplaced:{}:{}", patient_key(key), note.0, note.1);
-                let acks = crate::outputs::Acks::new();
-                crate::outputs::send(
-                    producer,
-                    crate::outputs::Output {
-                        topic: &alert_state,
-                        partition: Some(*partition),
-                        key: Some(note_key.as_str()),
-                        payload: Some(b"{}".as_slice()),
-                        headers: None,
-                    },
-                    &acks,
-                )
-                .await
-                .map_err(Error::NotAcknowledged)?;
-                super::error::await_acks(&acks).await?;
-                misplaced.handled.insert(note);
-            }
-        }
-        Ok(())
     }
 
     /// Whether the broker fails to answer a metadata request for a reason that is an outage.
@@ -649,23 +582,4 @@ impl StateSync {
         }
         .emit();
     }
-}
-
-/// The reason of a hold marker (see `DeadLetters::hold_on_own_partition`), if `message`
-/// is one.
-fn hold_marker(message: &OwnedMessage) -> Option<&str> {
-    let headers = message.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == dho_schemas::topics::headers::HOLD)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-}
-
-/// The topic label and offset a `<patient>|misplaced:<topic>:<offset>` note in the
-/// alert-state topic names (see [`Misplaced`]).
-fn misplaced_note(key: &str) -> Option<(String, i64)> {
-    let (_, note) = key.split_once("|misplaced:")?;
-    let (topic, offset) = note.rsplit_once(':')?;
-    Some((topic.to_string(), offset.parse().ok()?))
 }
