@@ -19,6 +19,8 @@ fn spawn_router(stack: &Stack) -> Child {
         .args(["--topic-prefix", &stack.settings.topic_prefix])
         .args(["--partitions", &stack.settings.partitions.to_string()])
         .args(["--group-id", GROUP])
+        // The test's patients are synthetic.
+        .args(["--set", "allow_synthetic_identifiers=true"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

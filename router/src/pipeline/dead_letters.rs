@@ -72,19 +72,14 @@ impl DeadLetters {
     ) -> Result<()> {
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: headers::HOLD,
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: headers::SOURCE_PARTITION,
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: headers::SOURCE_OFFSET,
-                value: Some(offset.as_str()),
-            });
+        let headers = add_headers(
+            OwnedHeaders::new(),
+            &[
+                (headers::HOLD, reason),
+                (headers::SOURCE_PARTITION, &partition),
+                (headers::SOURCE_OFFSET, &offset),
+            ],
+        );
         let marker = Output {
             topic: message.topic(),
             partition: Some(own_partition),
@@ -122,32 +117,17 @@ impl DeadLetters {
         let offset = message.offset().to_string();
         // The record's own headers first, so `dho-admin redrive` can send it back whole.
         let original = message.headers().into_iter().flat_map(|h| h.iter());
-        let headers = original
-            .fold(OwnedHeaders::new(), |all, h| all.insert(h))
-            .insert(Header {
-                key: headers::REASON,
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: headers::DETAIL,
-                value: Some(detail.as_str()),
-            })
-            .insert(Header {
-                key: headers::SOURCE_TOPIC,
-                value: Some(message.topic()),
-            })
-            .insert(Header {
-                key: headers::SOURCE_PARTITION,
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: headers::SOURCE_OFFSET,
-                value: Some(offset.as_str()),
-            })
-            .insert(Header {
-                key: headers::COMPONENT,
-                value: Some("router"),
-            });
+        let headers = add_headers(
+            original.fold(OwnedHeaders::new(), |all, h| all.insert(h)),
+            &[
+                (headers::REASON, reason),
+                (headers::DETAIL, &detail),
+                (headers::SOURCE_TOPIC, message.topic()),
+                (headers::SOURCE_PARTITION, &partition),
+                (headers::SOURCE_OFFSET, &offset),
+                (headers::COMPONENT, "router"),
+            ],
+        );
         let output = Output {
             topic: &self.topic,
             partition: None,
@@ -159,4 +139,14 @@ impl DeadLetters {
             .await
             .map_err(Error::NotAcknowledged)
     }
+}
+
+/// `headers` with each `(key, value)` of `pairs` added.
+fn add_headers(headers: OwnedHeaders, pairs: &[(&str, &str)]) -> OwnedHeaders {
+    pairs.iter().fold(headers, |all, &(key, value)| {
+        all.insert(Header {
+            key,
+            value: Some(value),
+        })
+    })
 }

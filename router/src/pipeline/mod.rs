@@ -433,22 +433,12 @@ impl Router {
     /// routed (so a reading waiting in the backlog cannot be mistaken for silence), raises
     /// `NO_DATA` for each alert track silent past its plan's interval.
     async fn check_silences(&mut self) -> Result<()> {
-        // Revoked partitions' part of the batches in flight is dropped before they finish.
-        self.drop_revoked();
-        self.finish_in_flight().await?;
-        let measurements = self.input.measurements.clone();
         // A question to the broker that fails skips this tick (the next one asks again);
         // only a failure to deliver an alert stops the router.
-        let partitions = match self.input.assigned(&measurements) {
-            Ok(partitions) => partitions,
-            Err(e) => {
-                warn!(error = %e, "no-data check skipped: the assignment is unknown");
-                return Ok(());
-            }
-        };
-        if partitions.is_empty() {
+        let Some(partitions) = self.settle_and_list("no-data check").await? else {
             return Ok(());
-        }
+        };
+        let measurements = self.input.measurements.clone();
         let consumer = &self.input.consumer;
         let caught_up = match silence::caught_up(
             consumer,
@@ -525,19 +515,11 @@ impl Router {
     /// Loads the state of the partitions the group assigned this instance (all of them:
     /// the ones it had are caught up in passing).
     async fn load_assigned(&mut self) -> Result<()> {
-        self.drop_revoked();
-        self.finish_in_flight().await?;
-        let partitions = match self.input.assigned(&self.input.measurements) {
-            Ok(partitions) => partitions,
-            Err(e) => {
-                // The first record or the next no-data check loads them instead.
-                warn!(error = %e, "state load on assignment skipped: the assignment is unknown");
-                return Ok(());
-            }
-        };
-        if partitions.is_empty() {
+        // If the assignment is unknown, the first record or the next no-data check loads
+        // them instead.
+        let Some(partitions) = self.settle_and_list("state load on assignment").await? else {
             return Ok(());
-        }
+        };
         // Begun before the state sync, which may dead-letter a state record (see
         // route_batch); librdkafka ends a transaction with nothing in it locally.
         self.commits.begin(&self.outputs)?;
@@ -550,6 +532,23 @@ impl Router {
         }
         self.state.gauges();
         Ok(())
+    }
+
+    /// Before a step over every owned partition (`step`, for the log): drops what was
+    /// revoked, finishes the batches in flight, and lists the partitions this instance
+    /// owns; None if it owns none, or the assignment is unknown (logged).
+    async fn settle_and_list(&mut self, step: &'static str) -> Result<Option<BTreeSet<i32>>> {
+        // Revoked partitions' part of the batches in flight is dropped before they finish.
+        self.drop_revoked();
+        self.finish_in_flight().await?;
+        match self.input.assigned(&self.input.measurements) {
+            Ok(partitions) if partitions.is_empty() => Ok(None),
+            Ok(partitions) => Ok(Some(partitions)),
+            Err(e) => {
+                warn!(error = %e, step, "skipped: the assignment is unknown");
+                Ok(None)
+            }
+        }
     }
 
     /// Finishes the batches still waiting for their acknowledgements, oldest first.

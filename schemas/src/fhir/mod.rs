@@ -519,6 +519,26 @@ fn source_id(identifiers: &[types::Identifier]) -> Option<String> {
     identifiers.iter().find_map(|i| i.value.clone())
 }
 
+/// The platform's own id of a reading (`source_id`), back as the resource's identifier.
+fn identifiers(source_id: &Option<String>) -> Vec<types::Identifier> {
+    source_id
+        .iter()
+        .map(|id| types::Identifier {
+            system: None,
+            value: Some(id.clone()),
+        })
+        .collect()
+}
+
+/// Where a reading came from: the calling platform, and the device the resource names.
+fn source(platform: &OrganisationIdentifier, device: Option<&types::Reference>) -> Source {
+    Source {
+        platform: platform.clone(),
+        device_id: device.and_then(|d| d.identifier.as_ref()?.value.clone()),
+        device_type: device.and_then(|d| d.display.clone()),
+    }
+}
+
 fn coding(system: &str, code: &str, display: Option<&str>) -> types::Coding {
     types::Coding {
         system: Some(system.into()),

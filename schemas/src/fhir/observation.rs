@@ -510,11 +510,7 @@ pub(super) fn to_measurement(
         event_id: ctx.event_id.clone(),
         source_id: super::source_id(&obs.identifier),
         patient,
-        source: Source {
-            platform: ctx.platform.clone(),
-            device_id: device.and_then(|d| d.identifier.as_ref()?.value.clone()),
-            device_type: device.and_then(|d| d.display.clone()),
-        },
+        source: super::source(&ctx.platform, device),
         data_controller,
         code,
         snomed_code,

@@ -120,14 +120,7 @@ pub fn observation_from_measurement(m: &Measurement) -> serde_json::Value {
             profile: vec![format!("{VKP_PROFILE_BASE}{}", claimed_profile(&m.code))],
         }),
         extension,
-        identifier: m
-            .source_id
-            .iter()
-            .map(|id| types::Identifier {
-                system: None,
-                value: Some(id.clone()),
-            })
-            .collect(),
+        identifier: super::identifiers(&m.source_id),
         status: Some(m.status().into()),
         category: category.into_iter().collect(),
         code: Some(concept(&m.code, m.snomed_code.as_deref())),

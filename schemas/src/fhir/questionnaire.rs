@@ -284,11 +284,7 @@ pub(super) fn score_from_observation(
         event_id: ctx.event_id.clone(),
         source_id: super::source_id(&obs.identifier),
         patient,
-        source: Source {
-            platform: ctx.platform.clone(),
-            device_id: device.and_then(|d| d.identifier.as_ref()?.value.clone()),
-            device_type: device.and_then(|d| d.display.clone()),
-        },
+        source: super::source(&ctx.platform, device),
         data_controller,
         questionnaire_id,
         questionnaire_version,
@@ -398,14 +394,7 @@ pub fn score_observation_from_self_report(r: &SelfReport) -> serde_json::Value {
                 super::observation::VKP_PROFILE_BASE
             )],
         }),
-        identifier: r
-            .source_id
-            .iter()
-            .map(|id| types::Identifier {
-                system: None,
-                value: Some(id.clone()),
-            })
-            .collect(),
+        identifier: super::identifiers(&r.source_id),
         status: Some("final".into()),
         category: vec![types::CodeableConcept {
             coding: vec![super::coding(
