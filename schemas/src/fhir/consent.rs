@@ -243,9 +243,10 @@ fn flatten(
             }
         },
     };
+    // Inclusive FHIR ends, and dates as whole days in Oslo (see `period_bound`).
     let time = |field: &str, text: Option<&String>| {
         text.map(|t| {
-            super::time::parse(t).map_err(|_| {
+            super::time::period_bound(t, field == "end").map_err(|_| {
                 invalid(
                     format!("{at}.period.{field}"),
                     IssueCode::Value,
@@ -403,6 +404,39 @@ mod tests {
         assert!(c.provisions[1].actor.same_entity(&fixtures::lung_clinic()));
         assert_eq!(c.provisions[1].period_start, c.provisions[0].period_start);
         assert_eq!(c.recorded_at, 5);
+    }
+
+    /// HL7 Norway's withdrawal example ends a deny on 2022-03-31: a FHIR end is
+    /// inclusive, and a date is the whole day in Oslo, so the deny holds until midnight
+    /// there (22:00 UTC in summer time), not from 00:00 UTC that day.
+    #[test]
+    fn a_deny_ending_on_a_date_holds_through_that_whole_day_in_oslo() {
+        let patient = fixtures::patient(1);
+        let mut json = fhir_consent(
+            "c-deny",
+            &patient,
+            ProvisionKind::Deny,
+            true,
+            &[fixtures::gp()],
+        );
+        json["provision"]["period"] =
+            serde_json::json!({"start": "2022-03-01", "end": "2022-03-31"});
+        let c =
+            consent_from_fhir(&json, &fixtures::home_care(), 5, Policy::SYNTHETIC_ALLOWED).unwrap();
+        let deny = &c.provisions[0];
+        let at = |text: &str| crate::fhir::time::parse(text).unwrap();
+        let covers = |when: &str| deny.covers(&fixtures::gp(), DataCategory::Measurement, at(when));
+        assert!(covers("2022-03-31T12:00:00Z"), "midday on the last day");
+        assert!(covers("2022-03-31T21:59:59.999Z"), "23:59:59.999 in Oslo");
+        assert!(!covers("2022-03-31T22:00:00Z"), "00:00 on 1 April in Oslo");
+        assert!(
+            covers("2022-02-28T23:00:00Z"),
+            "00:00 on 1 March in Oslo (winter)"
+        );
+        assert!(
+            !covers("2022-02-28T22:59:59.999Z"),
+            "the day before, in Oslo"
+        );
     }
 
     #[test]

@@ -54,6 +54,56 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+const HOUR: Millis = 3_600_000;
+const DAY: Millis = 24 * HOUR;
+
+/// The last Sunday of `month`, as days since 1970-01-01 (a Thursday).
+fn last_sunday(year: i64, month: u32) -> i64 {
+    let last = days_from_civil(year, month, days_in_month(year, month));
+    last - (last + 4).rem_euclid(7)
+}
+
+/// Europe/Oslo's offset from UTC at `at`: summer time (+2 h) from the last Sunday of March
+/// to the last Sunday of October, each at 01:00 UTC (the EU rule, in force since 1996),
+/// else +1 h.
+pub fn oslo_offset(at: Millis) -> Millis {
+    let (year, _, _) = civil_from_days(at.div_euclid(DAY));
+    let summer_from = last_sunday(year, 3) * DAY + HOUR;
+    let summer_until = last_sunday(year, 10) * DAY + HOUR;
+    if (summer_from..summer_until).contains(&at) {
+        2 * HOUR
+    } else {
+        HOUR
+    }
+}
+
+/// The instant the day `days` (since 1970-01-01) begins in Oslo. Oslo's clocks change at
+/// 02:00 and 03:00 local time, never at midnight, so the offset two hours before UTC
+/// midnight is the one at local midnight.
+fn oslo_day_start(days: i64) -> Millis {
+    let utc_midnight = days * DAY;
+    utc_midnight - oslo_offset(utc_midnight - 2 * HOUR)
+}
+
+/// A FHIR `Period` bound as an instant, for a period that holds from its start (inclusive)
+/// to its end (exclusive), as the hub's consent rules do. FHIR's own end is inclusive, to
+/// the end's precision, and a date means a whole day where the patient lives: so a
+/// date-only start is the day's first instant in Oslo, a date-only end the next day's
+/// first instant, and a dateTime end the instant after it (a second for a time in
+/// seconds, a millisecond for one with a fraction).
+pub fn period_bound(text: &str, is_end: bool) -> Result<Millis, TimeError> {
+    let at = parse(text)?;
+    if text.len() == 10 {
+        let day = at.div_euclid(DAY);
+        return Ok(oslo_day_start(if is_end { day + 1 } else { day }));
+    }
+    if !is_end {
+        return Ok(at);
+    }
+    let precision = if text.contains('.') { 1 } else { 1000 };
+    Ok(at + precision)
+}
+
 /// Parses a FHIR `dateTime` or `instant` of at least day precision. A date without a time
 /// is taken as 00:00 UTC (the day is what matters for such readings).
 pub fn parse(text: &str) -> Result<Millis, TimeError> {
@@ -145,6 +195,51 @@ pub fn format(at: Millis) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_period_bound_of_a_date_is_a_whole_day_in_oslo_summer_and_winter() {
+        // Summer time began 2022-03-27: 31 March ends at 22:00 UTC.
+        assert_eq!(
+            period_bound("2022-03-31", true),
+            parse("2022-03-31T22:00:00Z")
+        );
+        assert_eq!(
+            period_bound("2022-03-31", false),
+            parse("2022-03-30T22:00:00Z")
+        );
+        // Winter: 15 January ends at 23:00 UTC.
+        assert_eq!(
+            period_bound("2022-01-15", true),
+            parse("2022-01-15T23:00:00Z")
+        );
+        // The change days themselves: 27 March 2022 starts in winter time and ends in
+        // summer time (a 23-hour day); 30 October 2022 the other way (25 hours).
+        assert_eq!(
+            period_bound("2022-03-27", false),
+            parse("2022-03-26T23:00:00Z")
+        );
+        assert_eq!(
+            period_bound("2022-03-27", true),
+            parse("2022-03-27T22:00:00Z")
+        );
+        assert_eq!(
+            period_bound("2022-10-30", true),
+            parse("2022-10-30T23:00:00Z")
+        );
+        // A dateTime end is inclusive to its precision.
+        assert_eq!(
+            period_bound("2022-03-31T12:00:00+02:00", true),
+            parse("2022-03-31T10:00:01Z")
+        );
+        assert_eq!(
+            period_bound("2022-03-31T12:00:00.250Z", true),
+            parse("2022-03-31T12:00:00.251Z")
+        );
+        assert_eq!(
+            period_bound("2022-03-31T12:00:00Z", false),
+            parse("2022-03-31T12:00:00Z")
+        );
+    }
 
     #[test]
     fn known_times() {
