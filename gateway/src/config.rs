@@ -1,6 +1,7 @@
 //! The gateway's configuration: one typed struct, unknown keys refused, defaults in code.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use dho_kafka::KafkaSettings;
@@ -30,6 +31,13 @@ pub struct GatewayConfig {
     /// Most connections open at once; further ones wait to be accepted until one closes.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// TLS: the certificate chain (PEM). With `tls_key_file`, the API is served over TLS
+    /// only; without both, in the clear (behind a TLS-terminating proxy).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS: the certificate's private key (PEM; a file only the gateway can read).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     /// Most entries in one FHIR Bundle; more get 413 for the whole bundle.
     #[serde(default = "default_max_bundle_entries")]
     pub max_bundle_entries: usize,
@@ -142,6 +150,8 @@ impl GatewayConfig {
             max_state_body_bytes: default_max_state_body_bytes(),
             body_timeout: default_body_timeout(),
             max_connections: default_max_connections(),
+            tls_cert_file: None,
+            tls_key_file: None,
             max_bundle_entries: default_max_bundle_entries(),
             max_in_flight: default_max_in_flight(),
             retry_after: default_retry_after(),

@@ -93,6 +93,8 @@ struct Inner {
     /// Readings published recently, to answer their re-sends without publishing again.
     recent: resent::Recent,
     metrics: Option<PrometheusHandle>,
+    /// Set when the API is served over TLS.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -118,6 +120,18 @@ impl Gateway {
             ));
         }
         let credentials = Credentials::from_config(&config)?;
+        // Checked before anything connects: a wrong path is a configuration error.
+        let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                Some(limits::tls_acceptor(cert, key).map_err(Error::Config)?)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(Error::Config(
+                    "tls_cert_file and tls_key_file go together: set both or neither".into(),
+                ));
+            }
+        };
         let policy = Policy {
             allow_synthetic: config.allow_synthetic_identifiers,
         };
@@ -140,6 +154,7 @@ impl Gateway {
                 publisher,
                 policy,
                 metrics,
+                tls,
             }),
         })
     }
@@ -157,7 +172,11 @@ impl Gateway {
     ) -> Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "ingest gateway listening");
-        let listener = limits::CappedListener::new(listener, self.inner.config.max_connections);
+        let listener = limits::GatewayListener::new(
+            listener,
+            self.inner.config.max_connections,
+            self.inner.tls.clone(),
+        )?;
         axum::serve(listener, self.app())
             .with_graceful_shutdown(shutdown)
             .await?;
@@ -181,6 +200,7 @@ impl Gateway {
 #[derive(Debug)]
 pub struct RunningGateway {
     pub addr: SocketAddr,
+    scheme: &'static str,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<()>>,
 }
@@ -191,20 +211,26 @@ impl RunningGateway {
         let gateway = Gateway::connect(config, install_metrics().ok()).await?;
         let listener = gateway.bind().await?;
         let addr = listener.local_addr()?;
+        let scheme = if gateway.inner.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(gateway.serve(listener, async {
             let _ = stopped.await;
         }));
         Ok(Self {
             addr,
+            scheme,
             stop: Some(stop),
             task,
         })
     }
 
-    /// `http://<addr>`.
+    /// `http://<addr>`, or `https://<addr>` when served over TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Graceful stop: in-flight requests finish, the producer is flushed.

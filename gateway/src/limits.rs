@@ -1,5 +1,6 @@
 //! What one caller can hold of the gateway: connections (a cap on open connections,
-//! `max_connections`) and time (a request body must arrive within `body_timeout`).
+//! `max_connections`; a TLS handshake bounded in time, off the accept loop) and time (a
+//! request body must arrive within `body_timeout`).
 //! Without them a slow or idle client keeps a connection and a task as long as it likes,
 //! and enough of them starve every device platform. Body sizes are capped per route in
 //! `routes`.
@@ -14,58 +15,138 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
-/// A listener that accepts a connection only while fewer than its cap are open: the next
-/// one waits in the kernel's backlog until one closes.
-#[derive(Debug)]
-pub(crate) struct CappedListener {
-    inner: TcpListener,
-    open: Arc<Semaphore>,
+/// The gateway's listener: a connection is accepted only while fewer than the cap are
+/// open (the next one waits in the kernel's backlog until one closes), and with TLS
+/// configured each connection's handshake runs on a task of its own, bounded in time, so a
+/// client that stalls its handshake holds up no one else's.
+pub(crate) struct GatewayListener {
+    ready: mpsc::Receiver<(Counted, SocketAddr)>,
+    local: SocketAddr,
+    acceptor: tokio::task::JoinHandle<()>,
 }
 
-impl CappedListener {
-    pub(crate) fn new(inner: TcpListener, max_connections: usize) -> Self {
-        Self {
-            inner,
-            open: Arc::new(Semaphore::new(max_connections.max(1))),
+impl GatewayListener {
+    pub(crate) fn new(
+        inner: TcpListener,
+        max_connections: usize,
+        tls: Option<TlsAcceptor>,
+    ) -> io::Result<Self> {
+        let local = inner.local_addr()?;
+        let open = Arc::new(Semaphore::new(max_connections.max(1)));
+        let (send, ready) = mpsc::channel(1);
+        let acceptor = tokio::spawn(accept_loop(inner, open, tls, send));
+        Ok(Self {
+            ready,
+            local,
+            acceptor,
+        })
+    }
+}
+
+impl Drop for GatewayListener {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+impl std::fmt::Debug for GatewayListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayListener")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn accept_loop(
+    listener: TcpListener,
+    open: Arc<Semaphore>,
+    tls: Option<TlsAcceptor>,
+    ready: mpsc::Sender<(Counted, SocketAddr)>,
+) {
+    loop {
+        let Ok(permit) = open.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, as axum's own loop does.
+                tracing::warn!(error = %e, "could not accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match &tls {
+            None => {
+                let plain = Counted {
+                    io: Connection::Plain(stream),
+                    _permit: permit,
+                };
+                if ready.send((plain, addr)).await.is_err() {
+                    return;
+                }
+            }
+            Some(acceptor) => {
+                let (acceptor, ready) = (acceptor.clone(), ready.clone());
+                tokio::spawn(async move {
+                    // A failed or stalled handshake only closes its own connection.
+                    if let Ok(Ok(tls)) =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        let secured = Counted {
+                            io: Connection::Tls(Box::new(tls)),
+                            _permit: permit,
+                        };
+                        let _ = ready.send((secured, addr)).await;
+                    }
+                });
+            }
         }
     }
 }
 
-impl axum::serve::Listener for CappedListener {
+impl axum::serve::Listener for GatewayListener {
     type Io = Counted;
-    type Addr = std::net::SocketAddr;
+    type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let permit = self
-            .open
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        (
-            Counted {
-                stream,
-                _permit: permit,
-            },
-            addr,
-        )
+        match self.ready.recv().await {
+            Some(accepted) => accepted,
+            // The accept loop never ends while the listener lives.
+            None => std::future::pending().await,
+        }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
+        Ok(self.local)
     }
 }
 
+/// A connection, in the clear or over TLS.
+enum Connection {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
 /// A connection holding one of the cap's places until it closes.
-#[derive(Debug)]
 pub(crate) struct Counted {
-    stream: TcpStream,
+    io: Connection,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -75,7 +156,10 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        match &mut self.io {
+            Connection::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Connection::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
     }
 }
 
@@ -85,14 +169,44 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        match &mut self.io {
+            Connection::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Connection::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        match &mut self.io {
+            Connection::Plain(s) => Pin::new(s).poll_flush(cx),
+            Connection::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        match &mut self.io {
+            Connection::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Connection::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
+}
+
+/// The TLS acceptor for a certificate chain and its private key, both PEM files.
+pub(crate) fn tls_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, String> {
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("tls_cert_file {}: {e}", cert_file.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "tls_cert_file {}: no certificate in it",
+            cert_file.display()
+        ));
+    }
+    // The key file's name only: its content is a secret.
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| format!("tls_key_file {}: {e}", key_file.display()))?;
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls_cert_file and tls_key_file: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The error a body reports when it did not arrive in time (the body extractor's

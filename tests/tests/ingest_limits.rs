@@ -103,3 +103,82 @@ async fn ingest_a_state_change_body_is_capped_below_a_bundles() {
         readings.json
     );
 }
+
+/// The gateway over real TLS (rustls), configured by file: a client that trusts the
+/// certificate publishes a reading; a request in the clear gets no answer; and a client
+/// that opens a connection and never handshakes holds up no one else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_the_gateway_serves_over_tls_and_a_stalled_handshake_blocks_no_one() {
+    let stack = Stack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".into()])
+            .unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, certified.cert.pem()).unwrap();
+    std::fs::write(&key_file, certified.key_pair.serialize_pem()).unwrap();
+    let mut config = gateway_config(&stack.settings);
+    config.tls_cert_file = Some(cert_file);
+    config.tls_key_file = Some(key_file);
+    let gw = start_gateway(config).await;
+    assert!(gw.url().starts_with("https://"), "{}", gw.url());
+
+    // Connected and silent: its handshake never starts.
+    let _stalled = TcpStream::connect(gw.addr).await.unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap(),
+        )
+        // Well inside the gateway's 10 s handshake limit: a handshake that waited behind
+        // the stalled one would take that long.
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let reading = serde_json::to_value(dho_schemas::fixtures::spo2(
+        &dho_schemas::fixtures::patient(1),
+        95.0,
+        dho_schemas::model::now_millis() - 60_000,
+    ))
+    .unwrap();
+    let answer = client
+        .post(format!("{}/measurements", gw.url()))
+        .bearer_auth(PLATFORM_TOKEN)
+        .json(&reading)
+        .send()
+        .await
+        .expect("a TLS client is answered while another stalls its handshake");
+    assert_eq!(answer.status().as_u16(), 201, "{:?}", answer.text().await);
+
+    // The same port in the clear: no HTTP answer.
+    let mut clear = TcpStream::connect(gw.addr).await.unwrap();
+    clear
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    assert_ne!(
+        status(&mut clear, Duration::from_secs(15)).await,
+        Some(200),
+        "served in the clear on the TLS port"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_tls_needs_both_files_and_names_a_missing_one() {
+    let stack = Stack::start().await;
+    let mut config = gateway_config(&stack.settings);
+    config.tls_cert_file = Some("/nonexistent/cert.pem".into());
+    let half = dho_gateway::RunningGateway::start(config.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(half.contains("set both or neither"), "{half}");
+    config.tls_key_file = Some("/nonexistent/key.pem".into());
+    let missing = dho_gateway::RunningGateway::start(config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        missing.contains("tls_cert_file /nonexistent/cert.pem"),
+        "{missing}"
+    );
+}
