@@ -29,6 +29,14 @@ pub struct RouterConfig {
     /// live one. Shorter than librdkafka's 45 s default: readings wait this long at worst.
     #[serde(default = "default_session_timeout", with = "humantime_secs")]
     pub session_timeout: Duration,
+    /// Static membership (KIP-345): this instance's `group.instance.id`, stable across its
+    /// restarts and unique among the group's instances (a pod's name in a StatefulSet). A
+    /// restarted instance then takes its partitions back at once, without a rebalance and
+    /// without waiting out `session_timeout`. Two live instances with one id: the broker
+    /// fences the older, which stops with an error. Unset: dynamic membership. (A static
+    /// member that stops does not leave: its partitions move after `session_timeout`.)
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
     /// Exactly-once mode: a transactional id, unique and stable per instance. Each batch's
     /// deliveries, audit records, dead letters and input offsets then commit in one Kafka
     /// transaction, for `read_committed` readers. Needs a broker with transactions (Apache
@@ -105,6 +113,7 @@ impl RouterConfig {
             batch_wait: default_batch_wait(),
             state_sync_timeout: default_state_sync_timeout(),
             session_timeout: default_session_timeout(),
+            group_instance_id: None,
             transactional_id: None,
             create_topics: true,
             allow_synthetic_identifiers: false,

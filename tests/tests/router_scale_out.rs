@@ -81,3 +81,37 @@ async fn partitions_handed_back_while_waiting_for_a_record_lose_none_of_their_re
     let repeats = assert_exactly_entitled(&stack.settings, &published).await;
     eprintln!("the SDK's de-duplication would drop {repeats} repeated deliveries");
 }
+
+/// Static membership: an instance killed and restarted with the same `group_instance_id`
+/// takes its partitions back at once. Its session here is two minutes: without static
+/// membership the group would wait that long for the dead member before a restarted one
+/// could route (the wait below gives up after one), and with it nothing waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_restarted_takes_its_partitions_back_without_waiting_out_its_session() {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher().await;
+    two_subscribers(&publisher, PATIENTS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let group = "router-static";
+    let args = [
+        "--set",
+        "group_instance_id=router-static-0",
+        "--set",
+        "session_timeout=120",
+    ];
+    let (first_log, restarted_log) = (
+        dir.path().join("first.log"),
+        dir.path().join("restarted.log"),
+    );
+    let first = dho_tests::RouterProcess::start(&stack, group, &args, "warn", &first_log).await;
+    let before = stream(publisher.clone(), PATIENTS, 24, Duration::ZERO).await;
+    wait_all_routed(&stack.settings, group, &before).await;
+    first.signal("KILL");
+    let restarted =
+        dho_tests::RouterProcess::start(&stack, group, &args, "warn", &restarted_log).await;
+    let after = stream(publisher.clone(), PATIENTS, 24, Duration::ZERO).await;
+    wait_all_routed(&stack.settings, group, &after).await;
+    restarted.terminate().await;
+    let all: Vec<_> = before.into_iter().chain(after).collect();
+    assert_exactly_entitled(&stack.settings, &all).await;
+}

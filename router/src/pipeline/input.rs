@@ -108,18 +108,25 @@ impl Input {
         let heartbeat = (config.session_timeout.as_millis() / 4)
             .max(100)
             .to_string();
+        let mut membership = vec![("group.id", config.group_id.as_str())];
+        if let Some(id) = &config.group_instance_id {
+            membership.push(("group.instance.id", id.as_str()));
+        }
         let events: EventConsumer = settings
             .client_config_tuned(
                 &[
-                    ("group.id", config.group_id.as_str()),
-                    ("enable.auto.commit", "false"),
-                    ("enable.auto.offset.store", "false"),
-                    ("auto.offset.reset", "earliest"),
-                    ("isolation.level", "read_committed"),
-                    ("session.timeout.ms", session_timeout.as_str()),
-                    ("heartbeat.interval.ms", heartbeat.as_str()),
-                    ("statistics.interval.ms", "5000"),
-                ],
+                    membership.as_slice(),
+                    &[
+                        ("enable.auto.commit", "false"),
+                        ("enable.auto.offset.store", "false"),
+                        ("auto.offset.reset", "earliest"),
+                        ("isolation.level", "read_committed"),
+                        ("session.timeout.ms", session_timeout.as_str()),
+                        ("heartbeat.interval.ms", heartbeat.as_str()),
+                        ("statistics.interval.ms", "5000"),
+                    ],
+                ]
+                .concat(),
                 dho_kafka::FETCH_PROMPTLY,
             )?
             .create_with_context(RebalanceTracker {
