@@ -70,10 +70,6 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Production: real identifiers only.
-    pub const PRODUCTION: Policy = Policy {
-        allow_synthetic: false,
-    };
     /// Development, tests and the demo: the synthetic test populations too.
     pub const SYNTHETIC_ALLOWED: Policy = Policy {
         allow_synthetic: true,

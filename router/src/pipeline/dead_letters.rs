@@ -10,7 +10,7 @@ use dho_schemas::topics::headers;
 use dho_telemetry::InternalEvent;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 
-use super::error::{Error, Result, await_acks};
+use super::error::{Error, Result, await_acks, send_acknowledged};
 use crate::events::DeadLettered;
 use crate::outputs::{Acks, Output, OutputProducer};
 
@@ -87,11 +87,7 @@ impl DeadLetters {
             payload: Some(HOLD_MARKER),
             headers: Some(headers),
         };
-        let acks = Acks::new();
-        crate::outputs::send(producer, marker, &acks)
-            .await
-            .map_err(Error::NotAcknowledged)?;
-        await_acks(&acks).await.map(|_| ())
+        send_acknowledged(producer, marker).await
     }
 
     /// Parks a record as one of `acks`' group: an event's dead letter is one of its batch's

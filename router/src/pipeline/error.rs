@@ -1,8 +1,8 @@
-//! What stops the router, and the two waits on the output producer that can.
+//! What stops the router, and the waits on the output producer that can.
 
 use rdkafka::error::KafkaError;
 
-use crate::outputs::{Acks, Outbox, Outputs};
+use crate::outputs::{Acks, Outbox, Output, OutputProducer, Outputs};
 
 /// Errors that stop the router (bad input never does: it is dead-lettered).
 #[derive(Debug, thiserror::Error)]
@@ -42,4 +42,20 @@ pub(super) async fn hand_over(outputs: &Outputs, outbox: &mut Outbox) -> Result<
 /// Waits for the broker's acknowledgement of every record of `acks`; where each landed.
 pub(super) async fn await_acks(acks: &Acks) -> Result<Vec<(i32, i64)>> {
     acks.all().await.map_err(Error::NotAcknowledged)
+}
+
+/// Sends one record and waits for its acknowledgement (the state sync's rare outputs,
+/// outside a batch's).
+pub(super) async fn send_acknowledged<K>(
+    producer: &OutputProducer,
+    output: Output<'_, K>,
+) -> Result<()>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+{
+    let acks = Acks::new();
+    crate::outputs::send(producer, output, &acks)
+        .await
+        .map_err(Error::NotAcknowledged)?;
+    await_acks(&acks).await.map(|_| ())
 }

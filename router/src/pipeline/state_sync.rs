@@ -26,7 +26,7 @@ use super::error::{Error, Result};
 use crate::config::RouterConfig;
 use crate::events::{StateMeasured, StateRecordRead};
 use crate::outputs::OutputProducer;
-use misplaced::{Misplaced, hold_marker, misplaced_note};
+use misplaced::{Misplaced, Pending, hold_marker, misplaced_note};
 
 mod misplaced;
 use dho_telemetry::InternalEvent;
@@ -57,6 +57,10 @@ impl StateTopic {
             StateTopic::CarePlans => Some(StateKind::CarePlan),
             StateTopic::AlertState => None,
         }
+    }
+
+    fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.label() == label)
     }
 
     fn label(self) -> &'static str {
@@ -483,7 +487,12 @@ impl StateSync {
                     .entry(partition)
                     .or_default()
                     .pending
-                    .push(message.clone());
+                    .push(Pending {
+                        topic,
+                        key,
+                        message: message.clone(),
+                        dead: dl,
+                    });
                 Ok(())
             }
             Err(dl) => {

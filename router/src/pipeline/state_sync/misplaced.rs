@@ -8,8 +8,9 @@ use dho_schemas::topics::patient_key;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 
 use super::{StateSync, StateTopic};
-use crate::outputs::{Acks, Output, OutputProducer};
-use crate::pipeline::error::{Error, Result, await_acks};
+use crate::outputs::{Output, OutputProducer};
+use crate::pipeline::dead_letters::DeadLetter;
+use crate::pipeline::error::{Result, send_acknowledged};
 
 /// A state partition's records that belong to another partition. Each is handled once,
 /// not on every reload of the partition: a dead letter, a hold marker on the patient's
@@ -19,9 +20,19 @@ use crate::pipeline::error::{Error, Result, await_acks};
 #[derive(Debug, Default)]
 pub(super) struct Misplaced {
     /// Found while catching up, not handled yet.
-    pub(super) pending: Vec<OwnedMessage>,
-    /// Handled before (read back from the alert-state topic): topic label and offset.
-    pub(super) handled: BTreeSet<(String, i64)>,
+    pub(super) pending: Vec<Pending>,
+    /// Handled before (read back from the alert-state topic): topic and offset.
+    pub(super) handled: BTreeSet<(StateTopic, i64)>,
+}
+
+/// A misplaced record, as the state sync found it.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub(super) topic: StateTopic,
+    pub(super) key: String,
+    pub(super) message: OwnedMessage,
+    /// Its dead letter (`wrong_partition`, with the partitions in its detail).
+    pub(super) dead: DeadLetter,
 }
 
 impl StateSync {
@@ -31,50 +42,34 @@ impl StateSync {
     pub(super) async fn handle_misplaced(&mut self, producer: &OutputProducer) -> Result<()> {
         let alert_state = self.topic_name(StateTopic::AlertState).to_string();
         for (partition, misplaced) in &mut self.misplaced {
-            for message in std::mem::take(&mut misplaced.pending) {
-                let topic = StateTopic::ALL
-                    .into_iter()
-                    .find(|t| self.topics[*t as usize] == message.topic())
-                    .unwrap_or(StateTopic::Consents);
-                let note = (topic.label().to_string(), message.offset());
+            for pending in std::mem::take(&mut misplaced.pending) {
+                let Pending {
+                    topic,
+                    key,
+                    message,
+                    dead,
+                } = pending;
+                let note = (topic, message.offset());
                 if misplaced.handled.contains(&note) {
                     continue;
                 }
-                let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-                    continue;
+                self.dead_letters
+                    .park(producer, &message, dead.reason, dead.detail)
+                    .await?;
+                let patient = patient_key(&key);
+                let own = self.decoder.partition_of(patient);
+                self.dead_letters
+                    .hold_on_own_partition(producer, &message, own, dead.reason)
+                    .await?;
+                let note_key = format!("{patient}|misplaced:{}:{}", topic.label(), note.1);
+                let written = Output {
+                    topic: &alert_state,
+                    partition: Some(*partition),
+                    key: Some(note_key.as_str()),
+                    payload: Some(b"{}".as_slice()),
+                    headers: None,
                 };
-                let own = self.decoder.partition_of(patient_key(key));
-                self.dead_letters
-                    .park(
-                        producer,
-                        &message,
-                        "wrong_partition",
-                        format!(
-                            "written to partition {partition}, but its patient's partition \
-                             is {own} (Java's murmur2 of the patient key; librdkafka: \
-                             partitioner = murmur2_random)"
-                        ),
-                    )
-                    .await?;
-                self.dead_letters
-                    .hold_on_own_partition(producer, &message, own, "wrong_partition")
-                    .await?;
-                let note_key = format!("{}|misplaced:{}:{}", patient_key(key), note.0, note.1);
-                let acks = Acks::new();
-                crate::outputs::send(
-                    producer,
-                    Output {
-                        topic: &alert_state,
-                        partition: Some(*partition),
-                        key: Some(note_key.as_str()),
-                        payload: Some(b"{}".as_slice()),
-                        headers: None,
-                    },
-                    &acks,
-                )
-                .await
-                .map_err(Error::NotAcknowledged)?;
-                await_acks(&acks).await?;
+                send_acknowledged(producer, written).await?;
                 misplaced.handled.insert(note);
             }
         }
@@ -82,12 +77,12 @@ impl StateSync {
     }
 }
 
-/// The topic label and offset a `<patient>|misplaced:<topic>:<offset>` note in the
-/// alert-state topic names (see [`Misplaced`]).
-pub(super) fn misplaced_note(key: &str) -> Option<(String, i64)> {
+/// The topic and offset a `<patient>|misplaced:<topic>:<offset>` note in the alert-state
+/// topic names (see [`Misplaced`]).
+pub(super) fn misplaced_note(key: &str) -> Option<(StateTopic, i64)> {
     let (_, note) = key.split_once("|misplaced:")?;
     let (topic, offset) = note.rsplit_once(':')?;
-    Some((topic.to_string(), offset.parse().ok()?))
+    Some((StateTopic::from_label(topic)?, offset.parse().ok()?))
 }
 
 /// The reason of a hold marker (see `DeadLetters::hold_on_own_partition`), if `message`
