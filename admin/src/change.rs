@@ -185,13 +185,11 @@ impl Change {
                         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                     patient: patient(&g.patient)?,
                     status: ConsentStatus::Active,
-                    provisions: vec![ConsentProvision {
-                        kind: ProvisionKind::Permit,
-                        actor: input::organisation(&g.recipient, g.recipient_name.clone())?,
-                        categories: input::categories(&g.categories)?,
-                        period_start: None,
-                        period_end: None,
-                    }],
+                    provisions: vec![ConsentProvision::organisation(
+                        ProvisionKind::Permit,
+                        input::organisation(&g.recipient, g.recipient_name.clone())?,
+                        input::categories(&g.categories)?,
+                    )],
                     legal_basis: g.legal_basis.clone(),
                     recorded_by: org(&g.recorded_by)?,
                     recorded_at: now_millis(),

@@ -189,17 +189,15 @@ async fn record_consents_and_subscriptions(
         }
         let mut consent = fixtures::consent(&patient.id, "dho-sharing", &permitted);
         if rng.random_bool(0.1) {
-            consent.provisions.push(ConsentProvision {
-                kind: ProvisionKind::Deny,
-                actor: services[1].org.clone(),
-                categories: vec![
+            consent.provisions.push(ConsentProvision::organisation(
+                ProvisionKind::Deny,
+                services[1].org.clone(),
+                vec![
                     DataCategory::Measurement,
                     DataCategory::SelfReport,
                     DataCategory::Alert,
                 ],
-                period_start: None,
-                period_end: None,
-            });
+            ));
         }
         publisher.put_consent(&consent).await?;
         publisher.put_care_plan(&care_plan(patient)).await?;

@@ -3,8 +3,14 @@
 //!
 //! Rules: default deny. A subscriber receives an event only if one of its subscriptions for
 //! the patient wants it (active, category, code filter) *and* an active consent of the
-//! patient permits the subscriber's organisation that category now, with no active deny
-//! provision covering the same. One delivery per subscriber per event.
+//! patient permits the subscriber's organisation that category now, with no active consent
+//! denying the same. One delivery per subscriber per event.
+//!
+//! Within a consent, rules nest as FHIR nests provisions: a rule applies where its own
+//! conditions hold (its organisation or everyone, category, period) and its parent applies;
+//! an applying rule with no applying nested rule decides, and a deny among those wins. A rule
+//! about one health professional never applies to an organisation: a deny for one is handed
+//! to the care system with every delivery it would govern (`Grant::professional_denies`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -121,12 +127,28 @@ struct ProvisionRoute {
     /// Its consent's position among the patient's consents.
     consent: usize,
     permit: bool,
-    actor_system: OrgIdSystem,
-    actor_value: Span,
+    party: Party,
     categories: u8,
     start: Option<Millis>,
     end: Option<Millis>,
+    /// The rule it is nested in, by position in `Routes::provisions` (always earlier).
+    parent: Option<usize>,
 }
+
+/// Who a rule is about.
+#[derive(Debug, Clone, PartialEq)]
+enum Party {
+    Everyone,
+    Organisation(OrgIdSystem, Span),
+    /// By HPR number.
+    Professional(Span),
+}
+
+/// Per rule, flags for one decision; inline for the usual few rules.
+type Flags = SmallVec<[u8; 16]>;
+const APPLIES: u8 = 1;
+const OVERRIDDEN: u8 = 2;
+const PROFESSIONAL_APPLIES: u8 = 4;
 
 fn category_bit(category: DataCategory) -> u8 {
     1 << category as u8
@@ -166,15 +188,35 @@ impl Routes {
             if c.status != ConsentStatus::Active {
                 continue;
             }
-            for p in &c.provisions {
+            let first = routes.provisions.len();
+            for (i, p) in c.provisions.iter().enumerate() {
+                let party = match (&p.actor, &p.professional) {
+                    (Some(org), _) => Party::Organisation(org.system, routes.keep(&org.value)),
+                    (None, Some(hpr)) => Party::Professional(routes.keep(&hpr.hpr_number)),
+                    (None, None) => Party::Everyone,
+                };
+                let permit = p.kind == ProvisionKind::Permit;
+                let mut categories = category_bits(&p.categories);
+                // Validated records nest backwards only; for any other, a permit never
+                // applies and a deny stands on its own.
+                let parent = match p.parent.map(|at| usize::try_from(at).ok().filter(|&at| at < i)) {
+                    None => None,
+                    Some(Some(at)) => Some(first + at),
+                    Some(None) => {
+                        if permit {
+                            categories = 0;
+                        }
+                        None
+                    }
+                };
                 let route = ProvisionRoute {
                     consent,
-                    permit: p.kind == ProvisionKind::Permit,
-                    actor_system: p.actor.system,
-                    actor_value: routes.keep(&p.actor.value),
-                    categories: category_bits(&p.categories),
+                    permit,
+                    party,
+                    categories,
                     start: p.period_start,
                     end: p.period_end,
+                    parent,
                 };
                 routes.provisions.push(route);
             }
@@ -206,30 +248,78 @@ impl Routes {
                 }))
     }
 
+    /// Which rules apply to `sub`'s organisation receiving `category` at `now` (parents
+    /// come first, so one pass), which of those a nested applying rule overrides, and which
+    /// rules about one professional apply where their parents apply to the organisation.
+    fn flags(&self, sub: &SubscriptionRoute, category: u8, now: Millis) -> Flags {
+        let value = self.text(sub.org_value);
+        let mut flags: Flags = SmallVec::with_capacity(self.provisions.len());
+        for p in &self.provisions {
+            let in_force = p.categories & category != 0
+                && p.start.is_none_or(|start| start <= now)
+                && p.end.is_none_or(|end| now < end);
+            let parent = p.parent.map(|at| flags[at]);
+            let under = |bit: u8| parent.is_none_or(|f| f & bit != 0);
+            let mut f = 0;
+            match p.party {
+                Party::Everyone if in_force && under(APPLIES) => f |= APPLIES,
+                Party::Organisation(system, actor)
+                    if in_force
+                        && under(APPLIES)
+                        && system == sub.org_system
+                        && self.text(actor) == value =>
+                {
+                    f |= APPLIES
+                }
+                Party::Professional(_) if in_force && under(APPLIES | PROFESSIONAL_APPLIES) => {
+                    f |= PROFESSIONAL_APPLIES
+                }
+                _ => {}
+            }
+            flags.push(f);
+        }
+        for (i, p) in self.provisions.iter().enumerate() {
+            if flags[i] & APPLIES != 0
+                && let Some(at) = p.parent
+            {
+                flags[at] |= OVERRIDDEN;
+            }
+        }
+        flags
+    }
+
     /// The consent rules on the routes: the position of the consent that permits `sub`'s
-    /// organisation `category` at `now`, unless an active deny provision covers it.
+    /// organisation `category` at `now`, unless an active consent denies it; with the HPR
+    /// numbers of the professionals denied it there.
     fn permitting(
         &self,
         sub: &SubscriptionRoute,
         category: u8,
         now: Millis,
-    ) -> Result<usize, Withheld> {
-        let value = self.text(sub.org_value);
-        let covers = |p: &ProvisionRoute| {
-            p.categories & category != 0
-                && self.text(p.actor_value) == value
-                && p.actor_system == sub.org_system
-                && p.start.is_none_or(|start| start <= now)
-                && p.end.is_none_or(|end| now < end)
-        };
-        if self.provisions.iter().any(|p| !p.permit && covers(p)) {
+    ) -> Result<(usize, SmallVec<[&str; 1]>), Withheld> {
+        let flags = self.flags(sub, category, now);
+        let deciding = |p: &(&ProvisionRoute, &u8)| *p.1 & (APPLIES | OVERRIDDEN) == APPLIES;
+        let rules = || self.provisions.iter().zip(flags.iter());
+        if rules().filter(deciding).any(|(p, _)| !p.permit) {
             return Err(Withheld::ConsentDenied);
         }
-        self.provisions
-            .iter()
-            .find(|p| p.permit && covers(p))
-            .map(|p| p.consent)
-            .ok_or(Withheld::NoConsent)
+        let consent = rules()
+            .filter(deciding)
+            .find(|(p, _)| p.permit)
+            .map(|(p, _)| p.consent)
+            .ok_or(Withheld::NoConsent)?;
+        let mut denied: SmallVec<[&str; 1]> = SmallVec::new();
+        for (p, f) in rules() {
+            if let Party::Professional(hpr) = p.party
+                && !p.permit
+                && f & PROFESSIONAL_APPLIES != 0
+                && !denied.contains(&self.text(hpr))
+            {
+                denied.push(self.text(hpr));
+            }
+        }
+        denied.sort_unstable();
+        Ok((consent, denied))
     }
 }
 
@@ -272,10 +362,13 @@ impl Withheld {
 }
 
 /// A permitted delivery: to whom, under which subscription and consent.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Grant<'a> {
     pub subscription: &'a Subscription,
     pub consent: &'a Consent,
+    /// HPR numbers (sorted) of the professionals the patient's consents deny this: the
+    /// care system keeps it from them (the hub cannot see who reads inside it).
+    pub professional_denies: SmallVec<[&'a str; 1]>,
 }
 
 /// Inline for the usual few subscribers of a patient: no allocation per decision.
@@ -338,9 +431,10 @@ pub fn decide<'a>(
             continue;
         };
         match routes.permitting(route, category, now) {
-            Ok(consent) => decision.grants.push(Grant {
+            Ok((consent, professional_denies)) => decision.grants.push(Grant {
                 subscription: nth(&state.subscriptions, route.index),
                 consent: nth(&state.consents, consent),
+                professional_denies,
             }),
             Err(reason) => decision.withheld.push(reason),
         }

@@ -246,6 +246,7 @@ pub struct DeliveryView<'a> {
     pub self_report: Option<&'a SelfReport>,
     pub alert: Option<&'a Alert>,
     pub reference: Option<ReferenceView<'a>>,
+    pub professional_denies: &'a [&'a str],
 }
 
 /// An [`EventReference`] over borrowed parts.
@@ -319,7 +320,7 @@ fn encode_ser<V: Serialize>(kind: SchemaKind, value: &V, out: &mut Vec<u8>) -> R
 /// and `the_direct_writer_knows_the_current_schemas` fails until it is brought up to date.
 const DIRECT_LAYOUT: [(SchemaKind, u64); 3] = [
     (SchemaKind::Measurement, 11427369249552935175),
-    (SchemaKind::Delivery, 889947812267039254),
+    (SchemaKind::Delivery, 9266182909548921219),
     (SchemaKind::DisclosureRecord, 4506977600737736652),
 ];
 

@@ -158,16 +158,16 @@ pub fn consent(
         status: ConsentStatus::Active,
         provisions: recipients
             .iter()
-            .map(|actor| ConsentProvision {
-                kind: ProvisionKind::Permit,
-                actor: actor.clone(),
-                categories: vec![
-                    DataCategory::Measurement,
-                    DataCategory::SelfReport,
-                    DataCategory::Alert,
-                ],
-                period_start: None,
-                period_end: None,
+            .map(|actor| {
+                ConsentProvision::organisation(
+                    ProvisionKind::Permit,
+                    actor.clone(),
+                    vec![
+                        DataCategory::Measurement,
+                        DataCategory::SelfReport,
+                        DataCategory::Alert,
+                    ],
+                )
             })
             .collect(),
         legal_basis: "pbrl-5-3".into(),
@@ -241,6 +241,7 @@ pub fn delivery_of(m: &Measurement) -> Delivery {
         self_report: None,
         alert: None,
         reference: None,
+        professional_denies: vec![],
     }
 }
 

@@ -289,27 +289,72 @@ pub enum ProvisionKind {
     Deny,
 }
 
+/// A health professional by HPR number (helsepersonellnummer).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HealthProfessional {
+    pub hpr_number: String,
+}
+
+/// One consent rule. FHIR's nesting is kept as `parent`, the position of the enclosing
+/// rule in [`Consent::provisions`] (see `Consent.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsentProvision {
     pub kind: ProvisionKind,
-    pub actor: OrganisationIdentifier,
+    /// The recipient organisation; `None` for everyone, or for `professional`.
+    pub actor: Option<OrganisationIdentifier>,
     pub categories: Vec<DataCategory>,
     pub period_start: Option<Millis>,
+    /// Exclusive.
     pub period_end: Option<Millis>,
+    /// The one health professional the rule is about (then `actor` is `None`).
+    pub professional: Option<HealthProfessional>,
+    pub parent: Option<i32>,
 }
 
 impl ConsentProvision {
-    /// Whether this rule speaks about `actor` receiving `category` at time `at`.
+    /// A top-level rule about one organisation.
+    pub fn organisation(
+        kind: ProvisionKind,
+        actor: OrganisationIdentifier,
+        categories: Vec<DataCategory>,
+    ) -> Self {
+        Self {
+            kind,
+            actor: Some(actor),
+            categories,
+            period_start: None,
+            period_end: None,
+            professional: None,
+            parent: None,
+        }
+    }
+
+    /// A rule about everyone: no organisation, no professional.
+    pub fn is_blanket(&self) -> bool {
+        self.actor.is_none() && self.professional.is_none()
+    }
+
+    /// Whether the rule's categories and period include `category` at `at`.
+    pub fn in_force(&self, category: DataCategory, at: Millis) -> bool {
+        self.categories.contains(&category)
+            && self.period_start.is_none_or(|start| start <= at)
+            && self.period_end.is_none_or(|end| at < end)
+    }
+
+    /// Whether this rule, on its own (its parents aside), speaks about the organisation
+    /// `actor` receiving `category` at time `at`: its own organisation, or everyone. A rule
+    /// about one professional never speaks about an organisation.
     pub fn covers(
         &self,
         actor: &OrganisationIdentifier,
         category: DataCategory,
         at: Millis,
     ) -> bool {
-        self.actor.same_entity(actor)
-            && self.categories.contains(&category)
-            && self.period_start.is_none_or(|start| start <= at)
-            && self.period_end.is_none_or(|end| at < end)
+        let about = match &self.actor {
+            Some(own) => own.same_entity(actor),
+            None => self.professional.is_none(),
+        };
+        about && self.in_force(category, at)
     }
 }
 
@@ -532,6 +577,8 @@ pub struct Delivery {
     pub self_report: Option<SelfReport>,
     pub alert: Option<Alert>,
     pub reference: Option<EventReference>,
+    /// HPR numbers of professionals the patient's consent keeps this from (see `Delivery.avsc`).
+    pub professional_denies: Vec<String>,
 }
 
 /// What a delivery carries: exactly one of these.

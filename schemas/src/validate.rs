@@ -369,27 +369,8 @@ impl SelfReport {
     }
 }
 
-impl Consent {
-    pub fn validate(&self, policy: Policy) -> Result {
-        not_empty("consent_id", &self.consent_id)?;
-        patient("patient", &self.patient, policy)?;
-        not_empty("legal_basis", &self.legal_basis)?;
-        organisation("recorded_by", &self.recorded_by)?;
-        for (i, p) in self.provisions.iter().enumerate() {
-            organisation(&format!("provisions[{i}].actor"), &p.actor)?;
-            if let (Some(start), Some(end)) = (p.period_start, p.period_end)
-                && start >= end
-            {
-                return Err(ValidationError::new(
-                    format!("provisions[{i}].period_end"),
-                    Reason::Malformed,
-                    "the period ends before it starts",
-                ));
-            }
-        }
-        Ok(())
-    }
-}
+mod consent;
+pub use consent::hpr_number;
 
 /// A subscriber id becomes part of a topic name: keep it to a safe alphabet.
 pub fn subscriber_id(value: &str) -> Result {

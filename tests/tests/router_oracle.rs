@@ -56,7 +56,8 @@ impl Model {
         for (_, c) in consents {
             out += &format!("\n  consent {} {:?}:", c.consent_id, c.status);
             for p in &c.provisions {
-                out += &format!(" {:?} {} {:?};", p.kind, p.actor.value, p.categories);
+                let actor = p.actor.as_ref().map_or("", |a| a.value.as_str());
+                out += &format!(" {:?} {actor} {:?};", p.kind, p.categories);
             }
         }
         for (_, s) in subscriptions {
@@ -97,7 +98,10 @@ impl Model {
                     .iter()
                     .filter(|((p, _), c)| *p == patient && c.status == ConsentStatus::Active)
                     .flat_map(|(_, c)| c.provisions.iter().map(move |p| (c, p)))
-                    .filter(|(_, p)| p.actor.value == recipient && p.categories.contains(&category))
+                    .filter(|(_, p)| {
+                        p.actor.as_ref().is_some_and(|a| a.value == recipient)
+                            && p.categories.contains(&category)
+                    })
             };
             if provisions().any(|(_, p)| p.kind == ProvisionKind::Deny) {
                 continue;
@@ -151,16 +155,16 @@ fn random_consent(rng: &mut StdRng, patient: u64) -> Consent {
         ConsentStatus::Inactive
     };
     consent.provisions = (0..rng.random_range(1..=3))
-        .map(|_| ConsentProvision {
-            kind: if rng.random_bool(0.8) {
-                ProvisionKind::Permit
-            } else {
-                ProvisionKind::Deny
-            },
-            actor: org(rng.random_range(0..3)),
-            categories: random_categories(rng),
-            period_start: None,
-            period_end: None,
+        .map(|_| {
+            ConsentProvision::organisation(
+                if rng.random_bool(0.8) {
+                    ProvisionKind::Permit
+                } else {
+                    ProvisionKind::Deny
+                },
+                org(rng.random_range(0..3)),
+                random_categories(rng),
+            )
         })
         .collect();
     consent

@@ -160,6 +160,109 @@ fn one_delivery_per_subscriber_preferring_full_content() {
     assert_eq!(d.grants[0].subscription.subscription_id, "b-full");
 }
 
+fn blanket(kind: ProvisionKind) -> ConsentProvision {
+    let mut p = ConsentProvision::organisation(kind, fixtures::gp(), CATS.to_vec());
+    p.actor = None;
+    p
+}
+
+fn professional(hpr: &str) -> ConsentProvision {
+    let mut p = blanket(ProvisionKind::Deny);
+    p.professional = Some(HealthProfessional {
+        hpr_number: hpr.into(),
+    });
+    p
+}
+
+#[test]
+fn a_blanket_deny_withholds_from_everyone_whatever_else_permits() {
+    let p = fixtures::patient(1);
+    let mut withdrawal = fixtures::consent(&p, "c2", &[]);
+    withdrawal.provisions = vec![blanket(ProvisionKind::Deny)];
+    let s = state(
+        vec![
+            fixtures::consent(&p, "c1", &[fixtures::gp(), fixtures::home_care()]),
+            withdrawal,
+        ],
+        vec![
+            fixtures::subscription(&p, "gp", &fixtures::gp()),
+            fixtures::subscription(&p, "home", &fixtures::home_care()),
+        ],
+    );
+    let d = decide(Some(&s), spo2(), NOW);
+    assert!(d.grants.is_empty());
+    assert_eq!(
+        d.withheld.to_vec(),
+        vec![Withheld::ConsentDenied, Withheld::ConsentDenied]
+    );
+}
+
+#[test]
+fn a_nested_deny_overrides_its_permit_where_it_applies() {
+    let p = fixtures::patient(1);
+    let mut c = fixtures::consent(&p, "c1", &[fixtures::gp()]);
+    let mut deny = c.provisions[0].clone();
+    deny.kind = ProvisionKind::Deny;
+    deny.categories = vec![DataCategory::Measurement];
+    deny.period_start = Some(NOW - 5);
+    deny.parent = Some(0);
+    c.provisions.push(deny);
+    let s = state(
+        vec![c],
+        vec![fixtures::subscription(&p, "gp", &fixtures::gp())],
+    );
+    assert_eq!(
+        decide(Some(&s), spo2(), NOW).withheld.to_vec(),
+        vec![Withheld::ConsentDenied]
+    );
+    assert_eq!(granted(&decide(Some(&s), spo2(), NOW - 6)), vec!["gp"]);
+    let alert = EventView {
+        category: DataCategory::Alert,
+        code: None,
+    };
+    assert_eq!(granted(&decide(Some(&s), alert, NOW)), vec!["gp"]);
+}
+
+#[test]
+fn a_nested_permit_is_an_exception_to_a_blanket_deny_for_its_organisation_only() {
+    let p = fixtures::patient(1);
+    let mut c = fixtures::consent(&p, "c1", &[fixtures::gp()]);
+    c.provisions[0].parent = Some(0);
+    c.provisions.insert(0, blanket(ProvisionKind::Deny));
+    let s = state(
+        vec![c],
+        vec![
+            fixtures::subscription(&p, "gp", &fixtures::gp()),
+            fixtures::subscription(&p, "home", &fixtures::home_care()),
+        ],
+    );
+    let d = decide(Some(&s), spo2(), NOW);
+    assert_eq!(granted(&d), vec!["gp"]);
+    assert_eq!(d.withheld.to_vec(), vec![Withheld::ConsentDenied]);
+}
+
+#[test]
+fn a_deny_for_one_professional_travels_with_the_deliveries_it_governs() {
+    let p = fixtures::patient(1);
+    let mut c = fixtures::consent(&p, "c1", &[fixtures::gp(), fixtures::lung_clinic()]);
+    // Everywhere: 9144897. Only at the lung clinic: 1234567 (nested in its permit).
+    c.provisions.push(professional("9144897"));
+    let mut at_clinic = professional("1234567");
+    at_clinic.parent = Some(1);
+    c.provisions.push(at_clinic);
+    let s = state(
+        vec![c],
+        vec![
+            fixtures::subscription(&p, "clinic", &fixtures::lung_clinic()),
+            fixtures::subscription(&p, "gp", &fixtures::gp()),
+        ],
+    );
+    let d = decide(Some(&s), spo2(), NOW);
+    assert_eq!(granted(&d), vec!["clinic", "gp"], "a professional's deny withholds nothing from the organisation");
+    assert_eq!(d.grants[0].professional_denies.to_vec(), vec!["1234567", "9144897"]);
+    assert_eq!(d.grants[1].professional_denies.to_vec(), vec!["9144897"]);
+}
+
 // ---- Property test against an independent oracle ----
 
 fn orgs() -> Vec<OrganisationIdentifier> {
@@ -176,23 +279,69 @@ const CATS: [DataCategory; 3] = [
     DataCategory::Alert,
 ];
 
+/// Oslo midnights as FHIR dates make them, in winter (UTC+1) and in summer (UTC+2): a
+/// date-only start and the instant after a date-only end.
+fn oslo_midnights() -> Vec<Millis> {
+    use dho_schemas::fhir::time::period_bound;
+    ["2027-01-15", "2026-07-01"]
+        .iter()
+        .flat_map(|d| [period_bound(d, false).unwrap(), period_bound(d, true).unwrap()])
+        .collect()
+}
+
+/// A period bound near NOW, or just around an Oslo midnight.
+fn arb_bound() -> impl Strategy<Value = Option<Millis>> {
+    proptest::option::of(prop_oneof![
+        NOW - 10..NOW + 10,
+        (proptest::sample::select(oslo_midnights()), -1i64..=1).prop_map(|(m, off)| m + off),
+    ])
+}
+
+const PROFESSIONALS: [&str; 2] = ["9144897", "1234567"];
+
 prop_compose! {
-    fn arb_provision()(kind in any::<bool>(), actor in 0usize..3, cats in proptest::sample::subsequence(CATS.to_vec(), 0..=3),
-                       start in proptest::option::of(NOW - 10..NOW + 10), end in proptest::option::of(NOW - 10..NOW + 10)) -> ConsentProvision {
-        ConsentProvision {
-            kind: if kind { ProvisionKind::Permit } else { ProvisionKind::Deny },
-            actor: orgs()[actor].clone(), categories: cats, period_start: start, period_end: end,
+    /// Any party: one of the organisations, everyone, or a professional; nested in any
+    /// earlier rule (fixed up by `arb_consent`), or not.
+    fn arb_provision()(kind in any::<bool>(), party in 0usize..6, cats in proptest::sample::subsequence(CATS.to_vec(), 0..=3),
+                       start in arb_bound(), end in arb_bound(),
+                       nested in proptest::option::of(any::<proptest::sample::Index>())) -> (ConsentProvision, Option<proptest::sample::Index>) {
+        let kind = if kind { ProvisionKind::Permit } else { ProvisionKind::Deny };
+        let mut p = ConsentProvision::organisation(kind, orgs()[party % 3].clone(), cats);
+        if party >= 3 {
+            p.actor = None;
         }
+        if party >= 4 {
+            p.professional = Some(HealthProfessional { hpr_number: PROFESSIONALS[party - 4].into() });
+        }
+        p.period_start = start;
+        p.period_end = end;
+        (p, nested)
     }
 }
 
 prop_compose! {
-    fn arb_consent()(id in 0u8..4, active in any::<bool>(), provisions in proptest::collection::vec(arb_provision(), 0..4)) -> Consent {
+    fn arb_consent()(id in 0u8..4, active in any::<bool>(), provisions in proptest::collection::vec(arb_provision(), 0..5)) -> Consent {
         let mut c = fixtures::consent(&fixtures::patient(1), &format!("c{id}"), &[]);
         c.status = if active { ConsentStatus::Active } else { ConsentStatus::Inactive };
-        c.provisions = provisions;
+        c.provisions = provisions
+            .into_iter()
+            .enumerate()
+            .map(|(i, (mut p, nested))| {
+                p.parent = nested.filter(|_| i > 0).map(|at| at.index(i) as i32);
+                p
+            })
+            .collect();
         c
     }
+}
+
+/// The times worth deciding at: NOW, and each of the state's period edges, each -1, 0, +1.
+fn edges(consents: &[Consent]) -> Vec<Millis> {
+    let mut at = vec![NOW];
+    for p in consents.iter().flat_map(|c| &c.provisions) {
+        at.extend(p.period_start.into_iter().chain(p.period_end));
+    }
+    at
 }
 
 prop_compose! {
@@ -210,37 +359,46 @@ prop_compose! {
     }
 }
 
-/// The rules written a second way: sets of (org, category) permitted and denied.
+/// The rules written a second way: per organisation, walking up from each rule to the top.
+/// A rule decides if every rule on its way up speaks about the organisation and none nested
+/// directly in it does too.
 fn oracle(
     consents: &[Consent],
     subs: &[Subscription],
     cat: DataCategory,
     code: &str,
+    now: Millis,
 ) -> std::collections::BTreeSet<String> {
-    let in_period = |p: &ConsentProvision| {
-        p.period_start.is_none_or(|s| s <= NOW) && p.period_end.is_none_or(|e| NOW < e)
-    };
     let mut permitted = vec![];
     let mut denied = vec![];
-    for c in consents
-        .iter()
-        .filter(|c| c.status == ConsentStatus::Active)
-    {
-        for p in c
-            .provisions
+    for org in orgs() {
+        for c in consents
             .iter()
-            .filter(|p| in_period(p) && p.categories.contains(&cat))
+            .filter(|c| c.status == ConsentStatus::Active)
         {
-            match p.kind {
-                ProvisionKind::Permit => permitted.push(p.actor.value.clone()),
-                ProvisionKind::Deny => denied.push(p.actor.value.clone()),
+            let rules = &c.provisions;
+            let chain = |mut i: usize| loop {
+                if !rules[i].covers(&org, cat, now) {
+                    break false;
+                }
+                match rules[i].parent {
+                    Some(up) => i = up as usize,
+                    None => break true,
+                }
+            };
+            for (i, p) in rules.iter().enumerate() {
+                let decides = chain(i)
+                    && !(0..rules.len()).any(|j| rules[j].parent == Some(i as i32) && chain(j));
+                match (decides, p.kind) {
+                    (true, ProvisionKind::Permit) => permitted.push(org.value.clone()),
+                    (true, ProvisionKind::Deny) => denied.push(org.value.clone()),
+                    (false, _) => {}
+                }
             }
         }
     }
     subs.iter()
-        .filter(|s| s.status == SubscriptionStatus::Active && s.active_from <= NOW)
-        .filter(|s| s.categories.contains(&cat))
-        .filter(|s| s.code_filter.is_empty() || s.code_filter.iter().any(|c| c == code))
+        .filter(|s| s.wants(cat, Some(code), now))
         .filter(|s| {
             permitted.contains(&s.subscriber_org.value) && !denied.contains(&s.subscriber_org.value)
         })
@@ -252,20 +410,75 @@ proptest! {
     #[test]
     fn decision_matches_the_oracle(consents in proptest::collection::vec(arb_consent(), 0..4),
                                    subs in proptest::collection::vec(arb_subscription(), 0..5),
-                                   cat in 0usize..3, bp in any::<bool>()) {
+                                   cat in 0usize..3, bp in any::<bool>(),
+                                   edge in any::<proptest::sample::Index>(), off in -1i64..=1) {
         let code = if bp { dho_schemas::codes::BLOOD_PRESSURE } else { dho_schemas::codes::SPO2 };
         let s = state(consents.clone(), subs.clone());
         // Later duplicates of an id replace earlier ones, as on a compacted topic.
         let consents: Vec<Consent> = s.consents().values().cloned().collect();
         let subs: Vec<Subscription> = s.subscriptions().values().cloned().collect();
-        let d = decide(Some(&s), EventView { category: CATS[cat], code: Some(code) }, NOW);
+        let at = edges(&consents);
+        let now = at[edge.index(at.len())] + off;
+        let d = decide(Some(&s), EventView { category: CATS[cat], code: Some(code) }, now);
         let got: std::collections::BTreeSet<String> = granted(&d).into_iter().collect();
         prop_assert_eq!(got.len(), d.grants.len(), "one delivery per subscriber");
-        prop_assert_eq!(got, oracle(&consents, &subs, CATS[cat], code));
+        prop_assert_eq!(got, oracle(&consents, &subs, CATS[cat], code, now));
         for g in &d.grants {
             prop_assert_eq!(g.consent.status, ConsentStatus::Active);
         }
     }
+}
+
+/// What one consent says to `recipient` about `category` at `now`, as FHIR nests it: a rule
+/// that speaks about it defers to its nested rules that do (a deny among them wins), and
+/// decides itself if none does.
+fn verdict(
+    consent: &Consent,
+    parent: Option<usize>,
+    recipient: &OrganisationIdentifier,
+    category: DataCategory,
+    now: Millis,
+) -> Option<ProvisionKind> {
+    let mut said = None;
+    for (i, p) in consent.provisions.iter().enumerate() {
+        if p.parent.map(|at| at as usize) != parent || !p.covers(recipient, category, now) {
+            continue;
+        }
+        let kind = verdict(consent, Some(i), recipient, category, now).unwrap_or(p.kind);
+        if said != Some(ProvisionKind::Deny) {
+            said = Some(kind);
+        }
+    }
+    said
+}
+
+/// The professionals one consent denies `category` at `now` wherever `recipient` receives
+/// it: rules about a professional, in force, nested only in rules that apply to the
+/// recipient or in rules about a professional that hold the same way.
+fn professional_denies<'c>(
+    consent: &'c Consent,
+    recipient: &OrganisationIdentifier,
+    category: DataCategory,
+    now: Millis,
+) -> Vec<&'c str> {
+    let rules = &consent.provisions;
+    fn applies(rules: &[ConsentProvision], i: usize, to: &OrganisationIdentifier, c: DataCategory, now: Millis) -> bool {
+        rules[i].covers(to, c, now)
+            && rules[i].parent.is_none_or(|up| applies(rules, up as usize, to, c, now))
+    }
+    fn holds(rules: &[ConsentProvision], i: usize, to: &OrganisationIdentifier, c: DataCategory, now: Millis) -> bool {
+        rules[i].professional.is_some()
+            && rules[i].in_force(c, now)
+            && rules[i].parent.is_none_or(|up| {
+                applies(rules, up as usize, to, c, now) || holds(rules, up as usize, to, c, now)
+            })
+    }
+    rules
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| p.kind == ProvisionKind::Deny && holds(rules, *i, recipient, category, now))
+        .filter_map(|(_, p)| p.professional.as_ref().map(|h| h.hpr_number.as_str()))
+        .collect()
 }
 
 /// The decision as it was written before `Routes`: straight from the records. The routes
@@ -319,17 +532,22 @@ fn reference_decide<'a>(
                 .values()
                 .filter(|c| c.status == ConsentStatus::Active)
         };
-        let covered = |c: &Consent, kind: ProvisionKind| {
-            c.provisions
-                .iter()
-                .any(|p| p.kind == kind && p.covers(recipient, event.category, now))
+        let says = |c: &Consent, kind: ProvisionKind| {
+            verdict(c, None, recipient, event.category, now) == Some(kind)
         };
-        if active().any(|c| covered(c, ProvisionKind::Deny)) {
+        if active().any(|c| says(c, ProvisionKind::Deny)) {
             decision.withheld.push(Withheld::ConsentDenied);
-        } else if let Some(consent) = active().find(|c| covered(c, ProvisionKind::Permit)) {
+        } else if let Some(consent) = active().find(|c| says(c, ProvisionKind::Permit)) {
+            let mut denies: Vec<&str> = vec![];
+            for c in active() {
+                denies.extend(professional_denies(c, recipient, event.category, now));
+            }
+            denies.sort();
+            denies.dedup();
             decision.grants.push(Grant {
                 subscription,
                 consent,
+                professional_denies: denies.into_iter().collect(),
             });
         } else {
             decision.withheld.push(Withheld::NoConsent);
@@ -425,10 +643,14 @@ proptest! {
         let code = [None, Some(dho_schemas::codes::SPO2), Some(dho_schemas::codes::BLOOD_PRESSURE)][code];
         let event = EventView { category: CATS[cat], code };
         let ids = |d: &Decision<'_>| {
-            let grants: Vec<(String, String)> = d
+            let grants: Vec<(String, String, Vec<String>)> = d
                 .grants
                 .iter()
-                .map(|g| (g.subscription.subscription_id.clone(), g.consent.consent_id.clone()))
+                .map(|g| (
+                    g.subscription.subscription_id.clone(),
+                    g.consent.consent_id.clone(),
+                    g.professional_denies.iter().map(|h| h.to_string()).collect(),
+                ))
                 .collect();
             (grants, d.withheld.to_vec())
         };

@@ -357,6 +357,14 @@ pub(super) fn delivery(d: &DeliveryView<'_>, out: &mut Vec<u8>) {
     out.push(0); // self_report
     out.push(0); // alert
     nullable(out, d.reference, reference);
+    // An array: one block of its strings, then the empty block that ends it.
+    if !d.professional_denies.is_empty() {
+        long(out, d.professional_denies.len() as i64);
+        for hpr in d.professional_denies {
+            string(out, hpr);
+        }
+    }
+    out.push(0);
 }
 
 pub(super) fn disclosure(r: &DisclosureView<'_>, out: &mut Vec<u8>) {

@@ -151,7 +151,10 @@ fn a_v1_record_reads_as_v2_with_a_new_optional_field_and_back() {
     );
 }
 
-fn delivery_view(d: &Delivery) -> (DeliveryView<'_>, Option<ReferenceView<'_>>) {
+fn delivery_view<'a>(
+    d: &'a Delivery,
+    denies: &'a [&'a str],
+) -> (DeliveryView<'a>, Option<ReferenceView<'a>>) {
     let reference = d.reference.as_ref().map(|r| ReferenceView {
         event_id: &r.event_id,
         category: r.category,
@@ -171,6 +174,7 @@ fn delivery_view(d: &Delivery) -> (DeliveryView<'_>, Option<ReferenceView<'_>>) 
         self_report: d.self_report.as_ref(),
         alert: d.alert.as_ref(),
         reference,
+        professional_denies: denies,
     };
     (view, reference)
 }
@@ -178,7 +182,8 @@ fn delivery_view(d: &Delivery) -> (DeliveryView<'_>, Option<ReferenceView<'_>>) 
 /// The view's bytes (direct writer, or apache-avro for the payloads it leaves to it)
 /// equal apache-avro's bytes of the owned record, and decode back to it.
 fn same_bytes_as_owned(d: &Delivery) {
-    let (view, _) = delivery_view(d);
+    let denies: Vec<&str> = d.professional_denies.iter().map(String::as_str).collect();
+    let (view, _) = delivery_view(d, &denies);
     let mut direct = Vec::new();
     view.encode_into(&mut direct).unwrap();
     assert_eq!(direct, encode(d).unwrap(), "delivery bytes differ");
@@ -481,7 +486,9 @@ proptest! {
         let mut d = fixtures::delivery_of(&m);
         d.source.offset = offset;
         d.subscriber_id = text;
-        let (view, _) = delivery_view(&d);
+        d.professional_denies = (0..offset % 3).map(|i| format!("91448{i}")).collect();
+        let denies: Vec<&str> = d.professional_denies.iter().map(String::as_str).collect();
+        let (view, _) = delivery_view(&d, &denies);
         let mut direct = Vec::new();
         view.encode_into(&mut direct).unwrap();
         prop_assert_eq!(direct, encode(&d).unwrap());

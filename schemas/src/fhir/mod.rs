@@ -11,6 +11,7 @@
 
 pub mod bundle;
 pub mod consent;
+mod consent_out;
 pub mod observation;
 mod observation_out;
 mod questionnaire;
