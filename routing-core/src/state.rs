@@ -200,7 +200,7 @@ mod tests {
         assert_eq!(state.consents().len(), 1);
         assert_eq!(
             state.consents()["c1"].provisions[0].actor,
-            fixtures::home_care()
+            Some(fixtures::home_care())
         );
         s.apply_consent(&key, None);
         assert!(s.patient(p.key()).is_none());
