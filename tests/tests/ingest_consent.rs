@@ -210,3 +210,85 @@ async fn ingest_consent_recorded_then_withdrawn_through_the_gateway_changes_what
     router.stop().await;
     gw.stop().await.unwrap();
 }
+
+/// HL7 Norway's own withdrawal examples (conformance/fixtures/consent), sent for the test's
+/// patient: a deny for one health professional leaves the organisation's deliveries flowing
+/// and names the professional in each; a deny for everyone stops them. A research consent
+/// is refused, naming its scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_consent_hl7_norway_withdrawals_deny_a_professional_and_then_everyone() {
+    let stack = Stack::start().await;
+    let gw = start_gateway(gateway_config(&stack.settings)).await;
+    let http = Http::new(gw.url());
+    let deliver = stack.settings.topics().deliver(HOME);
+    let patient = fixtures::patient(43);
+    let router = stack.spawn_router(GROUP).await;
+    let mut sub = serde_json::to_value(fixtures::subscription(
+        &patient,
+        HOME,
+        &fixtures::home_care(),
+    ))
+    .unwrap();
+    sub.as_object_mut().unwrap().remove("subscription_id");
+    assert_eq!(
+        http.post("/subscriptions", Some(HOME_TOKEN), &sub)
+            .await
+            .status,
+        201
+    );
+    let permit = fhir_consent(
+        "share",
+        &patient,
+        ProvisionKind::Permit,
+        true,
+        &[fixtures::home_care()],
+    );
+    let c = http.post("/fhir/Consent", Some(HOME_TOKEN), &permit).await;
+    assert_eq!(c.status, 201, "{}", c.json);
+    // The answer is the directive as the hub stored it, as HL7 Norway's profile has it.
+    assert_eq!(c.json["scope"]["coding"][0]["code"], "patient-privacy");
+    assert_eq!(
+        c.json["provision"]["actor"][0]["role"]["coding"][0]["code"],
+        "IRCP"
+    );
+
+    let upstream = |name: &str| {
+        let path = format!(
+            "{}/../conformance/fixtures/consent/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        json["patient"] = serde_json::json!({"identifier": {"system": patient.system.oid(), "value": patient.value}});
+        json
+    };
+    let one_professional = upstream("HNConsentProfileExample003");
+    let r = http
+        .post("/fhir/Consent", Some(HOME_TOKEN), &one_professional)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let first = reading(&stack, &http, &patient, 95.0).await;
+    let deliveries: Vec<Delivery> = wait_for(&stack.settings, &deliver, 1).await;
+    assert_eq!(delivered(&deliveries), vec![first.clone()]);
+    assert_eq!(deliveries[0].professional_denies, vec!["9144897".to_string()]);
+
+    let mut research = upstream("HNConsentProfileExample001");
+    research["scope"]["coding"][0]["code"] = "research".into();
+    let refused = http.post("/fhir/Consent", Some(HOME_TOKEN), &research).await;
+    assert_eq!(refused.status, 422, "{}", refused.json);
+    assert_eq!(
+        refused.json["issue"][0]["expression"][0], "Consent.scope",
+        "{}",
+        refused.json
+    );
+
+    let everyone = upstream("HNConsentProfileExample001");
+    let r = http.post("/fhir/Consent", Some(HOME_TOKEN), &everyone).await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let withheld = reading(&stack, &http, &patient, 94.0).await;
+    let deliveries: Vec<Delivery> = read_decoded(&stack.settings, &deliver).await;
+    assert_eq!(delivered(&deliveries), vec![first]);
+    assert!(!delivered(&deliveries).contains(&withheld));
+
+    router.stop().await;
+    gw.stop().await.unwrap();
+}

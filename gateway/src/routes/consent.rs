@@ -1,5 +1,5 @@
 //! `POST /fhir/Consent`: a care organisation records (or withdraws) a patient's consent,
-//! audited first on `<prefix>.audit.consents`.
+//! audited first on `<prefix>.audit.consents`, and gets it back as the hub stored it.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -24,7 +24,7 @@ pub(super) async fn fhir_consent(
 ) -> Response {
     const EP: Endpoint = Endpoint::FhirConsent;
     let CareOrganisation { org, name, .. } = caller;
-    let mut json = match gw.body(body, EP) {
+    let json = match gw.body(body, EP) {
         Ok(json) => json,
         Err(r) => return refuse(EP, r),
     };
@@ -55,8 +55,9 @@ pub(super) async fn fhir_consent(
                 status: consent.status,
             }
             .emit();
-            json["id"] = consent.consent_id.clone().into();
-            let mut response = (StatusCode::CREATED, Json(json)).into_response();
+            // The directive as stored, not as sent: the sender sees how the hub read it.
+            let stored = consent::consent_to_fhir(&consent);
+            let mut response = (StatusCode::CREATED, Json(stored)).into_response();
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
             if let Ok(v) = HeaderValue::from_str(&format!("Consent/{}", consent.consent_id)) {

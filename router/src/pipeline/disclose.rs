@@ -206,6 +206,7 @@ impl Disclosure {
         for Grant {
             subscription,
             consent,
+            professional_denies,
         } in grants
         {
             let subscriber = subscription.subscriber_id.as_str();
@@ -229,6 +230,7 @@ impl Disclosure {
                 self_report: None,
                 alert: None,
                 reference: None,
+                professional_denies,
             };
             let minimal_alert;
             match (subscription.content_level, outgoing) {
