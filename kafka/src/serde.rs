@@ -1,5 +1,6 @@
 //! Avro over the Confluent wire format, with the hub's schemas registered under their
-//! topics' subjects (TopicNameStrategy) at FULL_TRANSITIVE compatibility. Records written
+//! topics' subjects (TopicNameStrategy) at FULL_TRANSITIVE compatibility (consents at
+//! BACKWARD_TRANSITIVE, see `SchemaKind::compatibility`). Records written
 //! with the hub's own schema decode on a fast path; others are resolved against the
 //! writer's schema, fetched once by id and cached.
 
@@ -18,9 +19,6 @@ use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 
 use crate::{Error, Result};
-
-/// The compatibility every hub subject is registered with: any version reads any other.
-pub const COMPATIBILITY: &str = "FULL_TRANSITIVE";
 
 /// What a cached schema id is.
 #[derive(Debug, Clone)]
@@ -94,12 +92,13 @@ impl AvroSerde {
         }
     }
 
-    /// Registers `T`'s schema for values of `topic` (subject `<topic>-value`) at
-    /// FULL_TRANSITIVE, and returns an encoder with its id. An incompatible change to a
+    /// Registers `T`'s schema for values of `topic` (subject `<topic>-value`) at its kind's
+    /// compatibility, and returns an encoder with its id. An incompatible change to a
     /// subject is refused by the registry with the subject and reason in the error.
     pub async fn register<T: AvroRecord>(&self, topic: &str) -> Result<Encoder<T>> {
         let subject = topics::value_subject(topic);
-        self.set_compatibility(&subject).await?;
+        self.set_compatibility(&subject, T::KIND.compatibility())
+            .await?;
         let supplied = SuppliedSchema::new(
             Some(format!("no.dho.v1.{}", T::KIND.type_name())),
             SchemaType::Avro,
@@ -131,14 +130,14 @@ impl AvroSerde {
         Ok(registered.id)
     }
 
-    async fn set_compatibility(&self, subject: &str) -> Result<()> {
+    async fn set_compatibility(&self, subject: &str, compatibility: &str) -> Result<()> {
         let url = format!("{}/config/{}", self.inner.url, encode_subject(subject));
         let response = self
             .inner
             .http
             .put(url)
             .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            .json(&serde_json::json!({ "compatibility": COMPATIBILITY }))
+            .json(&serde_json::json!({ "compatibility": compatibility }))
             .send()
             .await
             .map_err(|e| Error::RegistryUnavailable {

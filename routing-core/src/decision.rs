@@ -199,7 +199,10 @@ impl Routes {
                 let mut categories = category_bits(&p.categories);
                 // Validated records nest backwards only; for any other, a permit never
                 // applies and a deny stands on its own.
-                let parent = match p.parent.map(|at| usize::try_from(at).ok().filter(|&at| at < i)) {
+                let parent = match p
+                    .parent
+                    .map(|at| usize::try_from(at).ok().filter(|&at| at < i))
+                {
                     None => None,
                     Some(Some(at)) => Some(first + at),
                     Some(None) => {

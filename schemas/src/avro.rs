@@ -95,6 +95,18 @@ impl SchemaKind {
         }
     }
 
+    /// The registry compatibility of the kind's subjects. FULL_TRANSITIVE: any version reads
+    /// any other. A consent directive and its audit record are BACKWARD_TRANSITIVE: a new
+    /// version reads every old record, but an old reader may fail on a new one, as it must
+    /// on a rule it does not know (version 2's blanket and professional rules): it holds the
+    /// patient rather than read the directive without the rule.
+    pub fn compatibility(self) -> &'static str {
+        match self {
+            SchemaKind::Consent | SchemaKind::ConsentChange => "BACKWARD_TRANSITIVE",
+            _ => "FULL_TRANSITIVE",
+        }
+    }
+
     /// The self-contained schema text, as registered.
     pub fn schema_text(self) -> &'static str {
         &COMPOSED[&self].0

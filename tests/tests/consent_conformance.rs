@@ -68,7 +68,11 @@ fn parse(json: &Value) -> Consent {
 #[test]
 fn every_upstream_consent_example_is_accepted_as_its_title_says() {
     let examples = upstream();
-    assert_eq!(examples.len(), 6, "four Consents, a Patient, a Practitioner");
+    assert_eq!(
+        examples.len(),
+        6,
+        "four Consents, a Patient, a Practitioner"
+    );
     let consents: BTreeMap<&str, Consent> = examples
         .iter()
         .filter(|(_, json)| json["resourceType"] == "Consent")
@@ -164,10 +168,7 @@ fn outputs() -> BTreeMap<String, Value> {
         let again = parse(&written);
         assert_eq!(again.provisions, consent.provisions, "{name}: {written:#}");
         assert_eq!(again.status, consent.status, "{name}");
-        assert!(
-            !written.to_string().contains("null"),
-            "{name}: {written:#}"
-        );
+        assert!(!written.to_string().contains("null"), "{name}: {written:#}");
         out.insert(name, written);
     }
     out

@@ -7,18 +7,20 @@
 //! - directives about organisations only decode, nested rules as plain ones (it ignores
 //!   `parent`), and decide no more permissively than the new router does;
 //!
-//! and the new router reads everything version 1 wrote. The registry (its default rule,
-//! BACKWARD: the new schema reads all old data) accepts the new schema; FORWARD, which
-//! demands the reverse, refuses it, as it must: that refusal is the fail-closed part.
+//! and the new router reads everything version 1 wrote. The hub registers consents at
+//! BACKWARD_TRANSITIVE (every new version reads all old data), which accepts the new schema
+//! over version 1; FULL_TRANSITIVE, the rule of the hub's other subjects, refuses it, as it
+//! must: an old reader failing on the new rules is the fail-closed part.
 
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
+use dho_kafka::AvroSerde;
 use dho_routing_core::decision::{EventView, PatientState, decide};
 use dho_schemas::avro::SchemaKind;
 use dho_schemas::codec;
-use dho_schemas::fixtures;
 use dho_schemas::model::*;
+use dho_schemas::{fixtures, topics};
 use dho_tests::Stack;
 use dho_tests::ingest::Http;
 use serde_json::json;
@@ -94,7 +96,8 @@ fn a_version_1_reader_reads_organisation_rules_and_is_never_more_permissive() {
     later.parent = Some(1);
     rules.push(later);
     let new = with(&base, rules);
-    new.validate(dho_schemas::Policy::SYNTHETIC_ALLOWED).unwrap();
+    new.validate(dho_schemas::Policy::SYNTHETIC_ALLOWED)
+        .unwrap();
     let body = codec::encode(&new).unwrap();
 
     // Version 1 reads it; rewritten with version 1 and read back by today's reader, it is
@@ -167,10 +170,23 @@ fn todays_reader_reads_what_version_1_wrote() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consent_upgrade_the_registry_accepts_the_new_schema_backward_and_refuses_it_forward() {
+async fn consent_upgrade_a_new_service_registers_the_new_schema_over_version_1() {
     let stack = Stack::start().await;
     let registry = Http::new(stack.settings.schema_registry_url.clone());
-    let subject = "upgrade-test.consents-value";
+    let topic = stack.settings.topics().consents();
+    let subject = topics::value_subject(&topic);
+    // What a version-1 service left behind: version 1, at FULL_TRANSITIVE.
+    let config = |level: &str| json!({ "compatibility": level });
+    let set = registry
+        .send(
+            reqwest::Method::PUT,
+            &format!("/config/{subject}"),
+            None,
+            Some(&config("FULL_TRANSITIVE")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(set.status, 200, "{}", set.json);
     let v1_text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../schemas/fixtures/avro/Consent.v1.avsc"
@@ -184,38 +200,38 @@ async fn consent_upgrade_the_registry_accepts_the_new_schema_backward_and_refuse
         )
         .await;
     assert_eq!(registered.status, 200, "{}", registered.json);
+
+    // FULL_TRANSITIVE refuses the new schema, rightly: version 1 cannot read a blanket deny.
     let new = json!({ "schema": SchemaKind::Consent.schema_text() });
     let check = format!("/compatibility/subjects/{subject}/versions/latest?verbose=true");
-    let backward = registry.post(&check, None, &new).await;
-    assert_eq!(backward.status, 200, "{}", backward.json);
-    assert_eq!(backward.json["is_compatible"], true, "{}", backward.json);
+    let full = registry.post(&check, None, &new).await;
+    assert_eq!(full.json["is_compatible"], false, "{}", full.json);
 
-    let config = registry
+    // A new service registers it all the same: consents are BACKWARD_TRANSITIVE, where the
+    // new schema reads every old record.
+    let serde = AvroSerde::new(&stack.settings.schema_registry_url);
+    serde
+        .register::<Consent>(&topic)
+        .await
+        .expect("the new Consent schema registers over version 1");
+    let level = registry
         .send(
-            reqwest::Method::PUT,
+            reqwest::Method::GET,
             &format!("/config/{subject}"),
             None,
-            Some(&json!({ "compatibility": "FORWARD" })),
+            None,
         )
         .await
         .unwrap();
-    assert_eq!(config.status, 200, "{}", config.json);
-    let forward = registry.post(&check, None, &new).await;
-    assert_eq!(forward.json["is_compatible"], false, "{}", forward.json);
-
-    // Under the default rule the new version registers.
-    registry
+    assert_eq!(level.json["compatibilityLevel"], "BACKWARD_TRANSITIVE");
+    let versions = registry
         .send(
-            reqwest::Method::PUT,
-            &format!("/config/{subject}"),
+            reqwest::Method::GET,
+            &format!("/subjects/{subject}/versions"),
             None,
-            Some(&json!({ "compatibility": "BACKWARD" })),
+            None,
         )
         .await
         .unwrap();
-    let second = registry
-        .post(&format!("/subjects/{subject}/versions"), None, &new)
-        .await;
-    assert_eq!(second.status, 200, "{}", second.json);
-    assert_ne!(second.json["id"], registered.json["id"]);
+    assert_eq!(versions.json, json!([1, 2]));
 }

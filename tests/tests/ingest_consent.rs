@@ -257,7 +257,8 @@ async fn ingest_consent_hl7_norway_withdrawals_deny_a_professional_and_then_ever
             "{}/../conformance/fixtures/consent/{name}.json",
             env!("CARGO_MANIFEST_DIR")
         );
-        let mut json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut json: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         json["patient"] = serde_json::json!({"identifier": {"system": patient.system.oid(), "value": patient.value}});
         json
     };
@@ -269,11 +270,16 @@ async fn ingest_consent_hl7_norway_withdrawals_deny_a_professional_and_then_ever
     let first = reading(&stack, &http, &patient, 95.0).await;
     let deliveries: Vec<Delivery> = wait_for(&stack.settings, &deliver, 1).await;
     assert_eq!(delivered(&deliveries), vec![first.clone()]);
-    assert_eq!(deliveries[0].professional_denies, vec!["9144897".to_string()]);
+    assert_eq!(
+        deliveries[0].professional_denies,
+        vec!["9144897".to_string()]
+    );
 
     let mut research = upstream("HNConsentProfileExample001");
     research["scope"]["coding"][0]["code"] = "research".into();
-    let refused = http.post("/fhir/Consent", Some(HOME_TOKEN), &research).await;
+    let refused = http
+        .post("/fhir/Consent", Some(HOME_TOKEN), &research)
+        .await;
     assert_eq!(refused.status, 422, "{}", refused.json);
     assert_eq!(
         refused.json["issue"][0]["expression"][0], "Consent.scope",
@@ -282,7 +288,9 @@ async fn ingest_consent_hl7_norway_withdrawals_deny_a_professional_and_then_ever
     );
 
     let everyone = upstream("HNConsentProfileExample001");
-    let r = http.post("/fhir/Consent", Some(HOME_TOKEN), &everyone).await;
+    let r = http
+        .post("/fhir/Consent", Some(HOME_TOKEN), &everyone)
+        .await;
     assert_eq!(r.status, 201, "{}", r.json);
     let withheld = reading(&stack, &http, &patient, 94.0).await;
     let deliveries: Vec<Delivery> = read_decoded(&stack.settings, &deliver).await;

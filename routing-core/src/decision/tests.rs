@@ -258,8 +258,15 @@ fn a_deny_for_one_professional_travels_with_the_deliveries_it_governs() {
         ],
     );
     let d = decide(Some(&s), spo2(), NOW);
-    assert_eq!(granted(&d), vec!["clinic", "gp"], "a professional's deny withholds nothing from the organisation");
-    assert_eq!(d.grants[0].professional_denies.to_vec(), vec!["1234567", "9144897"]);
+    assert_eq!(
+        granted(&d),
+        vec!["clinic", "gp"],
+        "a professional's deny withholds nothing from the organisation"
+    );
+    assert_eq!(
+        d.grants[0].professional_denies.to_vec(),
+        vec!["1234567", "9144897"]
+    );
     assert_eq!(d.grants[1].professional_denies.to_vec(), vec!["9144897"]);
 }
 
@@ -285,7 +292,12 @@ fn oslo_midnights() -> Vec<Millis> {
     use dho_schemas::fhir::time::period_bound;
     ["2027-01-15", "2026-07-01"]
         .iter()
-        .flat_map(|d| [period_bound(d, false).unwrap(), period_bound(d, true).unwrap()])
+        .flat_map(|d| {
+            [
+                period_bound(d, false).unwrap(),
+                period_bound(d, true).unwrap(),
+            ]
+        })
         .collect()
 }
 
@@ -462,11 +474,25 @@ fn professional_denies<'c>(
     now: Millis,
 ) -> Vec<&'c str> {
     let rules = &consent.provisions;
-    fn applies(rules: &[ConsentProvision], i: usize, to: &OrganisationIdentifier, c: DataCategory, now: Millis) -> bool {
+    fn applies(
+        rules: &[ConsentProvision],
+        i: usize,
+        to: &OrganisationIdentifier,
+        c: DataCategory,
+        now: Millis,
+    ) -> bool {
         rules[i].covers(to, c, now)
-            && rules[i].parent.is_none_or(|up| applies(rules, up as usize, to, c, now))
+            && rules[i]
+                .parent
+                .is_none_or(|up| applies(rules, up as usize, to, c, now))
     }
-    fn holds(rules: &[ConsentProvision], i: usize, to: &OrganisationIdentifier, c: DataCategory, now: Millis) -> bool {
+    fn holds(
+        rules: &[ConsentProvision],
+        i: usize,
+        to: &OrganisationIdentifier,
+        c: DataCategory,
+        now: Millis,
+    ) -> bool {
         rules[i].professional.is_some()
             && rules[i].in_force(c, now)
             && rules[i].parent.is_none_or(|up| {
@@ -476,7 +502,9 @@ fn professional_denies<'c>(
     rules
         .iter()
         .enumerate()
-        .filter(|(i, p)| p.kind == ProvisionKind::Deny && holds(rules, *i, recipient, category, now))
+        .filter(|(i, p)| {
+            p.kind == ProvisionKind::Deny && holds(rules, *i, recipient, category, now)
+        })
         .filter_map(|(_, p)| p.professional.as_ref().map(|h| h.hpr_number.as_str()))
         .collect()
 }

@@ -71,7 +71,15 @@ const CONSENT_ELEMENTS: &[&str] = &[
     "policyRule",
     "provision",
 ];
-const PROVISION_ELEMENTS: &[&str] = &["id", "extension", "type", "period", "actor", "class", "provision"];
+const PROVISION_ELEMENTS: &[&str] = &[
+    "id",
+    "extension",
+    "type",
+    "period",
+    "actor",
+    "class",
+    "provision",
+];
 const ACTOR_ELEMENTS: &[&str] = &["id", "extension", "role", "reference"];
 
 #[derive(Debug, Deserialize)]
@@ -196,8 +204,16 @@ pub fn consent_from_fhir(
     if is_container(root) {
         // A provision with nothing but nested ones: each is a top-level rule (the hub's own
         // output, for rules no single top-level provision can hold).
-        for (i, nested) in nested_provisions(root, "Consent.provision")?.iter().enumerate() {
-            flatten(nested, &format!("Consent.provision.provision[{i}]"), None, &mut provisions)?;
+        for (i, nested) in nested_provisions(root, "Consent.provision")?
+            .iter()
+            .enumerate()
+        {
+            flatten(
+                nested,
+                &format!("Consent.provision.provision[{i}]"),
+                None,
+                &mut provisions,
+            )?;
         }
     } else {
         flatten(root, "Consent.provision", None, &mut provisions)?;
@@ -605,7 +621,9 @@ fn party(actor: &Value, at: &str) -> Result<Party, FhirError> {
         Some(RESH_OID) => OrgIdSystem::Resh,
         Some(HPR_OID) => {
             validate::hpr_number("actor", &value).map_err(|e| id_error(e.detail))?;
-            return Ok(Party::Professional(HealthProfessional { hpr_number: value }));
+            return Ok(Party::Professional(HealthProfessional {
+                hpr_number: value,
+            }));
         }
         _ => {
             return Err(FhirError::new(

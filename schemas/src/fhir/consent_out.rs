@@ -125,7 +125,8 @@ fn render(
         }
         out.insert("period".into(), Value::Object(period));
     }
-    let inherited_party = outer.is_some_and(|o| (&o.actor, &o.professional) == (&p.actor, &p.professional));
+    let inherited_party =
+        outer.is_some_and(|o| (&o.actor, &o.professional) == (&p.actor, &p.professional));
     if !inherited_party && let Some(actor) = actor(p) {
         out.insert("actor".into(), json!([actor]));
     }

@@ -59,13 +59,7 @@ fn a_permit_maps_to_a_rule_namespaced_by_recorder() {
 /// HL7 Norway's "deny access for all": a deny without actor is about everyone.
 #[test]
 fn a_deny_without_actor_is_a_blanket_deny() {
-    let json = fhir_consent(
-        "all",
-        &fixtures::patient(1),
-        ProvisionKind::Deny,
-        true,
-        &[],
-    );
+    let json = fhir_consent("all", &fixtures::patient(1), ProvisionKind::Deny, true, &[]);
     let c = parse(&json).unwrap();
     assert_eq!(c.provisions.len(), 1);
     let deny = &c.provisions[0];
@@ -93,19 +87,17 @@ fn a_nested_deny_without_actor_narrows_its_parent() {
     assert_eq!(deny.actor, permit.actor, "the parent's organisation");
     assert_eq!(deny.categories, vec![DataCategory::SelfReport]);
     assert_eq!(deny.period_start, Some(at("2026-05-31T22:00:00Z")));
-    assert_eq!(deny.period_end, permit.period_end, "within the parent's period");
+    assert_eq!(
+        deny.period_end, permit.period_end,
+        "within the parent's period"
+    );
 }
 
 #[test]
 fn a_nested_permit_under_a_blanket_deny_is_an_exception_for_its_actor() {
-    let mut json = fhir_consent(
-        "c",
-        &fixtures::patient(1),
-        ProvisionKind::Deny,
-        true,
-        &[],
-    );
-    json["provision"]["provision"] = json!([{"type": "permit", "actor": [org_actor(&fixtures::gp())]}]);
+    let mut json = fhir_consent("c", &fixtures::patient(1), ProvisionKind::Deny, true, &[]);
+    json["provision"]["provision"] =
+        json!([{"type": "permit", "actor": [org_actor(&fixtures::gp())]}]);
     let c = parse(&json).unwrap();
     assert!(c.provisions[0].is_blanket());
     assert_eq!(c.provisions[1].kind, ProvisionKind::Permit);
@@ -275,10 +267,7 @@ fn withdrawal_and_errors_name_the_field() {
             "Consent.provision.type",
         ),
         (
-            |j| {
-                j["provision"]["actor"][0]["reference"]["identifier"]["value"] =
-                    "123456789".into()
-            },
+            |j| j["provision"]["actor"][0]["reference"]["identifier"]["value"] = "123456789".into(),
             "Consent.provision.actor[0].reference.identifier.value",
         ),
         (
@@ -338,13 +327,18 @@ fn the_output_is_complete_and_reads_back_as_the_same_rules() {
         .as_array_mut()
         .unwrap()
         .push(org_actor(&fixtures::lung_clinic()));
-    json["provision"]["period"] = json!({"start": "2026-01-01", "end": "2026-06-30T12:00:00+02:00"});
+    json["provision"]["period"] =
+        json!({"start": "2026-01-01", "end": "2026-06-30T12:00:00+02:00"});
     json["provision"]["provision"] = json!([
         {"type": "deny", "class": [{"system": CATEGORY_SYSTEM, "code": "alert"}], "period": {"end": "2026-03-31"}},
         {"type": "deny", "actor": [hpr_actor("9144897")]}
     ]);
     let c = parse(&json).unwrap();
-    assert_eq!(c.provisions.len(), 6, "two actors, each with two nested rules");
+    assert_eq!(
+        c.provisions.len(),
+        6,
+        "two actors, each with two nested rules"
+    );
     let out = consent_to_fhir(&c);
     assert!(no_nulls(&out), "{out:#}");
     assert_eq!(out["scope"]["coding"][0]["code"], "patient-privacy");
@@ -356,7 +350,10 @@ fn the_output_is_complete_and_reads_back_as_the_same_rules() {
     assert_eq!(root["period"]["start"], "2026-01-01");
     assert_eq!(root["period"]["end"], "2026-06-30T10:00:00.999Z");
     assert_eq!(root["provision"][0]["period"]["end"], "2026-03-31");
-    assert_eq!(root["provision"][1]["actor"][0]["reference"]["identifier"]["system"], HPR_OID);
+    assert_eq!(
+        root["provision"][1]["actor"][0]["reference"]["identifier"]["system"],
+        HPR_OID
+    );
     let mut again = parse(&out).unwrap();
     again.consent_id = c.consent_id.clone();
     assert_eq!(again.provisions, c.provisions);

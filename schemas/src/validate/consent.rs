@@ -28,7 +28,11 @@ impl Consent {
         for (i, p) in self.provisions.iter().enumerate() {
             let field = format!("provisions[{i}]");
             let error = |what: &str, reason, detail: &str| {
-                Err(ValidationError::new(format!("{field}{what}"), reason, detail))
+                Err(ValidationError::new(
+                    format!("{field}{what}"),
+                    reason,
+                    detail,
+                ))
             };
             if let Some(actor) = &p.actor {
                 organisation(&format!("{field}.actor"), actor)?;
