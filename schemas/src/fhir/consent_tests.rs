@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::fhir::{HPR_OID, ORGNR_OID};
 use crate::fixtures;
 
 const ALL: [DataCategory; 3] = [

@@ -12,6 +12,7 @@
 pub mod bundle;
 pub mod consent;
 mod consent_out;
+mod consent_provision;
 pub mod observation;
 mod observation_out;
 mod questionnaire;
