@@ -38,6 +38,12 @@ pub struct RunStats {
     pub batches: u64,
     /// Event records routed (delivered, withheld or dead-lettered).
     pub events: u64,
+    /// Input partitions whose state was loaded from the start (see
+    /// `dho_router_state_partition_loads_total`).
+    pub partitions_loaded: u64,
+    /// Exactly-once mode: batches aborted because the group moved on during them, and
+    /// routed again.
+    pub batches_rewound: u64,
 }
 
 /// What routing one batch produced, before it is acknowledged.
@@ -69,7 +75,8 @@ pub(super) struct InFlight {
     /// instance was taken for dead and its partitions given to another), the broker
     /// refuses the commit (KIP-447) instead of taking offsets from a zombie. librdkafka
     /// updates the membership in the background on rejoining, so asking at commit time
-    /// could already name the new generation.
+    /// could already name the new generation. A refusal rewinds the batch (see
+    /// `Router::rewind`).
     pub(super) group: Option<ConsumerGroupMetadata>,
     pub(super) started: Instant,
     pub(super) events: usize,
@@ -316,6 +323,11 @@ impl Commits {
             return Err(Error::Transaction(e));
         }
         Ok(())
+    }
+
+    /// Counts a batch aborted because the group moved on during it (see `Router::rewind`).
+    pub(super) fn rewound(&mut self) {
+        self.stats.batches_rewound += 1;
     }
 
     /// Before leaving the group: batches commit asynchronously; the last one's offsets

@@ -32,6 +32,22 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Exactly-once mode: the group coordinator refused the batch's offsets because the
+    /// group moved on while the batch was routed (a rebalance, or this instance was taken
+    /// for dead). The transaction was aborted; the batch can be routed again.
+    pub(super) fn group_moved_on(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        match self {
+            Error::Transaction(KafkaError::Transaction(e)) => matches!(
+                e.code(),
+                Code::IllegalGeneration | Code::UnknownMemberId | Code::RebalanceInProgress
+            ),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Hands the records in `outbox` to librdkafka (see `Outputs::flush`).

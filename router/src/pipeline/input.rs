@@ -2,6 +2,12 @@
 //! partitions the group takes away. A revocation is served inside the consumer's `recv`;
 //! the rebalance callback only notes it, and the loop applies it right after that `recv`,
 //! to what it held before (see `Router::run`).
+//!
+//! The group assigns the measurements topic's partitions, cooperatively (only the ones that
+//! move are revoked); each brings the self-reports partition of the same number along. The
+//! topics are co-partitioned by patient, and one instance must hold a patient's state,
+//! readings and self-reports together: the cooperative-sticky assignor balances each
+//! topic's partitions on its own, where eager `range` kept equal numbers together.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
@@ -14,6 +20,7 @@ use rdkafka::ClientContext;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::Notify;
 use tracing::warn;
 
@@ -31,6 +38,19 @@ pub(super) struct RebalanceTracker {
     revoked: Arc<Mutex<Vec<i32>>>,
     assigned: Arc<Notify>,
     stats: StatsContext,
+    /// The topic whose partitions follow the measurements' (see the module's comment).
+    selfreports: String,
+}
+
+impl RebalanceTracker {
+    /// `list` with the self-reports partition of each measurements partition in it.
+    fn with_selfreports(&self, list: &TopicPartitionList) -> TopicPartitionList {
+        let mut both = list.clone();
+        for e in list.elements() {
+            both.add_partition(&self.selfreports, e.partition());
+        }
+        both
+    }
 }
 
 impl ClientContext for RebalanceTracker {
@@ -42,6 +62,36 @@ impl ClientContext for RebalanceTracker {
 }
 
 impl ConsumerContext for RebalanceTracker {
+    /// rdkafka's own handling (cooperative: incremental), with the self-reports partitions
+    /// added to what is assigned and revoked.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        list: &mut TopicPartitionList,
+    ) {
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(list),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(list),
+            other => {
+                warn!(error = ?other, "the group's rebalance failed; dropping the assignment");
+                Rebalance::Error(KafkaError::Rebalance(other.into()))
+            }
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let both = self.with_selfreports(list);
+        let applied = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                consumer.incremental_assign(&both)
+            }
+            _ => consumer.incremental_unassign(&both),
+        };
+        if let Err(e) = applied {
+            warn!(error = %e, "could not apply the group's assignment");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
@@ -55,7 +105,7 @@ impl ConsumerContext for RebalanceTracker {
         {
             // Now, before anything of these partitions is committed: the committed offsets
             // are still the ones the gap would start at.
-            retention_gaps(consumer, list);
+            retention_gaps(consumer, &self.with_selfreports(list));
             // Kept as a permit if the loop is busy: it loads them when it next waits.
             self.assigned.notify_one();
         }
@@ -120,6 +170,10 @@ impl Input {
                         ("enable.auto.commit", "false"),
                         ("enable.auto.offset.store", "false"),
                         ("auto.offset.reset", "earliest"),
+                        // Incremental: a rebalance takes from this instance only the
+                        // partitions that move, and it keeps routing (and the state of)
+                        // the rest. Eager assignment revoked and reloaded them all.
+                        ("partition.assignment.strategy", "cooperative-sticky"),
                         ("isolation.level", "read_committed"),
                         ("session.timeout.ms", session_timeout.as_str()),
                         ("heartbeat.interval.ms", heartbeat.as_str()),
@@ -133,8 +187,9 @@ impl Input {
                 revoked: revoked.clone(),
                 assigned: assigned.clone(),
                 stats: StatsContext::new(kafka_stats).ready_when_unassigned(state_loaded),
+                selfreports: topics.selfreports(),
             })?;
-        events.subscribe(&[&topics.measurements(), &topics.selfreports()])?;
+        events.subscribe(&[&topics.measurements()])?;
         Ok(Self {
             consumer: Arc::new(events),
             revoked,

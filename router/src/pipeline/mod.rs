@@ -41,11 +41,12 @@ use dho_kafka::AvroSerde;
 use dho_kafka::outage::Outage;
 use dho_schemas::Policy;
 use dho_schemas::model::*;
-use dho_telemetry::KafkaStats;
+use dho_telemetry::{InternalEvent, KafkaStats};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use self::batch::{Filled, fill_batch};
 use self::commit::{BatchOutputs, Commits, InFlight, output_producer};
@@ -57,6 +58,7 @@ use self::input::Input;
 use self::silence::Silence;
 use self::state_sync::StateSync;
 use crate::config::RouterConfig;
+use crate::events::{BatchAbandoned, BatchRewound};
 use crate::outputs::Outputs;
 
 pub use self::commit::RunStats;
@@ -275,7 +277,9 @@ impl Router {
         }
         info!("router stopping: committing and leaving the group");
         self.finish_in_flight().await?;
-        Ok(self.commits.leave(&self.input.consumer, &self.outputs))
+        let mut stats = self.commits.leave(&self.input.consumer, &self.outputs);
+        stats.partitions_loaded = self.state.partitions_loaded();
+        Ok(stats)
     }
 
     async fn route_batch(&mut self, filled: Filled<'_>) -> Result<()> {
@@ -293,6 +297,18 @@ impl Router {
             return Ok(());
         }
         let partitions: BTreeSet<i32> = batch.iter().map(|msg| msg.partition()).collect();
+        // Exactly-once mode: librdkafka found this member's session ran out (the revocation
+        // waits in the consumer). Its group metadata now has generation -1, which the
+        // coordinator does not check, so the batch's offsets would be committed over those
+        // of the instance that owns the partitions now.
+        if self.config.transactional_id.is_some() && self.input.consumer.assignment_lost() {
+            BatchAbandoned {
+                events: batch.len(),
+            }
+            .emit();
+            self.forget_partitions(partitions.into_iter().collect());
+            return Ok(());
+        }
         // Begun before the state sync: a state record dead-lettered there is an output of
         // this batch, and a transactional producer refuses to produce outside a transaction.
         self.commits.begin(&self.outputs)?;
@@ -321,9 +337,10 @@ impl Router {
         // batch's start, a few milliseconds before its records are routed (a change
         // acknowledged after the state sync above applies from the next batch anyway).
         let now = self.now();
-        // Per (is a measurement, partition): the next offset and the newest timestamp. A few
-        // entries, searched in order: cheaper per record than a map keyed by topic name.
-        let mut positions: Vec<(bool, i32, i64, Option<Millis>)> = Vec::new();
+        // Per (is a measurement, partition): the first and the next offset, and the newest
+        // timestamp. A few entries, searched in order: cheaper per record than a map keyed
+        // by topic name.
+        let mut positions: Vec<(bool, i32, i64, i64, Option<Millis>)> = Vec::new();
         // Each record's position, in one value for the batch (no topic name copied per record).
         let mut source = SourcePosition {
             topic: String::new(),
@@ -348,14 +365,21 @@ impl Router {
                 .find(|p| p.0 == is_measurement && p.1 == source.partition)
             {
                 Some(position) => {
-                    position.2 = source.offset + 1;
-                    position.3 = position.3.max(at);
+                    position.3 = source.offset + 1;
+                    position.4 = position.4.max(at);
                 }
-                None => positions.push((is_measurement, source.partition, source.offset + 1, at)),
+                None => positions.push((
+                    is_measurement,
+                    source.partition,
+                    source.offset,
+                    source.offset + 1,
+                    at,
+                )),
             }
         }
         let mut offsets = TopicPartitionList::new();
-        for &(is_measurement, partition, next, newest) in &positions {
+        let mut from = TopicPartitionList::new();
+        for &(is_measurement, partition, first, next, newest) in &positions {
             let topic = if is_measurement {
                 if let Some(at) = newest {
                     self.silence.routed(partition, at);
@@ -365,19 +389,62 @@ impl Router {
                 &self.input.selfreports
             };
             offsets.add_partition_offset(topic, partition, Offset::Offset(next))?;
+            from.add_partition_offset(topic, partition, Offset::Offset(first))?;
         }
         // The rest of the batch's outputs go to librdkafka now, not when it is finished.
         hand_over(&self.outputs, &mut out.outbox).await?;
+        let events = batch.len();
         let routed = InFlight {
             out,
             offsets,
             group,
             started,
-            events: batch.len(),
+            events,
         };
-        self.commits
+        match self
+            .commits
             .routed(routed, &self.outputs, &self.input.consumer, &mut self.state)
             .await
+        {
+            Err(e) if e.group_moved_on() => self.rewind(from, events, &e),
+            other => other,
+        }
+    }
+
+    /// Exactly-once mode: the group moved on while the batch was routed (with cooperative
+    /// assignment any member joining or leaving bumps the generation, though this instance
+    /// keeps its partitions), so the coordinator refused the batch's offsets and its
+    /// transaction was aborted. Its records are read again from `from`, their first
+    /// offsets, and routed on state loaded afresh: the in-memory alert tracks hold the
+    /// aborted batch's changes. A partition the group took away meanwhile is not sought:
+    /// its new owner routes it from the committed offset.
+    fn rewind(&mut self, from: TopicPartitionList, events: usize, cause: &Error) -> Result<()> {
+        let partitions: Vec<i32> = from.elements().iter().map(|e| e.partition()).collect();
+        BatchRewound {
+            events,
+            partitions: partitions.len(),
+            cause: cause.to_string(),
+        }
+        .emit();
+        self.commits.rewound();
+        self.forget_partitions(partitions);
+        let consumer = &self.input.consumer;
+        let sought = tokio::task::block_in_place(|| {
+            consumer.seek_partitions(from, std::time::Duration::from_secs(10))
+        });
+        match sought {
+            Ok(list) => {
+                for e in list.elements() {
+                    if let Err(error) = e.error() {
+                        debug!(partition = e.partition(), %error, "not rewound: no longer assigned");
+                    }
+                }
+            }
+            // The consumer's position is unknown: stop, so the next instance starts from
+            // the committed offsets rather than skip the batch.
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
     }
 
     async fn route_one(

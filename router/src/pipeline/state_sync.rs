@@ -24,7 +24,7 @@ use super::dead_letters::{DeadLetter, DeadLetters};
 use super::decode::Decoder;
 use super::error::{Error, Result};
 use crate::config::RouterConfig;
-use crate::events::{StateMeasured, StateRecordRead};
+use crate::events::{StateMeasured, StatePartitionsLoaded, StateRecordRead};
 use crate::outputs::OutputProducer;
 use misplaced::{Misplaced, Pending, hold_marker, misplaced_note};
 
@@ -100,6 +100,8 @@ pub(super) struct StateSync {
     /// per partition read: handled once the partition's state is caught up (see
     /// [`Misplaced`]).
     misplaced: HashMap<i32, Misplaced>,
+    /// Partitions whose state was loaded from the start, in this run.
+    partitions_loaded: u64,
 }
 
 impl std::fmt::Debug for StateSync {
@@ -166,6 +168,7 @@ impl StateSync {
             ends: Arc::new(state_ends),
             owned: HashMap::new(),
             positions: HashMap::new(),
+            partitions_loaded: 0,
             topics,
             loaded,
             sync_timeout: config.state_sync_timeout,
@@ -238,8 +241,17 @@ impl StateSync {
         }
         if assign.count() > 0 {
             self.consumer.incremental_assign(&assign)?;
+            let partitions = assign.count() / StateTopic::ALL.len();
+            self.partitions_loaded += partitions as u64;
+            StatePartitionsLoaded { partitions }.emit();
         }
         Ok(())
+    }
+
+    /// How many partitions' state was loaded from the start in this run (each assignment,
+    /// and each reload after a rewind).
+    pub(super) fn partitions_loaded(&self) -> u64 {
+        self.partitions_loaded
     }
 
     /// Asks the broker for the current ends of the state topics of `partitions` (one
