@@ -167,3 +167,34 @@ async fn a_rebalance_reloads_only_the_partitions_that_move() {
     let all: Vec<_> = before.into_iter().chain(during).chain(after).collect();
     assert_exactly_entitled(&stack.settings, &all).await;
 }
+
+/// Two live instances given one `group_instance_id` (a misconfiguration): the broker fences
+/// the older one, which stops with an error saying so instead of waiting for ever, and the
+/// newer one routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_live_instances_with_one_group_instance_id_fence_the_older_which_stops_saying_why() {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher().await;
+    two_subscribers(&publisher, PATIENTS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let group = "router-static-duplicate";
+    let args = ["--set", "group_instance_id=router-duplicate"];
+    let (older_log, newer_log) = (dir.path().join("older.log"), dir.path().join("newer.log"));
+    let mut older = dho_tests::RouterProcess::start(&stack, group, &args, "warn", &older_log).await;
+    older.wait_ok("/readyz", Duration::from_secs(60)).await;
+    let newer = dho_tests::RouterProcess::start(&stack, group, &args, "warn", &newer_log).await;
+    let exit = tokio::time::timeout(Duration::from_secs(60), older.child.wait())
+        .await
+        .expect("the fenced instance stops instead of waiting for ever")
+        .unwrap();
+    assert!(!exit.success(), "the fenced instance exited with {exit}");
+    let log = std::fs::read_to_string(&older_log).unwrap();
+    assert!(
+        log.contains("group_instance_id"),
+        "the fenced instance says why: {log}"
+    );
+    let published = stream(publisher.clone(), PATIENTS, 24, Duration::ZERO).await;
+    wait_all_routed(&stack.settings, group, &published).await;
+    newer.terminate().await;
+    assert_exactly_entitled(&stack.settings, &published).await;
+}

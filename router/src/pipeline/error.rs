@@ -30,6 +30,16 @@ pub enum Error {
         code: rdkafka::types::RDKafkaErrorCode,
         reason: String,
     },
+    /// The event consumer's fatal error: with static membership, another live instance
+    /// has the same `group_instance_id` and the broker fenced this one.
+    #[error(
+        "the event consumer failed for good ({code:?}: {reason}); FencedInstanceId means \
+         another live instance has this group_instance_id, which must be unique"
+    )]
+    ConsumerFatal {
+        code: rdkafka::types::RDKafkaErrorCode,
+        reason: String,
+    },
 }
 
 impl Error {

@@ -263,6 +263,11 @@ impl Router {
                     message
                 }
                 Err(e) => {
+                    // Fenced (static membership with a duplicate id): waiting would spin
+                    // for ever; stop and say why.
+                    if let Some((code, reason)) = self.input.consumer.client().fatal_error() {
+                        return Err(Error::ConsumerFatal { code, reason });
+                    }
                     // One warning now and then, not one per event (an outage queues many),
                     // and a short pause so the loop yields.
                     let pause = consumer_errors
