@@ -169,8 +169,8 @@ async fn a_rebalance_reloads_only_the_partitions_that_move() {
 }
 
 /// Two live instances given one `group_instance_id` (a misconfiguration): the broker fences
-/// the older one, which stops with an error saying so instead of waiting for ever, and the
-/// newer one routes.
+/// the older one, which stops with an error saying so instead of waiting for ever (or
+/// routing on, under traffic), and the newer one routes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_live_instances_with_one_group_instance_id_fence_the_older_which_stops_saying_why() {
     let stack = Stack::start().await;
@@ -182,6 +182,14 @@ async fn two_live_instances_with_one_group_instance_id_fence_the_older_which_sto
     let (older_log, newer_log) = (dir.path().join("older.log"), dir.path().join("newer.log"));
     let mut older = dho_tests::RouterProcess::start(&stack, group, &args, "warn", &older_log).await;
     older.wait_ok("/readyz", Duration::from_secs(60)).await;
+    // Busy when fenced: librdkafka reports the fatal error once, to whichever read is first.
+    let traffic = tokio::spawn(stream(
+        publisher.clone(),
+        PATIENTS,
+        300,
+        Duration::from_millis(5),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let newer = dho_tests::RouterProcess::start(&stack, group, &args, "warn", &newer_log).await;
     let exit = tokio::time::timeout(Duration::from_secs(60), older.child.wait())
         .await
@@ -193,7 +201,7 @@ async fn two_live_instances_with_one_group_instance_id_fence_the_older_which_sto
         log.contains("group_instance_id"),
         "the fenced instance says why: {log}"
     );
-    let published = stream(publisher.clone(), PATIENTS, 24, Duration::ZERO).await;
+    let published = traffic.await.unwrap();
     wait_all_routed(&stack.settings, group, &published).await;
     newer.terminate().await;
     assert_exactly_entitled(&stack.settings, &published).await;

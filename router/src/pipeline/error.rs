@@ -40,6 +40,10 @@ pub enum Error {
         code: rdkafka::types::RDKafkaErrorCode,
         reason: String,
     },
+    /// The consumer refused the group's assignment in the rebalance callback: its
+    /// partitions would be owned and never read.
+    #[error("the consumer could not apply the group's assignment: {0}")]
+    AssignmentRefused(KafkaError),
 }
 
 impl Error {
@@ -51,7 +55,13 @@ impl Error {
         match self {
             Error::Transaction(KafkaError::Transaction(e)) => matches!(
                 e.code(),
-                Code::IllegalGeneration | Code::UnknownMemberId | Code::RebalanceInProgress
+                Code::IllegalGeneration
+                    | Code::UnknownMemberId
+                    | Code::RebalanceInProgress
+                    // A static member that rejoined under a new member id in the background:
+                    // the batch's old id is fenced (a duplicate id is the consumer's fatal
+                    // error instead, see `Input::check_fatal`).
+                    | Code::FencedInstanceId
             ),
             _ => false,
         }

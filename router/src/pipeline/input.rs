@@ -24,7 +24,7 @@ use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::Notify;
 use tracing::warn;
 
-use super::error::Result;
+use super::error::{Error, Result};
 use crate::config::RouterConfig;
 use crate::events::RetentionGap;
 
@@ -36,6 +36,8 @@ pub(super) type EventConsumer = StreamConsumer<RebalanceTracker>;
 /// for a record (readiness on an idle start).
 pub(super) struct RebalanceTracker {
     revoked: Arc<Mutex<Vec<i32>>>,
+    /// An assignment or revocation the consumer refused (the loop stops on it).
+    refused: Arc<Mutex<Option<KafkaError>>>,
     assigned: Arc<Notify>,
     stats: StatsContext,
     /// The topic whose partitions follow the measurements' (see the module's comment).
@@ -87,7 +89,7 @@ impl ConsumerContext for RebalanceTracker {
             _ => consumer.incremental_unassign(&both),
         };
         if let Err(e) = applied {
-            warn!(error = %e, "could not apply the group's assignment");
+            *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
         }
         self.post_rebalance(consumer, &rebalance);
     }
@@ -135,6 +137,7 @@ pub(super) struct Input {
     /// Shared with `run`, whose batches borrow their records from it (no copy per record).
     pub(super) consumer: Arc<EventConsumer>,
     revoked: Arc<Mutex<Vec<i32>>>,
+    refused: Arc<Mutex<Option<KafkaError>>>,
     /// Notified when the group assigns this instance partitions.
     pub(super) assigned: Arc<Notify>,
     /// Made once: `TopicNames` formats on every call, and these are compared per record.
@@ -153,6 +156,7 @@ impl Input {
     ) -> Result<Self> {
         let settings = &config.kafka;
         let revoked = Arc::new(Mutex::new(Vec::new()));
+        let refused = Arc::new(Mutex::new(None));
         let assigned = Arc::new(Notify::new());
         let session_timeout = config.session_timeout.as_millis().to_string();
         let heartbeat = (config.session_timeout.as_millis() / 4)
@@ -185,6 +189,7 @@ impl Input {
             )?
             .create_with_context(RebalanceTracker {
                 revoked: revoked.clone(),
+                refused: refused.clone(),
                 assigned: assigned.clone(),
                 stats: StatsContext::new(kafka_stats).ready_when_unassigned(state_loaded),
                 selfreports: topics.selfreports(),
@@ -193,10 +198,28 @@ impl Input {
         Ok(Self {
             consumer: Arc::new(events),
             revoked,
+            refused,
             assigned,
             measurements: topics.measurements(),
             selfreports: topics.selfreports(),
         })
+    }
+
+    /// Stops the router if the consumer failed for good (fenced for a duplicate
+    /// `group_instance_id`) or refused an assignment.
+    pub(super) fn check_fatal(&self) -> Result<()> {
+        if let Some((code, reason)) = self.consumer.client().fatal_error() {
+            return Err(Error::ConsumerFatal { code, reason });
+        }
+        match self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            Some(e) => Err(Error::AssignmentRefused(e)),
+            None => Ok(()),
+        }
     }
 
     /// The partitions revoked since the last look (the rebalance callback notes them).

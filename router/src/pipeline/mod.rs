@@ -216,6 +216,11 @@ impl Router {
         silence_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut consumer_errors: Option<Outage> = None;
         loop {
+            // Fenced (static membership with a duplicate id), or an assignment the consumer
+            // refused: going on would route partitions another instance owns, or none.
+            // librdkafka reports a fatal error once, to whichever `recv` comes first (a
+            // batch's filling swallows errors), so it is asked here.
+            self.input.check_fatal()?;
             if !self.commits.is_idle() {
                 if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
                     break;
@@ -263,11 +268,6 @@ impl Router {
                     message
                 }
                 Err(e) => {
-                    // Fenced (static membership with a duplicate id): waiting would spin
-                    // for ever; stop and say why.
-                    if let Some((code, reason)) = self.input.consumer.client().fatal_error() {
-                        return Err(Error::ConsumerFatal { code, reason });
-                    }
                     // One warning now and then, not one per event (an outage queues many),
                     // and a short pause so the loop yields.
                     let pause = consumer_errors
@@ -302,10 +302,13 @@ impl Router {
             return Ok(());
         }
         let partitions: BTreeSet<i32> = batch.iter().map(|msg| msg.partition()).collect();
+        let group = self.commits.membership(&self.input.consumer)?;
         // Exactly-once mode: librdkafka found this member's session ran out (the revocation
-        // waits in the consumer). Its group metadata now has generation -1, which the
+        // waits in the consumer). Its group metadata has generation -1 then, which the
         // coordinator does not check, so the batch's offsets would be committed over those
-        // of the instance that owns the partitions now.
+        // of the instance that owns the partitions now. Checked after the metadata was
+        // taken: librdkafka sets the flag and the generation in one step, and only this
+        // loop's `recv` clears the flag.
         if self.config.transactional_id.is_some() && self.input.consumer.assignment_lost() {
             BatchAbandoned {
                 events: batch.len(),
@@ -317,7 +320,6 @@ impl Router {
         // Begun before the state sync: a state record dead-lettered there is an output of
         // this batch, and a transactional producer refuses to produce outside a transaction.
         self.commits.begin(&self.outputs)?;
-        let group = self.commits.membership(&self.input.consumer)?;
         self.state.own_partitions(&partitions)?;
         // The state ends are asked for once the batch's records are in hand (a change
         // acknowledged before any of them was written is below the ends): while the batch
@@ -424,15 +426,20 @@ impl Router {
     /// aborted batch's changes. A partition the group took away meanwhile is not sought:
     /// its new owner routes it from the committed offset.
     fn rewind(&mut self, from: TopicPartitionList, events: usize, cause: &Error) -> Result<()> {
-        let partitions: Vec<i32> = from.elements().iter().map(|e| e.partition()).collect();
+        // Fenced for a duplicate group_instance_id: nothing to rewind for.
+        self.input.check_fatal()?;
         BatchRewound {
             events,
-            partitions: partitions.len(),
+            partitions: from.count(),
             cause: cause.to_string(),
         }
         .emit();
         self.commits.rewound();
-        self.forget_partitions(partitions);
+        // Every owned partition's state, not only the batch's: the state sync inside the
+        // aborted transaction may have handled another partition's records too (a
+        // misplaced record's hold marker, a dead letter), and those outputs are gone.
+        let owned = self.state.owned_partitions();
+        self.forget_partitions(owned);
         let consumer = &self.input.consumer;
         let sought = tokio::task::block_in_place(|| {
             consumer.seek_partitions(from, std::time::Duration::from_secs(10))

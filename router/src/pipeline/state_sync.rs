@@ -248,6 +248,11 @@ impl StateSync {
         Ok(())
     }
 
+    /// The partitions this instance holds state for.
+    pub(super) fn owned_partitions(&self) -> Vec<i32> {
+        self.owned.keys().copied().collect()
+    }
+
     /// How many partitions' state was loaded from the start in this run (each assignment,
     /// and each reload after a rewind).
     pub(super) fn partitions_loaded(&self) -> u64 {
