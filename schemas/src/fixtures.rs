@@ -241,6 +241,7 @@ pub fn delivery_of(m: &Measurement) -> Delivery {
         self_report: None,
         alert: None,
         reference: None,
+        replaces: None,
     }
 }
 
@@ -260,5 +261,6 @@ pub fn disclosure_of(d: &Delivery) -> DisclosureRecord {
         event_id: "e-1".into(),
         content_level: ContentLevel::Full,
         source: d.source.clone(),
+        replaces: d.replaces.as_ref().map(|r| r.delivery_id.clone()),
     }
 }
