@@ -101,6 +101,9 @@ pub enum Judged {
     NothingToRetract,
     /// A retraction or correction of the recorded reading: to its recipients.
     Change,
+    /// A retraction or correction routed before (a replay after a crash): its record was
+    /// written only once its deliveries were acknowledged, so nothing is left to do.
+    ChangeReplayed,
 }
 
 /// Judges a reading against the record of its event id (see [`Judged`]).
@@ -117,8 +120,7 @@ pub fn judge(record: Option<&DeliveryRecord>, reading: &Measurement, offset: i64
         return Judged::Route;
     }
     if record.changes.contains(&offset) {
-        // A replayed retraction or correction: the same deliveries again, same ids.
-        return Judged::Change;
+        return Judged::ChangeReplayed;
     }
     if !reading.is_change() || (status == RETRACTED && record.status == RETRACTED) {
         return Judged::Resent;
@@ -130,7 +132,11 @@ pub fn judge(record: Option<&DeliveryRecord>, reading: &Measurement, offset: i64
 /// original went at (it discloses nothing new: the recipient already holds the reading and
 /// must learn it is wrong); a correction's new values only to a recipient entitled to them
 /// now (`entitled_now`), others a reference without values.
-pub fn change_level(recipient: &Recipient, reading: &Measurement, entitled_now: bool) -> ContentLevel {
+pub fn change_level(
+    recipient: &Recipient,
+    reading: &Measurement,
+    entitled_now: bool,
+) -> ContentLevel {
     if reading.status() == RETRACTED || entitled_now {
         recipient.content_level
     } else {
@@ -139,14 +145,13 @@ pub fn change_level(recipient: &Recipient, reading: &Measurement, entitled_now: 
 }
 
 /// The track of the reading's code after the reading is retracted: the track from before
-/// it, if the reading is still the track's latest; otherwise the current one (later
-/// readings decided the zone since). Positioned at `offset` (the retraction's), so a
-/// replay of what came before does not apply again.
+/// it, if the reading is still the track's latest; `None` (leave it) otherwise, since later
+/// readings decided the zone since. It keeps the current position, so a replay of the
+/// readings before does not apply again.
 pub fn track_after_retraction(
     current: Option<&Track>,
     record: &DeliveryRecord,
     event_id: &str,
-    offset: i64,
 ) -> Option<Track> {
     let current = current?;
     if current.state.last_event_id.as_deref() != Some(event_id) {
@@ -157,7 +162,7 @@ pub fn track_after_retraction(
         fresh.state.last_event_id = None;
         fresh
     });
-    restored.applied_through = current.applied_through.max(offset);
+    restored.applied_through = current.applied_through;
     Some(restored)
 }
 
@@ -202,7 +207,7 @@ mod tests {
         // Retracted at 9.
         r.status = RETRACTED.into();
         r.changes.push(9);
-        assert_eq!(judge(Some(&r), &retraction, 9), Judged::Change, "a replay");
+        assert_eq!(judge(Some(&r), &retraction, 9), Judged::ChangeReplayed);
         assert_eq!(judge(Some(&r), &retraction, 12), Judged::Resent);
         assert_eq!(judge(Some(&r), &fresh, 12), Judged::Resent);
         assert_eq!(judge(Some(&r), &correction, 12), Judged::Change);
@@ -224,7 +229,10 @@ mod tests {
         let correction = reading(Some("amended"));
         assert_eq!(change_level(&full, &retraction, false), ContentLevel::Full);
         assert_eq!(change_level(&full, &correction, true), ContentLevel::Full);
-        assert_eq!(change_level(&full, &correction, false), ContentLevel::Minimal);
+        assert_eq!(
+            change_level(&full, &correction, false),
+            ContentLevel::Minimal
+        );
     }
 
     #[test]
@@ -232,7 +240,10 @@ mod tests {
         let p = fixtures::patient(1);
         let key = record_key(&p, "e-1");
         assert_eq!(event_id_of_key(&key), Some("e-1"));
-        assert_eq!(event_id_of_key(&dho_schemas::topics::state_key(&p, "59408-5")), None);
+        assert_eq!(
+            event_id_of_key(&dho_schemas::topics::state_key(&p, "59408-5")),
+            None
+        );
     }
 
     #[test]
@@ -246,11 +257,11 @@ mod tests {
         current.applied_through = 5;
         let mut r = record(5);
         r.track_before = Some(before.clone());
-        let restored = track_after_retraction(Some(&current), &r, "e-1", 9).unwrap();
+        let restored = track_after_retraction(Some(&current), &r, "e-1").unwrap();
         assert_eq!(restored.state, before.state);
-        assert_eq!(restored.applied_through, 9);
+        assert_eq!(restored.applied_through, 5);
         // A later reading decided the track since: left alone.
         current.state.last_event_id = Some("e-2".into());
-        assert_eq!(track_after_retraction(Some(&current), &r, "e-1", 9), None);
+        assert_eq!(track_after_retraction(Some(&current), &r, "e-1"), None);
     }
 }

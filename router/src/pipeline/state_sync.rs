@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use dho_kafka::outage::Outage;
 use dho_routing_core::alerts::Track;
+use dho_routing_core::delivered::{DeliveryRecord, event_id_of_key};
 use dho_routing_core::state::{PartitionState, StateKind};
 use dho_schemas::TopicNames;
 use dho_schemas::model::*;
@@ -31,7 +32,8 @@ use misplaced::{Misplaced, Pending, hold_marker, misplaced_note};
 mod misplaced;
 use dho_telemetry::InternalEvent;
 
-/// A state topic: what the router knows about patients, and its own alert tracks.
+/// A state topic: what the router knows about patients, and its own alert tracks and
+/// delivery records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) enum StateTopic {
     Consents,
@@ -433,6 +435,9 @@ impl StateSync {
                 StateTopic::Consents => state.apply_consent(&key, None),
                 StateTopic::Subscriptions => state.apply_subscription(&key, None),
                 StateTopic::CarePlans => state.apply_care_plan(&key, None),
+                StateTopic::AlertState if event_id_of_key(&key).is_some() => {
+                    state.apply_delivered(&key, None)
+                }
                 StateTopic::AlertState => state.apply_track(&key, None),
             }
             return Ok(());
@@ -471,6 +476,14 @@ impl StateSync {
                 .await
                 .map(|p| self.partition_mut(partition).apply_care_plan(&key, Some(p))),
             // The parser's message could quote a value (an identifier): a fixed detail.
+            StateTopic::AlertState if event_id_of_key(&key).is_some() => {
+                serde_json::from_slice::<DeliveryRecord>(bytes)
+                    .map_err(|_| DeadLetter {
+                        reason: "undecodable",
+                        detail: "a delivery record this router cannot read".into(),
+                    })
+                    .map(|r| self.partition_mut(partition).apply_delivered(&key, Some(r)))
+            }
             StateTopic::AlertState => serde_json::from_slice::<Track>(bytes)
                 .map_err(|_| DeadLetter {
                     reason: "undecodable",
