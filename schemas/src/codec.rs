@@ -321,7 +321,7 @@ fn encode_ser<V: Serialize>(kind: SchemaKind, value: &V, out: &mut Vec<u8>) -> R
 /// and `the_direct_writer_knows_the_current_schemas` fails until it is brought up to date.
 const DIRECT_LAYOUT: [(SchemaKind, u64); 3] = [
     (SchemaKind::Measurement, 11427369249552935175),
-    (SchemaKind::Delivery, 17746226916535727486),
+    (SchemaKind::Delivery, 8594078825639171664),
     (SchemaKind::DisclosureRecord, 12806639653847731752),
 ];
 

@@ -107,6 +107,7 @@ pub fn blood_pressure(
 
 pub fn self_report(patient: &PatientIdentifier, at: Millis) -> SelfReport {
     let answer = |link_id: &str| Answer {
+        nested_in: vec![],
         link_id: link_id.into(),
         value_boolean: None,
         value_integer: None,

@@ -239,6 +239,9 @@ pub struct Answer {
     pub value_decimal: Option<f64>,
     pub value_string: Option<String>,
     pub value_coding: Option<Coding>,
+    /// Where the item sits (groups and parent answers, outermost first; see
+    /// `SelfReport.avsc`): empty at the top level.
+    pub nested_in: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
