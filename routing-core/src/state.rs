@@ -183,6 +183,16 @@ impl PartitionState {
         }
     }
 
+    /// Removes the router's own record under `key` (a tombstone on its alert-state topic):
+    /// a delivery record or an alert track.
+    pub fn remove_own(&mut self, key: &str) {
+        if event_id_of_key(key).is_some() {
+            self.apply_delivered(key, None)
+        } else {
+            self.apply_track(key, None)
+        }
+    }
+
     /// Applies an alert track under its `patient|code` key (`None` = tombstone).
     pub fn apply_track(&mut self, key: &str, value: Option<Track>) {
         let code = record_id(key).to_string();
