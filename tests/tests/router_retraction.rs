@@ -5,13 +5,18 @@
 //! exactly the subscribers who received the original, even one whose consent was withdrawn
 //! meanwhile, never one entitled only since; the alerts the reading raised are retracted and
 //! its alert track put back; a re-send of the original is not new. A router restart between
-//! the original and the change shows the record survives it.
+//! the original and the change shows the record survives it. The last test goes the whole
+//! way: FHIR through the gateway, the SDK's delivery kinds and FHIR status.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
+use dho_consumer::{Subscriber, SubscriberConfig};
 use dho_publisher::Publisher;
+use dho_schemas::fhir::observation_from_measurement;
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
+use dho_tests::ingest::{Http, PLATFORM_TOKEN, gateway_config, start_gateway};
 use dho_tests::{Stack, read_decoded, wait_receipt_routed};
 
 const GROUP: &str = "router-retraction";
@@ -250,4 +255,98 @@ async fn a_correction_replaces_the_values_for_the_entitled_and_names_them_to_the
         ]
     );
     assert!(home[2].measurement.is_none());
+}
+
+/// A VKP batch of one Observation, as a platform posts it.
+fn batch_of(observation: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"resourceType": "Bundle", "type": "batch", "entry": [{
+        "fullUrl": "urn:uuid:6c1d1e4a-4c1b-4f7e-9d54-0a6c2f3e1b99",
+        "resource": observation,
+        "request": {"method": "POST", "url": "Observation"},
+    }]})
+}
+
+/// Posts `observation` as the test platform (one `201` entry); its event id.
+async fn post_observation(http: &Http, observation: serde_json::Value) -> String {
+    let answer = http
+        .post("/fhir", Some(PLATFORM_TOKEN), &batch_of(observation))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.json);
+    let entry = &answer.json["entry"][0]["response"];
+    assert!(
+        entry["status"].as_str().unwrap().starts_with("201"),
+        "{}",
+        answer.json
+    );
+    let location = entry["location"].as_str().unwrap();
+    location.rsplit('/').next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn through_the_gateway_and_the_sdk_a_retracted_observation_is_a_retraction() {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher().await;
+    let patient = fixtures::patient(33);
+    setup(&publisher, &patient).await;
+    let gateway = start_gateway(gateway_config(&stack.settings)).await;
+    let http = Http::new(gateway.url());
+    let router = stack.spawn_router(GROUP).await;
+    let mut gp = Subscriber::connect(SubscriberConfig::new(stack.settings.clone(), "gp"))
+        .await
+        .unwrap();
+
+    // Green: no alert. The platform names it by its identifier.
+    let reading = fixtures::spo2(&patient, 95.0, now_millis() - 60_000);
+    let original = observation_from_measurement(&reading);
+    let event_id = post_observation(&http, original.clone()).await;
+    let mut retracted = original.clone();
+    retracted["status"] = "entered-in-error".into();
+    let retraction_event_id = post_observation(&http, retracted).await;
+    assert_eq!(
+        retraction_event_id, event_id,
+        "the same identifier names the same reading"
+    );
+    // The original again, after the gateway saw the retraction: published, not delivered.
+    post_observation(&http, original).await;
+    // A sync point: a reading of its own after them.
+    let last = post_observation(
+        &http,
+        observation_from_measurement(&fixtures::spo2(&patient, 96.0, now_millis() - 30_000)),
+    )
+    .await;
+
+    let mut received = vec![];
+    while received.last().is_none_or(|r: &dho_consumer::Received| {
+        r.delivery.measurement.as_ref().map(|m| &m.event_id) != Some(&last)
+    }) {
+        let next = tokio::time::timeout(Duration::from_secs(60), gp.next())
+            .await
+            .expect("the GP receives its deliveries")
+            .unwrap();
+        gp.commit(&next).unwrap();
+        received.push(next);
+    }
+    router.stop().await;
+    let kinds: Vec<String> = received
+        .iter()
+        .map(|r| match r.kind() {
+            DeliveryKind::Disclosure => format!("new {}", r.to_fhir().unwrap()["status"]),
+            DeliveryKind::Retraction(replaces) => {
+                assert_eq!(replaces.delivery_id, received[0].delivery.delivery_id);
+                assert_eq!(replaces.event_id, event_id);
+                format!("retraction {}", r.to_fhir().unwrap()["status"])
+            }
+            DeliveryKind::Correction(_) => "correction".into(),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            r#"new "final""#,
+            r#"retraction "entered-in-error""#,
+            r#"new "final""#
+        ],
+        "the original, its retraction as FHIR entered-in-error, and no second original"
+    );
+    drop(gateway);
 }
