@@ -153,11 +153,6 @@ impl PartitionState {
         self.delivered.get(patient_key)?.get(event_id)
     }
 
-    /// Delivery records held, for the gauge of the router's state.
-    pub fn delivery_records(&self) -> usize {
-        self.delivered.values().map(HashMap::len).sum()
-    }
-
     /// Applies a delivery record under its `patient|delivered:<event id>` key (`None` =
     /// tombstone). Other keys are ignored.
     pub fn apply_delivered(&mut self, key: &str, value: Option<DeliveryRecord>) {
