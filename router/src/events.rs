@@ -68,6 +68,38 @@ impl RegisteredEvent for EventsWithheld {
     }
 }
 
+/// Why a named reading is withheld as not new (see `dho_routing_core::delivered`).
+#[derive(Debug, Clone, Copy)]
+pub enum NotNewReason {
+    /// A re-send of a reading (or a retraction) routed before.
+    Resent = 0,
+    /// A retraction of a reading never delivered.
+    NothingToRetract = 1,
+}
+
+/// A named reading withheld because it is not new, counted with the other withheld events.
+#[derive(Debug)]
+pub struct NotNew {
+    /// Indexed by `NotNewReason as usize`.
+    counters: [Counter; 2],
+}
+
+impl NotNew {
+    pub fn register() -> Self {
+        let counter = |reason: &'static str| metrics::counter!(names::WITHHELD, "reason" => reason);
+        Self {
+            counters: [counter("resent"), counter("nothing_to_retract")],
+        }
+    }
+}
+
+impl RegisteredEvent for NotNew {
+    type Data = NotNewReason;
+    fn emit(&self, reason: NotNewReason) {
+        self.counters[reason as usize].increment(1);
+    }
+}
+
 /// A delivery produced, by data category.
 #[derive(Debug)]
 pub struct Delivered {

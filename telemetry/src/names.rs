@@ -65,7 +65,8 @@ pub mod router {
         /// Counter. Deliveries produced, by `category` (`measurement`, `self_report`, `alert`).
         Counter DELIVERIES = "dho_router_deliveries_total";
         /// Counter. Events not delivered to a subscriber, by `reason` (`no_subscription`,
-        /// `not_requested`, `no_consent`, `consent_denied`, `state_invalid`).
+        /// `not_requested`, `no_consent`, `consent_denied`, `state_invalid`; for a named
+        /// reading that is not new, `resent` or `nothing_to_retract`).
         Counter WITHHELD = "dho_router_withheld_total";
         /// Counter. Records parked on the dead-letter topic, by `reason` (`undecodable`,
         /// `empty`, `key_mismatch`, `wrong_partition`, or a bounded validation reason; the

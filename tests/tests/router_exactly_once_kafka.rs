@@ -232,6 +232,10 @@ async fn killed_while_draining_a_restart_resumes_from_committed_offsets_and_comm
     let tracks = views(&stack.settings, &stack.settings.topics().alert_state());
     let mut last_track: BTreeMap<&str, i64> = BTreeMap::new();
     for (key, bytes) in tracks.committed.values() {
+        if dho_routing_core::delivered::event_id_of_key(key).is_some() {
+            // A delivery record, beside the tracks on the router's own topic.
+            continue;
+        }
         let track: serde_json::Value = serde_json::from_slice(bytes).unwrap();
         last_track.insert(key, track["applied_through"].as_i64().unwrap());
     }

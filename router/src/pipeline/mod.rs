@@ -483,6 +483,18 @@ impl Router {
                     .await;
             }
         };
+        if let Event::Measurement(reading) = &event
+            && reading.source_id.is_some()
+        {
+            // A reading the platform named: recorded, and judged by what was delivered of it.
+            self.disclosure
+                .route_named(&event, &mut self.state, &mut self.outputs, source, now, out)
+                .await?;
+            if let Event::Measurement(reading) = event {
+                self.events.reuse(reading);
+            }
+            return Ok(());
+        }
         let what = Disclosed {
             outgoing: Outgoing::Event(&event),
             view: event.view(),
@@ -490,7 +502,14 @@ impl Router {
             data_controller: event.data_controller(),
         };
         self.disclosure
-            .disclose(what, &self.state, &mut self.outputs, now, &mut out.outbox)
+            .disclose(
+                what,
+                &self.state,
+                &mut self.outputs,
+                now,
+                &mut out.outbox,
+                None,
+            )
             .await?;
         if let Event::Measurement(reading) = event {
             self.disclosure
@@ -577,6 +596,7 @@ impl Router {
                     &mut self.outputs,
                     now,
                     &mut out.outbox,
+                    None,
                 )
                 .await?;
         }

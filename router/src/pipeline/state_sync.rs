@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use dho_kafka::outage::Outage;
 use dho_routing_core::alerts::Track;
+use dho_routing_core::delivered::event_id_of_key;
 use dho_routing_core::state::{PartitionState, StateKind};
 use dho_schemas::TopicNames;
 use dho_schemas::model::*;
@@ -31,7 +32,7 @@ use misplaced::{Misplaced, Pending, hold_marker, misplaced_note};
 mod misplaced;
 use dho_telemetry::InternalEvent;
 
-/// A state topic: what the router knows about patients, and its own alert tracks.
+/// A state topic: what the router knows about patients, and its own records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) enum StateTopic {
     Consents,
@@ -71,6 +72,15 @@ impl StateTopic {
             StateTopic::AlertState => "alertstate",
         }
     }
+}
+
+/// A record of the router's own (a track or a delivery record): a fixed detail, since the
+/// parser's message could quote a value (an identifier).
+fn own_record<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DeadLetter> {
+    serde_json::from_slice(bytes).map_err(|_| DeadLetter {
+        reason: "undecodable",
+        detail: "an alert-state record this router cannot read".into(),
+    })
 }
 
 /// The broker's answer to a question for state ends (see [`StateSync::ask_ends`]).
@@ -450,7 +460,7 @@ impl StateSync {
                 StateTopic::Consents => state.apply_consent(&key, None),
                 StateTopic::Subscriptions => state.apply_subscription(&key, None),
                 StateTopic::CarePlans => state.apply_care_plan(&key, None),
-                StateTopic::AlertState => state.apply_track(&key, None),
+                StateTopic::AlertState => state.remove_own(&key),
             }
             return Ok(());
         };
@@ -487,13 +497,11 @@ impl StateSync {
                 )
                 .await
                 .map(|p| self.partition_mut(partition).apply_care_plan(&key, Some(p))),
-            // The parser's message could quote a value (an identifier): a fixed detail.
-            StateTopic::AlertState => serde_json::from_slice::<Track>(bytes)
-                .map_err(|_| DeadLetter {
-                    reason: "undecodable",
-                    detail: "an alert-state record this router cannot read".into(),
-                })
-                .map(|t| self.apply_track_record(partition, &key, t)),
+            StateTopic::AlertState if event_id_of_key(&key).is_some() => own_record(bytes)
+                .map(|r| self.partition_mut(partition).apply_delivered(&key, Some(r))),
+            StateTopic::AlertState => {
+                own_record(bytes).map(|t| self.apply_track_record(partition, &key, t))
+            }
         };
         match applied {
             Ok(()) => Ok(()),
