@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use dho_kafka::outage::Outage;
 use dho_routing_core::alerts::Track;
 use dho_routing_core::delivered::event_id_of_key;
-use dho_routing_core::state::{PartitionState, StateKind};
+use dho_routing_core::state::PartitionState;
 use dho_schemas::TopicNames;
 use dho_schemas::model::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -30,49 +30,9 @@ use crate::outputs::OutputProducer;
 use misplaced::{Misplaced, Pending, hold_marker, misplaced_note};
 
 mod misplaced;
+mod topic;
 use dho_telemetry::InternalEvent;
-
-/// A state topic: what the router knows about patients, and its own records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(super) enum StateTopic {
-    Consents,
-    Subscriptions,
-    CarePlans,
-    /// The router's own alert tracks (written by the router, read back on assignment).
-    AlertState,
-}
-
-impl StateTopic {
-    const ALL: [StateTopic; 4] = [
-        StateTopic::Consents,
-        StateTopic::Subscriptions,
-        StateTopic::CarePlans,
-        StateTopic::AlertState,
-    ];
-
-    /// The kind of record a hold names; the router's own alert tracks put no one on hold.
-    fn kind(self) -> Option<StateKind> {
-        match self {
-            StateTopic::Consents => Some(StateKind::Consent),
-            StateTopic::Subscriptions => Some(StateKind::Subscription),
-            StateTopic::CarePlans => Some(StateKind::CarePlan),
-            StateTopic::AlertState => None,
-        }
-    }
-
-    fn from_label(label: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.label() == label)
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            StateTopic::Consents => "consents",
-            StateTopic::Subscriptions => "subscriptions",
-            StateTopic::CarePlans => "careplans",
-            StateTopic::AlertState => "alertstate",
-        }
-    }
-}
+pub(super) use topic::StateTopic;
 
 /// A record of the router's own (a track or a delivery record): a fixed detail, since the
 /// parser's message could quote a value (an identifier).
