@@ -10,6 +10,7 @@ import java.io.InputStreamReader;
 import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Locale;
 import java.util.Properties;
 import java.util.Set;
 import org.apache.kafka.clients.admin.Admin;
@@ -27,6 +28,11 @@ import org.apache.kafka.common.resource.ResourcePattern;
 import org.apache.kafka.common.resource.ResourceType;
 
 public class Access {
+  /** As kafka-acls.sh spells them (DescribeConfigs, transactional-id) to the enums' names. */
+  static String constant(String name) {
+    return name.replaceAll("([a-z])([A-Z])", "$1_$2").replace('-', '_').toUpperCase(Locale.ROOT);
+  }
+
   public static void main(String[] args) throws Exception {
     List<UserScramCredentialAlteration> users = new ArrayList<>();
     Set<String> userNames = new HashSet<>();
@@ -41,15 +47,10 @@ public class Access {
         users.add(new UserScramCredentialUpsertion(f[1], new ScramCredentialInfo(mechanism, 4096), f[3]));
         userNames.add(f[1]);
       } else if (f[0].equals("allow") && f.length == 6) {
+        // Throws on an unknown name.
         ResourcePattern resource = new ResourcePattern(
-            ResourceType.fromString(f[3].replace('-', '_')), f[5], PatternType.fromString(f[4]));
-        // kafka-acls.sh spells operations DescribeConfigs, the enum DESCRIBE_CONFIGS.
-        AclOperation operation = AclOperation.fromString(f[2].replaceAll("([a-z])([A-Z])", "$1_$2"));
-        if (resource.resourceType() == ResourceType.UNKNOWN
-            || resource.patternType() == PatternType.UNKNOWN
-            || operation == AclOperation.UNKNOWN) {
-          throw new IllegalArgumentException("unknown operation, resource or pattern: " + line);
-        }
+            ResourceType.valueOf(constant(f[3])), f[5], PatternType.valueOf(constant(f[4])));
+        AclOperation operation = AclOperation.valueOf(constant(f[2]));
         acls.add(new AclBinding(resource, new AccessControlEntry(
             "User:" + f[1], "*", operation, AclPermissionType.ALLOW)));
       } else {

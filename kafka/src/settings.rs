@@ -209,8 +209,15 @@ impl KafkaSettings {
                 "sasl_mechanism '{mechanism}' is not SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN"
             )));
         }
-        if self.sasl_username.is_some() {
-            self.sasl_properties()?;
+        // The password itself is read when a client is made (it may be mounted later than
+        // the config is checked); here only that one source is named.
+        if self.sasl_username.is_some()
+            && self.sasl_password_file.is_some() == self.sasl_password_env.is_some()
+        {
+            return Err(Error::Config(
+                "sasl_username needs exactly one of sasl_password_file and sasl_password_env"
+                    .into(),
+            ));
         }
         if self.partitions < 1 {
             return Err(Error::Config("partitions must be at least 1".into()));
@@ -300,14 +307,15 @@ mod tests {
         s.sasl_username = Some("gateway".into());
         s.sasl_mechanism = Some("SCRAM-SHA-256".into());
         s.sasl_password_env = Some("DHO_TEST_SASL_PASSWORD_SURELY_UNSET".into());
-        let unset = s.validate().unwrap_err().to_string();
+        s.validate().unwrap();
+        let unset = s.client_config(&[]).unwrap_err().to_string();
         assert!(
             unset.contains("DHO_TEST_SASL_PASSWORD_SURELY_UNSET"),
             "{unset}"
         );
         s.sasl_password_env = None;
         s.sasl_password_file = Some("/nonexistent/password".into());
-        let missing = s.validate().unwrap_err().to_string();
+        let missing = s.client_config(&[]).unwrap_err().to_string();
         assert!(missing.contains("/nonexistent/password"), "{missing}");
         s.sasl_password_env = Some("PATH".into());
         let both = s.validate().unwrap_err().to_string();
