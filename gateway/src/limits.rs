@@ -163,9 +163,8 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(
-            http.serve_connection(hyper_util::rt::TokioIo::new(io), service),
-        );
+        let connection =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(io), service));
         tokio::spawn(async move {
             // A client that went away, or whose head timed out: nothing to tell anyone.
             if let Err(e) = connection.await {

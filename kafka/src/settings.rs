@@ -98,9 +98,7 @@ impl KafkaSettings {
         let mechanism = self.sasl_mechanism.as_deref().unwrap_or("SCRAM-SHA-512");
         let password = match (&self.sasl_password_file, &self.sasl_password_env) {
             (Some(file), None) => std::fs::read_to_string(file)
-                .map_err(|e| {
-                    Error::Config(format!("sasl_password_file {}: {e}", file.display()))
-                })?
+                .map_err(|e| Error::Config(format!("sasl_password_file {}: {e}", file.display())))?
                 .lines()
                 .next()
                 .unwrap_or_default()

@@ -989,5 +989,8 @@ fn deploy_services_on_the_sasl_listener_are_principals_of_the_plan_with_their_se
             "{name} must start after the principals job"
         );
     }
-    assert!(on_sasl >= 3, "the router, the gateway and the admin are principals");
+    assert!(
+        on_sasl >= 3,
+        "the router, the gateway and the admin are principals"
+    );
 }

@@ -103,7 +103,10 @@ async fn ingest_a_client_trickling_its_headers_is_cut_off() {
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
         .await
         .unwrap();
-    assert_eq!(status(&mut prompt, Duration::from_secs(30)).await, Some(200));
+    assert_eq!(
+        status(&mut prompt, Duration::from_secs(30)).await,
+        Some(200)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,10 +36,8 @@ fn documented() -> BTreeSet<(String, String)> {
 
 /// (path, method) of every `.route(path, method(..).method(..))` in the router's table.
 fn routed() -> BTreeSet<(String, String)> {
-    let source = std::fs::read_to_string(
-        dho_tests::crate_dir().join("../gateway/src/routes.rs"),
-    )
-    .unwrap();
+    let source =
+        std::fs::read_to_string(dho_tests::crate_dir().join("../gateway/src/routes.rs")).unwrap();
     let mut operations = BTreeSet::new();
     for route in source.split(".route(").skip(1) {
         let path = route
@@ -53,17 +51,22 @@ fn routed() -> BTreeSet<(String, String)> {
             .next()
             .expect("the route's own text");
         for method in METHODS {
-            let called = handlers.match_indices(&format!("{method}(")).any(|(at, _)| {
-                at == 0
-                    || !handlers.as_bytes()[at - 1].is_ascii_alphanumeric()
-                        && handlers.as_bytes()[at - 1] != b'_'
-            });
+            let called = handlers
+                .match_indices(&format!("{method}("))
+                .any(|(at, _)| {
+                    at == 0
+                        || !handlers.as_bytes()[at - 1].is_ascii_alphanumeric()
+                            && handlers.as_bytes()[at - 1] != b'_'
+                });
             if called {
                 operations.insert((path.to_string(), method.to_string()));
             }
         }
     }
-    assert!(operations.len() > 10, "the route table was not read: {operations:?}");
+    assert!(
+        operations.len() > 10,
+        "the route table was not read: {operations:?}"
+    );
     operations
 }
 
