@@ -156,6 +156,46 @@ mod tests {
     }
 
     #[test]
+    fn a_retraction_and_a_correction_are_kinds_of_their_own_with_their_fhir_status() {
+        let original = fixtures::spo2(&fixtures::patient(8), 84.0, AT);
+        assert_eq!(
+            Received::for_test(fixtures::delivery_of(&original)).kind(),
+            DeliveryKind::Disclosure
+        );
+        for status in ["entered-in-error", "amended", "corrected"] {
+            let mut changed = original.clone();
+            changed.status = Some(status.into());
+            let mut delivery = fixtures::delivery_of(&changed);
+            delivery.replaces = Some(Replaces {
+                delivery_id: "d-0".into(),
+                event_id: original.event_id.clone(),
+                status: status.into(),
+            });
+            let received = Received::for_test(delivery.clone());
+            match (status, received.kind()) {
+                ("entered-in-error", DeliveryKind::Retraction(r))
+                | ("amended" | "corrected", DeliveryKind::Correction(r)) => {
+                    assert_eq!(r.delivery_id, "d-0")
+                }
+                (_, other) => panic!("{status}: {other:?}"),
+            }
+            let json = stored(&delivery);
+            assert_eq!(json["status"], status);
+            assert_eq!(json["id"], original.event_id.as_str());
+            let back = measurement_from_observation(
+                &json,
+                &ctx(
+                    &changed.event_id,
+                    changed.received_time,
+                    &changed.source.platform,
+                ),
+            )
+            .unwrap();
+            assert_eq!(back, changed);
+        }
+    }
+
+    #[test]
     fn a_minimal_delivery_has_no_values_to_convert() {
         let m = fixtures::spo2(&fixtures::patient(6), 95.0, AT);
         let mut delivery = fixtures::delivery_of(&m);

@@ -26,6 +26,17 @@
 //! # }
 //! ```
 //!
+//! # Retractions and corrections
+//!
+//! A device platform may later send a reading it sent before as `entered-in-error` or
+//! `amended`/`corrected`. The hub then sends every subscriber that received the original
+//! a delivery of its own kind ([`Received::kind`]): [`DeliveryKind::Retraction`] (disregard
+//! the earlier delivery, and any alert it raised) or [`DeliveryKind::Correction`] (its
+//! values supersede the earlier ones), each naming the delivery it replaces
+//! ([`Replaces`]). Its payload is the reading with that FHIR status, so [`ToFhir`] gives
+//! the `Observation` with `status` `entered-in-error`, `amended` or `corrected`; a
+//! subscriber no longer entitled to new values gets a correction as a reference only.
+//!
 //! `next()` and `commit()` are the same steps for applications that drive the loop
 //! themselves. Errors say what to do next: [`Error::action`] is retry, fix the
 //! configuration, or stop.
@@ -113,6 +124,7 @@ pub mod subscriptions;
 
 pub use config::{Dedup, FailurePolicy, StartFrom, SubscriberConfig, default_state_dir};
 pub use dedup::{DedupStore, MemoryStore, RecentIds, SqliteStore};
+pub use dho_schemas::model::{DeliveryKind, Replaces};
 pub use error::{Action, Error, Result};
 pub use fhir::{NotConvertible, ToFhir};
 /// The SQLite binding [`SqliteStore`] uses, so applications share its version.

@@ -81,6 +81,8 @@ pub struct Broker {
     watchdog: Option<Child>,
     java_pid: Option<u32>,
     port: u16,
+    /// The SASL/SCRAM listener's port, where ACLs apply (see [`crate::access`]).
+    sasl_port: u16,
     controller_port: u16,
     options: BrokerOptions,
     home: PathBuf,
@@ -101,6 +103,7 @@ impl Broker {
             None => free_port()?,
         };
         let controller_port = free_port()?;
+        let sasl_port = free_port()?;
         let (home, temporary) = match &options.home {
             Some(home) => {
                 std::fs::create_dir_all(home)?;
@@ -115,6 +118,7 @@ impl Broker {
             watchdog: None,
             java_pid: None,
             port,
+            sasl_port,
             controller_port,
             options,
             home,
@@ -129,6 +133,12 @@ impl Broker {
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap_servers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `host:port` of the SASL_PLAINTEXT listener: clients there are SCRAM principals
+    /// (made with [`crate::access::apply`]) and the broker's ACLs decide what each may do.
+    pub fn sasl_bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.sasl_port)
     }
 
     /// The broker JVM's process id while it runs (benchmarks read its CPU time).
@@ -201,18 +211,42 @@ impl Broker {
             (
                 "listeners",
                 format!(
-                    "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
-                    self.port, self.controller_port
+                    "PLAINTEXT://127.0.0.1:{},SASL_PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+                    self.port, self.sasl_port, self.controller_port
                 ),
             ),
             (
                 "advertised.listeners",
-                format!("PLAINTEXT://127.0.0.1:{}", self.port),
+                format!(
+                    "PLAINTEXT://127.0.0.1:{},SASL_PLAINTEXT://127.0.0.1:{}",
+                    self.port, self.sasl_port
+                ),
             ),
             ("controller.listener.names", "CONTROLLER".into()),
             (
                 "listener.security.protocol.map",
-                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
+                "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
+            ),
+            // Access control as in production (deploy/kafka/acls.txt), on the SASL
+            // listener only: the PLAINTEXT and controller listeners' principal (ANONYMOUS)
+            // is a super user, so the tests and the demo that use them are unaffected.
+            // Development only: a production broker has no listener without SASL.
+            (
+                "authorizer.class.name",
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer".into(),
+            ),
+            ("super.users", "User:ANONYMOUS".into()),
+            (
+                "sasl.enabled.mechanisms",
+                "SCRAM-SHA-256,SCRAM-SHA-512".into(),
+            ),
+            (
+                "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config",
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;".into(),
+            ),
+            (
+                "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config",
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;".into(),
             ),
             ("inter.broker.listener.name", "PLAINTEXT".into()),
             ("log.dirs", data.display().to_string()),
@@ -469,7 +503,7 @@ kill -KILL "$child" 2>/dev/null
 "#;
 
 /// The JDK's `java`: `$JAVA_HOME/bin/java`, else the first on `PATH`.
-fn java_binary() -> Option<PathBuf> {
+pub(crate) fn java_binary() -> Option<PathBuf> {
     if let Some(home) = std::env::var_os("JAVA_HOME") {
         let java = PathBuf::from(home).join("bin").join("java");
         if java.is_file() {

@@ -7,11 +7,12 @@
 //! them and runs them with a JDK. A missing JDK or install is an error that says what to
 //! do, never a silently skipped test.
 
+pub mod access;
 mod broker;
 mod shared;
 
 pub use broker::{Broker, BrokerOptions, broker_libs, cache_dir};
-pub use shared::{SHARED_BOOTSTRAP_ENV, TestBroker};
+pub use shared::{SHARED_BOOTSTRAP_ENV, SHARED_SASL_BOOTSTRAP_ENV, TestBroker};
 
 /// The Apache Kafka release this project is tested against: `kafka.version` in
 /// `devstack/kafka/pom.xml`, the one place it is pinned.
@@ -50,6 +51,8 @@ pub enum Error {
     ExitedEarly { status: String, log: String },
     #[error("the broker did not answer metadata requests within {seconds}s; its log: {log}")]
     NotReady { seconds: u64, log: String },
+    #[error("making principals and ACLs failed ({status}); the tool's output: {output}")]
+    Access { status: String, output: String },
     #[error("i/o error in the development stack: {0}")]
     Io(#[from] std::io::Error),
 }

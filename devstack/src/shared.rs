@@ -7,6 +7,9 @@ use crate::{Broker, BrokerOptions, Result};
 /// The variable naming the test run's shared broker (`host:port`).
 pub const SHARED_BOOTSTRAP_ENV: &str = "DHO_TEST_BOOTSTRAP_SERVERS";
 
+/// The variable naming the shared broker's SASL listener (`host:port`), where ACLs apply.
+pub const SHARED_SASL_BOOTSTRAP_ENV: &str = "DHO_TEST_SASL_BOOTSTRAP_SERVERS";
+
 /// The broker a test talks to.
 #[derive(Debug)]
 pub enum TestBroker {
@@ -34,6 +37,24 @@ impl TestBroker {
         match self {
             Self::Shared(bootstrap) => bootstrap.clone(),
             Self::Own(broker) => broker.bootstrap_servers(),
+        }
+    }
+
+    /// The SASL/SCRAM listener, where the broker's ACLs apply (see [`crate::access`]).
+    /// A shared broker announced without one is a broken test run: this panics, naming
+    /// the variable, rather than test access control on the wrong listener.
+    pub fn sasl_bootstrap_servers(&self) -> String {
+        match self {
+            Self::Shared(_) => std::env::var(SHARED_SASL_BOOTSTRAP_ENV)
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{SHARED_BOOTSTRAP_ENV} is set but {SHARED_SASL_BOOTSTRAP_ENV} is not: \
+                         run the tests with ./dev test"
+                    )
+                }),
+            Self::Own(broker) => broker.sasl_bootstrap_servers(),
         }
     }
 

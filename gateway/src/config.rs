@@ -28,6 +28,11 @@ pub struct GatewayConfig {
     /// gets 408. (The wait for the broker's acknowledgement is not limited by it.)
     #[serde(default = "default_body_timeout", with = "secs")]
     pub body_timeout: Duration,
+    /// Seconds a client may take to send a request's head (request line and headers); a
+    /// connection that trickles them is closed. Also bounds an idle kept-alive connection's
+    /// wait for its next request.
+    #[serde(default = "default_header_read_timeout", with = "secs")]
+    pub header_read_timeout: Duration,
     /// Most connections open at once; further ones wait to be accepted until one closes.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -111,6 +116,9 @@ fn default_max_state_body_bytes() -> usize {
 fn default_body_timeout() -> Duration {
     Duration::from_secs(30)
 }
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_max_connections() -> usize {
     1024
 }
@@ -149,6 +157,7 @@ impl GatewayConfig {
             max_body_bytes: default_max_body_bytes(),
             max_state_body_bytes: default_max_state_body_bytes(),
             body_timeout: default_body_timeout(),
+            header_read_timeout: default_header_read_timeout(),
             max_connections: default_max_connections(),
             tls_cert_file: None,
             tls_key_file: None,

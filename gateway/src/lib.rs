@@ -42,6 +42,7 @@ pub mod config;
 mod event_id;
 pub mod events;
 mod limits;
+pub mod openapi;
 mod resent;
 mod routes;
 
@@ -177,9 +178,8 @@ impl Gateway {
             self.inner.config.max_connections,
             self.inner.tls.clone(),
         )?;
-        axum::serve(listener, self.app())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let header_read_timeout = self.inner.config.header_read_timeout;
+        limits::serve(listener, self.app(), header_read_timeout, shutdown).await;
         self.inner
             .publisher
             .flush(std::time::Duration::from_secs(10))?;

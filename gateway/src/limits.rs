@@ -1,6 +1,7 @@
 //! What one caller can hold of the gateway: connections (a cap on open connections,
 //! `max_connections`; a TLS handshake bounded in time, off the accept loop) and time (a
-//! request body must arrive within `body_timeout`).
+//! request's head must arrive within `header_read_timeout`, its body within
+//! `body_timeout`).
 //! Without them a slow or idle client keeps a connection and a task as long as it likes,
 //! and enough of them starve every device platform. Body sizes are capped per route in
 //! `routes`.
@@ -136,6 +137,43 @@ impl axum::serve::Listener for GatewayListener {
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(self.local)
     }
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` resolves, then waits for the open
+/// connections' requests to finish. Each connection's request head must arrive within
+/// `header_read_timeout` (hyper's timer: a client that trickles its headers, or keeps an
+/// idle connection without sending the next request, is cut off). `axum::serve` sets no
+/// timer, so it cannot bound the head. HTTP/1.1 only: HTTP/2 would first wait, unbounded,
+/// for the client's preface.
+pub(crate) async fn serve(
+    mut listener: GatewayListener,
+    app: axum::Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    use axum::serve::Listener as _;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, _) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(io), service));
+        tokio::spawn(async move {
+            // A client that went away, or whose head timed out: nothing to tell anyone.
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// A connection, in the clear or over TLS.

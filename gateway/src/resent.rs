@@ -20,7 +20,9 @@
 //! topics (at most `resend_memory` records per topic, within the window). It is per
 //! gateway instance: with several instances behind a load balancer, a re-send that reaches
 //! another instance than the original is recognised only if that instance started after
-//! the original was published.
+//! the original was published. A named measurement re-sent past all that is still not
+//! delivered twice: the router keeps who received each named reading and withholds a
+//! re-send as `resent` (`dho_routing_core::delivered`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -53,5 +53,6 @@ pub(crate) fn app(gateway: Gateway) -> axum::Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::render_metrics))
+        .route("/openapi.json", get(crate::openapi::document))
         .with_state(gateway)
 }

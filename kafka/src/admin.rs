@@ -77,7 +77,9 @@ pub fn hub_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
     ]
 }
 
-/// Creates the topics that do not exist yet and checks co-partitioning of those that do.
+/// Creates the topics that do not exist yet and checks co-partitioning of those that do. A
+/// topic the broker's ACLs keep this principal from creating is checked if it may see it and
+/// skipped if not (it may not use it either); missing, it is an error.
 pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = settings.client_config(&[])?.create()?;
     let retention: Vec<String> = specs
@@ -100,9 +102,12 @@ pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Res
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    // Topics the broker's ACLs do not let this principal create: another's to make.
+    let mut not_ours = Vec::new();
     for result in admin.create_topics(&new_topics, &options).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, RDKafkaErrorCode::TopicAuthorizationFailed)) => not_ours.push(topic),
             Err((topic, code)) => {
                 return Err(Error::Topic {
                     topic,
@@ -112,7 +117,23 @@ pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Res
         }
     }
     for spec in specs {
-        let actual = created_partition_count(settings, &spec.name).await?;
+        let actual = if not_ours.contains(&spec.name) {
+            match visible_partition_count(settings, &spec.name).await? {
+                Visible::Partitions(n) => n,
+                // Nothing this principal may use either: the broker refuses it any access.
+                Visible::Hidden => continue,
+                Visible::Missing => {
+                    return Err(Error::Topic {
+                        topic: spec.name.clone(),
+                        detail: "does not exist, and the broker's ACLs do not let this \
+                                 principal create it"
+                            .into(),
+                    });
+                }
+            }
+        } else {
+            created_partition_count(settings, &spec.name).await?
+        };
         if spec.co_partitioned && actual != spec.partitions {
             return Err(Error::PartitionMismatch {
                 topic: spec.name.clone(),
@@ -137,6 +158,34 @@ async fn created_partition_count(settings: &KafkaSettings, topic: &str) -> Resul
             other => return other,
         }
     }
+}
+
+/// What metadata tells this principal of a topic.
+enum Visible {
+    Partitions(i32),
+    /// The broker's ACLs hide it from this principal.
+    Hidden,
+    Missing,
+}
+
+async fn visible_partition_count(settings: &KafkaSettings, topic: &str) -> Result<Visible> {
+    let consumer: BaseConsumer = settings.client_config(&[])?.create()?;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(Visible::Missing);
+        };
+        Ok(match found.error().map(RDKafkaErrorCode::from) {
+            None if !found.partitions().is_empty() => {
+                Visible::Partitions(found.partitions().len() as i32)
+            }
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed) => Visible::Hidden,
+            _ => Visible::Missing,
+        })
+    })
+    .await
+    .map_err(|e| Error::Config(format!("metadata task failed: {e}")))?
 }
 
 /// The partition count of an existing topic.

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use rdkafka::ClientConfig;
 use serde::Deserialize;
@@ -20,11 +21,31 @@ pub struct KafkaSettings {
     /// router joins them per partition.
     #[serde(default = "default_partitions")]
     pub partitions: i32,
-    /// Extra librdkafka properties (security.protocol, sasl.*, ssl.*, client.id, ...), passed
-    /// through. Keys the hub sets itself for its guarantees are refused.
+    /// The service's SASL principal on the broker: its mechanism (`SCRAM-SHA-256` or
+    /// `SCRAM-SHA-512`). Set with `sasl_username`; the connection is `SASL_SSL` unless
+    /// `librdkafka` sets `security.protocol` (the development broker's `SASL_PLAINTEXT`).
+    #[serde(default)]
+    pub sasl_mechanism: Option<String>,
+    /// The SASL principal's user name (not a secret).
+    #[serde(default)]
+    pub sasl_username: Option<String>,
+    /// A file holding the SASL password (its first line); read when a client is made, never
+    /// logged.
+    #[serde(default)]
+    pub sasl_password_file: Option<PathBuf>,
+    /// The name of an environment variable holding the SASL password, instead of a file.
+    #[serde(default)]
+    pub sasl_password_env: Option<String>,
+    /// Extra librdkafka properties (security.protocol, ssl.*, client.id, ...), passed
+    /// through. Keys the hub sets itself for its guarantees, and the SASL keys above, are
+    /// refused.
     #[serde(default)]
     pub librdkafka: BTreeMap<String, String>,
 }
+
+/// librdkafka properties the `sasl_*` keys set; the pass-through may not set them too, or
+/// a password could end up in a config file in the clear.
+const SASL_PROPERTIES: [&str; 3] = ["sasl.mechanisms", "sasl.username", "sasl.password"];
 
 /// Consumer tuning for records that should move on at once (the router's events, a
 /// subscriber's deliveries), for [`KafkaSettings::client_config_tuned`].
@@ -59,8 +80,55 @@ impl KafkaSettings {
             schema_registry_url: schema_registry_url.into(),
             topic_prefix: default_prefix(),
             partitions: default_partitions(),
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password_file: None,
+            sasl_password_env: None,
             librdkafka: BTreeMap::new(),
         }
+    }
+
+    /// The SASL principal's librdkafka properties, with its password read from its file
+    /// or variable; none without `sasl_username`. Errors name the file or variable, never
+    /// what it holds.
+    fn sasl_properties(&self) -> Result<Vec<(&'static str, String)>> {
+        let Some(username) = &self.sasl_username else {
+            return Ok(Vec::new());
+        };
+        let mechanism = self.sasl_mechanism.as_deref().unwrap_or("SCRAM-SHA-512");
+        let password = match (&self.sasl_password_file, &self.sasl_password_env) {
+            (Some(file), None) => std::fs::read_to_string(file)
+                .map_err(|e| Error::Config(format!("sasl_password_file {}: {e}", file.display())))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                Error::Config(format!(
+                    "sasl_password_env: the environment variable {var} is unset or not UTF-8"
+                ))
+            })?,
+            _ => {
+                return Err(Error::Config(
+                    "sasl_username needs exactly one of sasl_password_file and sasl_password_env"
+                        .into(),
+                ));
+            }
+        };
+        if password.is_empty() {
+            return Err(Error::Config(format!(
+                "the SASL password of {username} is empty"
+            )));
+        }
+        let mut properties = vec![
+            ("sasl.mechanisms", mechanism.to_string()),
+            ("sasl.username", username.clone()),
+            ("sasl.password", password),
+        ];
+        if !self.librdkafka.contains_key("security.protocol") {
+            properties.push(("security.protocol", "SASL_SSL".into()));
+        }
+        Ok(properties)
     }
 
     pub fn topics(&self) -> dho_schemas::TopicNames {
@@ -77,8 +145,14 @@ impl KafkaSettings {
         for (key, value) in own {
             config.set(*key, *value);
         }
+        for (key, value) in self.sasl_properties()? {
+            config.set(key, value);
+        }
         for (key, value) in &self.librdkafka {
-            if key == "bootstrap.servers" || own.iter().any(|(k, _)| k == key) {
+            if key == "bootstrap.servers"
+                || own.iter().any(|(k, _)| k == key)
+                || SASL_PROPERTIES.contains(&key.as_str())
+            {
                 return Err(Error::ConflictingOption { key: key.clone() });
             }
             config.set(key, value);
@@ -116,6 +190,32 @@ impl KafkaSettings {
                 "schema_registry_url must be an http(s) URL, got '{}'",
                 self.schema_registry_url
             )));
+        }
+        let sasl_set = self.sasl_mechanism.is_some()
+            || self.sasl_password_file.is_some()
+            || self.sasl_password_env.is_some();
+        if sasl_set && self.sasl_username.is_none() {
+            return Err(Error::Config(
+                "sasl_mechanism, sasl_password_file and sasl_password_env need sasl_username"
+                    .into(),
+            ));
+        }
+        if let Some(mechanism) = &self.sasl_mechanism
+            && !["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"].contains(&mechanism.as_str())
+        {
+            return Err(Error::Config(format!(
+                "sasl_mechanism '{mechanism}' is not SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN"
+            )));
+        }
+        // The password itself is read when a client is made (it may be mounted later than
+        // the config is checked); here only that one source is named.
+        if self.sasl_username.is_some()
+            && self.sasl_password_file.is_some() == self.sasl_password_env.is_some()
+        {
+            return Err(Error::Config(
+                "sasl_username needs exactly one of sasl_password_file and sasl_password_env"
+                    .into(),
+            ));
         }
         if self.partitions < 1 {
             return Err(Error::Config("partitions must be at least 1".into()));
@@ -184,17 +284,55 @@ mod tests {
     #[test]
     fn tls_and_sasl_settings_are_accepted() {
         use rdkafka::producer::BaseProducer;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "not-a-real-secret\n").unwrap();
         let mut s = KafkaSettings::new("localhost:9092", "http://localhost:8081");
-        for (key, value) in [
-            ("security.protocol", "SASL_SSL"),
-            ("sasl.mechanisms", "SCRAM-SHA-512"),
-            ("sasl.username", "router"),
-            ("sasl.password", "not-a-real-secret"),
-        ] {
-            s.librdkafka.insert(key.into(), value.into());
-        }
-        let made = s.client_config(&[]).unwrap().create::<BaseProducer>();
+        s.sasl_username = Some("router".into());
+        s.sasl_password_file = Some(file);
+        s.validate().unwrap();
+        let config = s.client_config(&[]).unwrap();
+        assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(config.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
+        assert_eq!(config.get("sasl.password"), Some("not-a-real-secret"));
+        let made = config.create::<BaseProducer>();
         assert!(made.is_ok(), "{:?}", made.err());
+    }
+
+    #[test]
+    fn a_sasl_password_comes_from_its_variable_and_errors_never_show_it() {
+        let mut s = KafkaSettings::new("localhost:9092", "http://localhost:8081");
+        s.sasl_username = Some("gateway".into());
+        s.sasl_mechanism = Some("SCRAM-SHA-256".into());
+        s.sasl_password_env = Some("DHO_TEST_SASL_PASSWORD_SURELY_UNSET".into());
+        s.validate().unwrap();
+        let unset = s.client_config(&[]).unwrap_err().to_string();
+        assert!(
+            unset.contains("DHO_TEST_SASL_PASSWORD_SURELY_UNSET"),
+            "{unset}"
+        );
+        s.sasl_password_env = None;
+        s.sasl_password_file = Some("/nonexistent/password".into());
+        let missing = s.client_config(&[]).unwrap_err().to_string();
+        assert!(missing.contains("/nonexistent/password"), "{missing}");
+        s.sasl_password_env = Some("PATH".into());
+        let both = s.validate().unwrap_err().to_string();
+        assert!(both.contains("exactly one"), "{both}");
+        s.sasl_password_file = None;
+        let config = s.client_config(&[]).unwrap();
+        assert_eq!(config.get("sasl.mechanisms"), Some("SCRAM-SHA-256"));
+        s.sasl_mechanism = Some("GSSAPI".into());
+        let mechanism = s.validate().unwrap_err().to_string();
+        assert!(mechanism.contains("GSSAPI"), "{mechanism}");
+        s.sasl_mechanism = None;
+        s.librdkafka
+            .insert("sasl.password".into(), "in-the-clear".into());
+        let passed = s.client_config(&[]).unwrap_err().to_string();
+        assert!(passed.contains("sasl.password") && !passed.contains("in-the-clear"));
+        let mut no_user = KafkaSettings::new("b:1", "http://r");
+        no_user.sasl_password_env = Some("PATH".into());
+        let lone = no_user.validate().unwrap_err().to_string();
+        assert!(lone.contains("need sasl_username"), "{lone}");
     }
 
     #[test]

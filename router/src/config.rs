@@ -41,9 +41,10 @@ pub struct RouterConfig {
     /// deliveries, audit records, dead letters and input offsets then commit in one Kafka
     /// transaction, for `read_committed` readers. Needs a broker with transactions (Apache
     /// Kafka); unset, the router is effectively-once on any Kafka-API broker.
-    /// Tested against librdkafka's mock cluster (`tests/tests/router_exactly_once.rs`): a
-    /// refused offset commit or a failed EndTxn stops the router with the batch uncommitted,
-    /// and a restart with the same id routes it again with the same delivery ids. The mock
+    /// Tested against librdkafka's mock cluster (`tests/tests/router_exactly_once.rs`): an
+    /// offset commit refused because the group moved on aborts the batch and routes it
+    /// again; a failed EndTxn stops the router with the batch uncommitted, and a restart
+    /// with the same id routes it again with the same delivery ids. The mock
     /// cannot show that aborted records stay hidden or that a restart resumes from the
     /// transactional offsets (see ARCHITECTURE.md); check those on the production broker.
     #[serde(default)]

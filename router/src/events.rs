@@ -12,6 +12,7 @@ use dho_schemas::model::{AlertKind, DataCategory, Zone};
 use dho_telemetry::names::router as names;
 use dho_telemetry::{InternalEvent, RegisteredEvent};
 use metrics::Counter;
+use tracing::{debug, info};
 
 /// An event record read from an input topic, counted by topic kind.
 #[derive(Debug)]
@@ -63,6 +64,38 @@ impl EventsWithheld {
 impl RegisteredEvent for EventsWithheld {
     type Data = Withheld;
     fn emit(&self, reason: Withheld) {
+        self.counters[reason as usize].increment(1);
+    }
+}
+
+/// Why a named reading is withheld as not new (see `dho_routing_core::delivered`).
+#[derive(Debug, Clone, Copy)]
+pub enum NotNewReason {
+    /// A re-send of a reading (or a retraction) routed before.
+    Resent = 0,
+    /// A retraction of a reading never delivered.
+    NothingToRetract = 1,
+}
+
+/// A named reading withheld because it is not new, counted with the other withheld events.
+#[derive(Debug)]
+pub struct NotNew {
+    /// Indexed by `NotNewReason as usize`.
+    counters: [Counter; 2],
+}
+
+impl NotNew {
+    pub fn register() -> Self {
+        let counter = |reason: &'static str| metrics::counter!(names::WITHHELD, "reason" => reason);
+        Self {
+            counters: [counter("resent"), counter("nothing_to_retract")],
+        }
+    }
+}
+
+impl RegisteredEvent for NotNew {
+    type Data = NotNewReason;
+    fn emit(&self, reason: NotNewReason) {
         self.counters[reason as usize].increment(1);
     }
 }
@@ -195,6 +228,61 @@ impl InternalEvent for StateMeasured {
         metrics::gauge!(names::STATE_PATIENTS).set(self.patients as f64);
         metrics::gauge!(names::OWNED_PARTITIONS).set(self.owned_partitions as f64);
         metrics::gauge!(names::PATIENTS_IN_RED).set(self.in_red as f64);
+    }
+}
+
+/// Partitions whose state was loaded from the start of the state topics.
+#[derive(Debug)]
+pub struct StatePartitionsLoaded {
+    pub partitions: usize,
+}
+
+impl InternalEvent for StatePartitionsLoaded {
+    fn emit(self) {
+        debug!(
+            partitions = self.partitions,
+            "loading the state of new partitions"
+        );
+        metrics::counter!(names::STATE_PARTITION_LOADS).increment(self.partitions as u64);
+    }
+}
+
+/// Exactly-once mode: a batch whose offsets the group refused (it moved on during the
+/// batch), aborted, to be routed again from its first records.
+#[derive(Debug)]
+pub struct BatchRewound {
+    pub events: usize,
+    pub partitions: usize,
+    /// The coordinator's refusal (no identifiers: a Kafka error).
+    pub cause: String,
+}
+
+impl InternalEvent for BatchRewound {
+    fn emit(self) {
+        info!(
+            events = self.events,
+            partitions = self.partitions,
+            cause = %self.cause,
+            "the group moved on during the batch: aborted, routing it again"
+        );
+        metrics::counter!(names::BATCHES_REWOUND).increment(1);
+    }
+}
+
+/// Exactly-once mode: a batch fetched by an instance whose group session ran out, left
+/// unrouted to the partitions' next owner.
+#[derive(Debug)]
+pub struct BatchAbandoned {
+    pub events: usize,
+}
+
+impl InternalEvent for BatchAbandoned {
+    fn emit(self) {
+        info!(
+            events = self.events,
+            "the group session ran out: the batch is left to its partitions' next owner"
+        );
+        metrics::counter!(names::BATCHES_REWOUND).increment(1);
     }
 }
 

@@ -78,14 +78,28 @@ async fn main() -> anyhow::Result<()> {
             std::future::pending(),
         ));
     }
-    let router = Router::connect(config)
-        .await
-        .context("connecting the router")?;
+    // Listening for SIGTERM from now on: an orchestrator may stop an instance that is
+    // still waiting for the broker or the registry, and it should exit 0, not die of it.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(());
+    });
+    let mut stopped = std::pin::pin!(async move {
+        let _ = stopped.await;
+    });
+    let router = tokio::select! {
+        router = Router::connect(config) => router.context("connecting the router")?,
+        _ = &mut stopped => {
+            tracing::info!("stopped before it connected");
+            return Ok(());
+        }
+    };
     readiness.watch("state", router.state_loaded());
     readiness.watch("schema_registry", router.registry_reachable());
     connected.store(true, Ordering::Relaxed);
     router
-        .run(shutdown_signal())
+        .run(stopped)
         .await
         .context("routing stopped with an error")?;
     Ok(())

@@ -185,8 +185,20 @@ impl AlertState {
             None if resolves_no_data => (AlertKind::Resolved, zone, VkpSeverity::Normal),
             None => return None,
         };
+        // A correction keeps its reading's event id, but its alert is another than the one
+        // the corrected reading raised (and retracted): its id names the correction too.
+        let trigger = if reading.is_change() {
+            format!(
+                "{}|{}|{}",
+                reading.event_id,
+                reading.status(),
+                reading.received_time
+            )
+        } else {
+            reading.event_id.clone()
+        };
         Some(Alert {
-            alert_id: alert_id(&self.patient, &self.code, kind, &reading.event_id),
+            alert_id: alert_id(&self.patient, &self.code, kind, &trigger),
             patient: self.patient.clone(),
             kind,
             zone,

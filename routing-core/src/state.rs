@@ -9,6 +9,7 @@ use dho_schemas::{CarePlan, Consent, Subscription};
 
 use crate::alerts::Track;
 use crate::decision::PatientState;
+use crate::delivered::{DeliveryRecord, event_id_of_key};
 
 /// The state of the patients of one partition.
 #[derive(Debug, Default)]
@@ -18,6 +19,10 @@ pub struct PartitionState {
     patients_in_red: usize,
     /// Patients on hold (see [`PartitionState::hold`]).
     patients_on_hold: usize,
+    /// What was delivered of each named reading, by patient key, then event id (kept apart
+    /// from the patients' state: a patient with no consent left still has deliveries to
+    /// retract).
+    delivered: HashMap<String, HashMap<String, DeliveryRecord>>,
 }
 
 /// The kind of a state record, as a hold names it (a consent and a subscription of one
@@ -140,6 +145,46 @@ impl PartitionState {
             None => self.remove(key, |p| {
                 p.care_plans.remove(&id);
             }),
+        }
+    }
+
+    /// The record of what was delivered of the patient's reading `event_id`.
+    pub fn delivered(&self, patient_key: &str, event_id: &str) -> Option<&DeliveryRecord> {
+        self.delivered.get(patient_key)?.get(event_id)
+    }
+
+    /// Applies a delivery record under its `patient|delivered:<event id>` key (`None` =
+    /// tombstone). Other keys are ignored.
+    pub fn apply_delivered(&mut self, key: &str, value: Option<DeliveryRecord>) {
+        let Some(event_id) = event_id_of_key(key) else {
+            return;
+        };
+        let patient = patient_key(key);
+        match value {
+            Some(record) => {
+                self.delivered
+                    .entry(patient.to_string())
+                    .or_default()
+                    .insert(event_id.to_string(), record);
+            }
+            None => {
+                if let Some(records) = self.delivered.get_mut(patient) {
+                    records.remove(event_id);
+                    if records.is_empty() {
+                        self.delivered.remove(patient);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes the router's own record under `key` (a tombstone on its alert-state topic):
+    /// a delivery record or an alert track.
+    pub fn remove_own(&mut self, key: &str) {
+        if event_id_of_key(key).is_some() {
+            self.apply_delivered(key, None)
+        } else {
+            self.apply_track(key, None)
         }
     }
 

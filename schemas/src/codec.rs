@@ -246,6 +246,7 @@ pub struct DeliveryView<'a> {
     pub self_report: Option<&'a SelfReport>,
     pub alert: Option<&'a Alert>,
     pub reference: Option<ReferenceView<'a>>,
+    pub replaces: Option<&'a Replaces>,
     pub professional_denies: &'a [&'a str],
 }
 
@@ -277,6 +278,7 @@ pub struct DisclosureView<'a> {
     pub event_id: &'a str,
     pub content_level: ContentLevel,
     pub source: &'a SourcePosition,
+    pub replaces: Option<&'a str>,
 }
 
 impl RecordView for DeliveryView<'_> {
@@ -320,8 +322,8 @@ fn encode_ser<V: Serialize>(kind: SchemaKind, value: &V, out: &mut Vec<u8>) -> R
 /// and `the_direct_writer_knows_the_current_schemas` fails until it is brought up to date.
 const DIRECT_LAYOUT: [(SchemaKind, u64); 3] = [
     (SchemaKind::Measurement, 11427369249552935175),
-    (SchemaKind::Delivery, 9266182909548921219),
-    (SchemaKind::DisclosureRecord, 4506977600737736652),
+    (SchemaKind::Delivery, 4868190923512722477),
+    (SchemaKind::DisclosureRecord, 12806639653847731752),
 ];
 
 fn fnv1a(text: &str) -> u64 {

@@ -107,6 +107,7 @@ pub fn blood_pressure(
 
 pub fn self_report(patient: &PatientIdentifier, at: Millis) -> SelfReport {
     let answer = |link_id: &str| Answer {
+        nested_in: vec![],
         link_id: link_id.into(),
         value_boolean: None,
         value_integer: None,
@@ -241,6 +242,7 @@ pub fn delivery_of(m: &Measurement) -> Delivery {
         self_report: None,
         alert: None,
         reference: None,
+        replaces: None,
         professional_denies: vec![],
     }
 }
@@ -261,5 +263,6 @@ pub fn disclosure_of(d: &Delivery) -> DisclosureRecord {
         event_id: "e-1".into(),
         content_level: ContentLevel::Full,
         source: d.source.clone(),
+        replaces: d.replaces.as_ref().map(|r| r.delivery_id.clone()),
     }
 }

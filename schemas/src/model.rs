@@ -218,6 +218,13 @@ impl Measurement {
         self.status.as_deref().unwrap_or("final")
     }
 
+    /// Whether this reading retracts (`entered-in-error`) or corrects (`amended`,
+    /// `corrected`) one the platform sent before under the same identifier.
+    pub fn is_change(&self) -> bool {
+        let status = self.status();
+        status == RETRACTED || CORRECTION_STATUSES.contains(&status)
+    }
+
     /// Whether the time is a date only.
     pub fn date_only(&self) -> bool {
         self.effective_precision.as_deref() == Some(PRECISION_DAY)
@@ -232,6 +239,9 @@ pub struct Answer {
     pub value_decimal: Option<f64>,
     pub value_string: Option<String>,
     pub value_coding: Option<Coding>,
+    /// Where the item sits (groups and parent answers, outermost first; see
+    /// `SelfReport.avsc`): empty at the top level.
+    pub nested_in: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -463,9 +473,40 @@ pub struct Delivery {
     pub self_report: Option<SelfReport>,
     pub alert: Option<Alert>,
     pub reference: Option<EventReference>,
+    /// Set on a retraction or correction: the earlier delivery it replaces.
+    pub replaces: Option<Replaces>,
     /// HPR numbers of professionals the patient's consent keeps this from (see `Delivery.avsc`).
     pub professional_denies: Vec<String>,
 }
+
+/// The earlier delivery a retraction or correction replaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replaces {
+    /// The earlier delivery to the same subscriber.
+    pub delivery_id: String,
+    /// The event (or alert) it carried.
+    pub event_id: String,
+    /// `entered-in-error`, `amended` or `corrected` (FHIR `Observation.status`).
+    pub status: String,
+}
+
+/// What a delivery is to its subscriber: a first disclosure, or a retraction or
+/// correction of an earlier one (see [`Delivery::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryKind<'a> {
+    /// Something new: a reading, a self-report, an alert.
+    Disclosure,
+    /// The earlier delivery was wrong (`entered-in-error`): disregard it.
+    Retraction(&'a Replaces),
+    /// The earlier delivery's values are superseded (`amended` or `corrected`) by this
+    /// one's (or, for a MINIMAL delivery, by values to be fetched from the data controller).
+    Correction(&'a Replaces),
+}
+
+/// The statuses a platform retracts or corrects an earlier reading with.
+pub const RETRACTED: &str = "entered-in-error";
+/// See [`RETRACTED`].
+pub const CORRECTION_STATUSES: [&str; 2] = ["amended", "corrected"];
 
 /// What a delivery carries: exactly one of these.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -477,6 +518,15 @@ pub enum Payload<'a> {
 }
 
 impl Delivery {
+    /// A first disclosure, a retraction or a correction.
+    pub fn kind(&self) -> DeliveryKind<'_> {
+        match &self.replaces {
+            None => DeliveryKind::Disclosure,
+            Some(r) if r.status == RETRACTED => DeliveryKind::Retraction(r),
+            Some(r) => DeliveryKind::Correction(r),
+        }
+    }
+
     /// The one payload, or `None` if the envelope is malformed (none or several set).
     pub fn payload(&self) -> Option<Payload<'_>> {
         let set = [
@@ -509,4 +559,6 @@ pub struct DisclosureRecord {
     pub event_id: String,
     pub content_level: ContentLevel,
     pub source: SourcePosition,
+    /// The delivery this one retracts or corrects.
+    pub replaces: Option<String>,
 }

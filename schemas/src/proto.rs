@@ -159,6 +159,7 @@ messages! {
         value_decimal: Option<f64> = 4 [double, optional],
         value_string: Option<String> = 5 [string, optional],
         value_coding: Option<Coding> = 6 [message, optional],
+        nested_in: Vec<String> = 7 [string, repeated],
     }
 
     /// `dho.v1.Coding`.
@@ -407,6 +408,7 @@ impl TryFrom<SelfReport> for m::SelfReport {
                 .answers
                 .into_iter()
                 .map(|a| m::Answer {
+                    nested_in: a.nested_in,
                     link_id: a.link_id,
                     value_boolean: a.value_boolean,
                     value_integer: a.value_integer,
@@ -531,6 +533,7 @@ impl From<&m::SelfReport> for SelfReport {
                 .answers
                 .iter()
                 .map(|a| Answer {
+                    nested_in: a.nested_in.clone(),
                     link_id: a.link_id.clone(),
                     value_boolean: a.value_boolean,
                     value_integer: a.value_integer,

@@ -65,7 +65,8 @@ pub mod router {
         /// Counter. Deliveries produced, by `category` (`measurement`, `self_report`, `alert`).
         Counter DELIVERIES = "dho_router_deliveries_total";
         /// Counter. Events not delivered to a subscriber, by `reason` (`no_subscription`,
-        /// `not_requested`, `no_consent`, `consent_denied`, `state_invalid`).
+        /// `not_requested`, `no_consent`, `consent_denied`, `state_invalid`; for a named
+        /// reading that is not new, `resent` or `nothing_to_retract`).
         Counter WITHHELD = "dho_router_withheld_total";
         /// Counter. Records parked on the dead-letter topic, by `reason` (`undecodable`,
         /// `empty`, `key_mismatch`, `wrong_partition`, or a bounded validation reason; the
@@ -82,6 +83,15 @@ pub mod router {
         Gauge STATE_PATIENTS = "dho_router_state_patients";
         /// Gauge. Input partitions this instance holds state for. No labels.
         Gauge OWNED_PARTITIONS = "dho_router_owned_partitions";
+        /// Counter. Input partitions whose state this instance loaded from the start of the
+        /// state topics: on assignment, or again after a rewind. A partition it keeps
+        /// through a rebalance is not loaded again (cooperative assignment). No labels.
+        Counter STATE_PARTITION_LOADS = "dho_router_state_partition_loads_total";
+        /// Counter. Exactly-once mode: batches whose offsets the group refused because it
+        /// moved on during the batch (a rebalance), so their transaction was aborted and
+        /// their records are routed again; and batches fetched after this instance's group
+        /// session ran out, left to the partitions' next owner. No labels.
+        Counter BATCHES_REWOUND = "dho_router_batches_rewound_total";
         /// Gauge (librdkafka statistics). Records behind the end of the input topics, by
         /// `group` (the configured group id) and `topic` (the two event topic names).
         Gauge CONSUMER_LAG = "dho_router_consumer_lag_records";

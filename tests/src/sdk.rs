@@ -83,6 +83,7 @@ fn envelope(
         self_report: None,
         alert: None,
         reference: None,
+        replaces: None,
         professional_denies: vec![],
     };
     fill(&mut delivery);

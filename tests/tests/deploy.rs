@@ -922,3 +922,75 @@ fn deploy_the_compose_stack_runs_the_kafka_release_the_tests_run() {
         );
     }
 }
+
+/// Every hub service on the broker's SASL listener is a principal of the access plan
+/// (`deploy/kafka/acls.txt`) with its password mounted where its config reads it, and the
+/// principals job makes those principals before the service starts; the SASL listener is
+/// advertised and guarded by the authorizer.
+#[test]
+fn deploy_services_on_the_sasl_listener_are_principals_of_the_plan_with_their_secrets() {
+    let compose = compose();
+    let kafka = env_of(compose.service("kafka"));
+    assert_eq!(
+        kafka["KAFKA_AUTHORIZER_CLASS_NAME"],
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    );
+    assert!(kafka["KAFKA_ADVERTISED_LISTENERS"].contains("SASL://kafka:9094"));
+    let job = env_of(compose.service("principals"));
+    let subscribers: Vec<&str> = job["SUBSCRIBERS"].split_whitespace().collect();
+    let platforms: Vec<&str> = job["PLATFORMS"].split_whitespace().collect();
+    let plan = dho_devstack::access::plan_acls(&job["PREFIX"], &platforms, &subscribers);
+    let principals: BTreeSet<&str> = plan.iter().map(|a| a.principal.as_str()).collect();
+    let job_secrets: BTreeSet<String> = strings(compose.service("principals").get("secrets"))
+        .into_iter()
+        .collect();
+    for principal in &principals {
+        let secret = format!("{principal}-password");
+        assert!(
+            job_secrets.contains(&secret),
+            "the principals job has no {secret}"
+        );
+        assert!(
+            repo().join("deploy/secrets").join(&secret).is_file(),
+            "deploy/secrets/{secret} is missing"
+        );
+    }
+    let mut on_sasl = 0;
+    for (name, _) in compose.hub_services() {
+        let Some(settings) = kafka_of(&name, compose.service(&name)) else {
+            continue;
+        };
+        let Some(user) = settings.sasl_username.as_deref() else {
+            continue;
+        };
+        on_sasl += 1;
+        assert!(
+            principals.contains(user),
+            "{name} connects as {user}, which the plan does not know"
+        );
+        assert_eq!(settings.bootstrap_servers, "kafka:9094", "{name}");
+        assert_eq!(settings.topic_prefix, job["PREFIX"], "{name}");
+        let secret = format!("{user}-password");
+        assert!(
+            strings(compose.service(&name).get("secrets")).contains(&secret),
+            "{name} has no secret {secret}"
+        );
+        assert_eq!(
+            settings.sasl_password_file,
+            Some(format!("/run/secrets/{secret}").into()),
+            "{name} reads its password elsewhere"
+        );
+        assert_eq!(
+            compose
+                .waits_for(&name)
+                .get("principals")
+                .map(String::as_str),
+            Some("service_completed_successfully"),
+            "{name} must start after the principals job"
+        );
+    }
+    assert!(
+        on_sasl >= 3,
+        "the router, the gateway and the admin are principals"
+    );
+}

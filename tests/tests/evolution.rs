@@ -165,3 +165,105 @@ async fn evolution_compatibility_is_checked_against_every_version_not_only_the_l
         "names the older version: {message}"
     );
 }
+
+/// `text` with every field named in `fields` removed, at any depth: the schema as it was
+/// before those fields were added.
+fn before(text: &str, fields: &[&str]) -> String {
+    fn strip(node: &mut serde_json::Value, fields: &[&str]) {
+        match node {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(list)) = map.get_mut("fields") {
+                    list.retain(|f| !fields.contains(&f["name"].as_str().unwrap_or_default()));
+                }
+                map.values_mut().for_each(|v| strip(v, fields));
+            }
+            serde_json::Value::Array(list) => list.iter_mut().for_each(|v| strip(v, fields)),
+            _ => {}
+        }
+    }
+    let mut schema: serde_json::Value = serde_json::from_str(text).unwrap();
+    strip(&mut schema, fields);
+    schema.to_string()
+}
+
+/// Issue 20's additions: `Delivery.replaces` and `DisclosureRecord.replaces` (retraction and
+/// correction) and `Answer.nested_in` (QuestionnaireResponse groups), each registered over
+/// the version before it on the subject it lives in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evolution_retraction_and_nesting_fields_are_compatible_with_the_versions_before() {
+    use dho_schemas::model::{Delivery, DisclosureRecord, SelfReport};
+    let stack = Stack::start().await;
+    let url = stack.settings.schema_registry_url.clone();
+    let serde = AvroSerde::new(&url);
+    let sr = SrSettings::new(url.to_string());
+    let topics = stack.settings.topics();
+    let added = ["replaces", "nested_in"];
+    let post = |subject: String, name: &str, text: String| {
+        let sr = sr.clone();
+        let supplied =
+            SuppliedSchema::new(Some(format!("no.dho.v1.{name}")), SchemaType::Avro, text);
+        async move { post_schema(&sr, subject, supplied).await.map(|r| r.id) }
+    };
+    let deliver = topics.deliver("gp");
+    for (topic, kind) in [
+        (deliver.clone(), SchemaKind::Delivery),
+        (topics.audit(), SchemaKind::DisclosureRecord),
+        (topics.selfreports(), SchemaKind::SelfReport),
+    ] {
+        let old = before(kind.schema_text(), &added);
+        assert_ne!(old, kind.schema_text(), "{kind:?} has one of the fields");
+        post(topics::value_subject(&topic), kind.type_name(), old)
+            .await
+            .unwrap_or_else(|e| panic!("{kind:?} before: {e}"));
+    }
+    // Registered as the services do, at FULL_TRANSITIVE: checked against the version before.
+    serde
+        .register::<Delivery>(&deliver)
+        .await
+        .expect("Delivery");
+    serde
+        .register::<DisclosureRecord>(&topics.audit())
+        .await
+        .expect("DisclosureRecord");
+    serde
+        .register::<SelfReport>(&topics.selfreports())
+        .await
+        .expect("SelfReport");
+
+    // The same field without a default would not be: old readers could not fill it.
+    let mut no_default: serde_json::Value =
+        serde_json::from_str(SchemaKind::DisclosureRecord.schema_text()).unwrap();
+    let fields = no_default["fields"].as_array_mut().unwrap();
+    let last = fields.last_mut().unwrap();
+    assert_eq!(last["name"], "replaces");
+    last.as_object_mut().unwrap().remove("default");
+    last["type"] = json!("string");
+    let refused = post(
+        topics::value_subject(&topics.audit()),
+        "DisclosureRecord",
+        no_default.to_string(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("incompatible"), "{refused}");
+
+    // A record of the version before reads with the current code: the new fields null.
+    let old = Schema::parse_str(&before(SchemaKind::Delivery.schema_text(), &added)).unwrap();
+    let mut delivery = fixtures::delivery_of(&fixtures::spo2(&fixtures::patient(12), 95.0, 1));
+    let mut value = apache_avro::to_value(&delivery).unwrap();
+    let Value::Record(fields) = &mut value else {
+        panic!("a Delivery is an Avro record")
+    };
+    fields.retain(|(name, _)| name != "replaces");
+    let body = GenericDatumWriter::builder(&old)
+        .build()
+        .unwrap()
+        .write_value_to_vec(value.resolve(&old).unwrap())
+        .unwrap();
+    delivery.replaces = None;
+    assert_eq!(
+        codec::decode_with_writer::<Delivery>(&old, &body).unwrap(),
+        delivery
+    );
+}

@@ -96,6 +96,17 @@ fn delivery(ingested: &Ingested) -> Delivery {
             d.self_report = Some(r.clone());
         }
     }
+    // A retraction or correction goes out as the router sends it: replacing the earlier
+    // delivery, so what is validated is that delivery kind's FHIR.
+    if let Ingested::Measurement(m) = ingested
+        && m.is_change()
+    {
+        d.replaces = Some(Replaces {
+            delivery_id: "d-0".into(),
+            event_id: m.event_id.clone(),
+            status: m.status().into(),
+        });
+    }
     // As a subscriber gets it: Avro on the wire.
     codec::decode(&codec::encode(&d).unwrap()).unwrap()
 }
@@ -423,6 +434,7 @@ fn outputs_of_edge_cases() -> BTreeMap<String, Value> {
 fn status_periods_coded_values_and_cgm_survive_the_trip() {
     let out = outputs_of_edge_cases();
     assert_eq!(out["status-entered-in-error"]["status"], "entered-in-error");
+    assert_eq!(out["amended"]["status"], "amended");
     assert_eq!(out["corrected"]["status"], "corrected");
     assert_eq!(
         out["period"]["effectivePeriod"]["end"],

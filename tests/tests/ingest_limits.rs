@@ -1,7 +1,8 @@
-//! What one caller can hold of the gateway: a body must arrive within `body_timeout` (a
-//! client that stalls mid-body gets 408 and frees its task), open connections are capped
-//! (the next one waits until one closes), and a state change's body is capped far below a
-//! Bundle's.
+//! What one caller can hold of the gateway: a request's head must arrive within
+//! `header_read_timeout` (a client trickling its headers is cut off and frees its
+//! connection's place), a body within `body_timeout` (a client that stalls mid-body gets 408
+//! and frees its task), open connections are capped (the next one waits until one closes),
+//! and a state change's body is capped far below a Bundle's.
 
 use std::time::Duration;
 
@@ -55,6 +56,57 @@ async fn ingest_a_body_that_stalls_gets_408_within_the_body_timeout() {
     .await;
     let code = status(&mut stalled, Duration::from_secs(30)).await;
     assert_eq!(code, Some(408), "a stalled body is answered, not held");
+}
+
+/// Slowloris: one header byte every 200 ms, never the blank line that ends the head. With a
+/// one-second `header_read_timeout` the gateway ends the connection long before the 20 s
+/// of trickle are through; with the one place it held free again, a prompt client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_a_client_trickling_its_headers_is_cut_off() {
+    let stack = Stack::start().await;
+    let mut config = gateway_config(&stack.settings);
+    config.header_read_timeout = Duration::from_secs(1);
+    config.max_connections = 1;
+    let gw = start_gateway(config).await;
+    let mut slow = TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-Trickle: {}",
+        "a".repeat(60)
+    );
+    let mut answered = None;
+    for byte in head.bytes() {
+        if slow.write_all(&[byte]).await.is_err() {
+            answered = Some("the write failed: the connection is closed".to_string());
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(200), slow.read(&mut buf)).await {
+            Err(_) => continue, // still reading our head
+            Ok(Ok(0)) => answered = Some("closed".into()),
+            Ok(Ok(n)) => answered = Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Ok(Err(e)) => answered = Some(format!("read error: {e}")),
+        }
+        break;
+    }
+    let answered = answered.unwrap_or_else(|| {
+        panic!(
+            "a head trickled over {} s was still being read",
+            head.len() / 5
+        )
+    });
+    assert!(
+        !answered.contains(" 200 "),
+        "an unfinished head was served: {answered}"
+    );
+    let mut prompt = TcpStream::connect(gw.addr).await.unwrap();
+    prompt
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        status(&mut prompt, Duration::from_secs(30)).await,
+        Some(200)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

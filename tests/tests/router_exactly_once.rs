@@ -444,18 +444,23 @@ async fn each_batch_is_one_transaction_and_a_failed_one_is_routed_again() {
     );
 
     // Phase 2: the offsets are part of the transaction. The group coordinator refuses them
-    // (the group moved on during the batch): the transaction fails and is aborted.
-    let (failed, offsets_refused) = fail_once(
-        &mock,
-        &settings,
-        &reader,
+    // (the group moved on during the batch, as a cooperative rebalance does): the
+    // transaction is aborted, and the same instance routes the batch again from its first
+    // records, with the same ids, instead of stopping.
+    let before = marks(&settings).await;
+    mock.request_errors(
         RDKafkaApiKey::TxnOffsetCommit,
-        RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
-    )
-    .await;
-    let e = transaction_error(&failed);
-    assert_eq!(e.code(), RDKafkaErrorCode::IllegalGeneration, "{failed}");
-    assert!(e.txn_requires_abort(), "{failed}");
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION],
+    );
+    let stats = route_until(&settings, &reader, &before, &entitled(&published)).await;
+    mock.clear_request_errors(RDKafkaApiKey::TxnOffsetCommit);
+    assert_eq!(stats.batches_rewound, 1, "{stats:?}");
+    let rewound = window(&reader, &before, None).await;
+    let unique: BTreeSet<&str> = rewound.delivery_ids.iter().map(String::as_str).collect();
+    assert!(
+        rewound.delivery_ids.len() > unique.len(),
+        "the refused batch's deliveries were written again with the same ids"
+    );
 
     // Phase 3: new readings, and the coordinator cannot commit the transaction (the
     // producer id expired): the router aborts it and stops rather than go on.
@@ -497,14 +502,14 @@ async fn each_batch_is_one_transaction_and_a_failed_one_is_routed_again() {
     // readings that no committed batch carried.
     let restart = marks(&settings).await;
     let mut want = entitled(&published[phase_one..]);
-    for batch in [&offsets_refused, &commit_refused, &fatal] {
+    for batch in [&commit_refused, &fatal] {
         want.extend(batch.deliveries.iter().cloned());
     }
     let stats = route_until(&settings, &reader, &restart, &want).await;
     assert!(stats.batches > 0, "{stats:?}");
     let replayed = window(&reader, &restart, None).await;
     let replayed_ids: BTreeSet<&str> = replayed.delivery_ids.iter().map(String::as_str).collect();
-    for batch in [&offsets_refused, &commit_refused, &fatal] {
+    for batch in [&commit_refused, &fatal] {
         for id in &batch.delivery_ids {
             assert!(
                 replayed_ids.contains(id.as_str()),

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use dho_tests::Stack;
 use dho_tests::scenario::{assert_exactly_entitled, stream, two_subscribers, wait_all_routed};
+use dho_tests::{PARTITIONS, Stack};
 
 const GROUP: &str = "router-scale";
 const PATIENTS: u64 = 12;
@@ -114,4 +114,95 @@ async fn a_static_member_restarted_takes_its_partitions_back_without_waiting_out
     restarted.terminate().await;
     let all: Vec<_> = before.into_iter().chain(after).collect();
     assert_exactly_entitled(&stack.settings, &all).await;
+}
+
+/// Cooperative assignment: a rebalance moves only the partitions that change owner. The
+/// first instance loads each partition's state once. A second joins and takes some of
+/// them: the first keeps the rest, their state and their routing, without loading them
+/// again (eager assignment revoked and reloaded every partition on every rebalance). When
+/// the second leaves, only its partitions move back and are loaded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_reloads_only_the_partitions_that_move() {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher().await;
+    two_subscribers(&publisher, PATIENTS).await;
+    let group = "router-incremental";
+    let first = stack.spawn_router(group).await;
+    let before = stream(publisher.clone(), PATIENTS, 48, Duration::ZERO).await;
+    wait_all_routed(&stack.settings, group, &before).await;
+
+    let traffic = tokio::spawn(stream(
+        publisher.clone(),
+        PATIENTS,
+        400,
+        Duration::from_millis(5),
+    ));
+    let second = stack.spawn_router(group).await;
+    let joined = std::time::Instant::now();
+    while second.finished() == 0 {
+        assert!(
+            joined.elapsed() < Duration::from_secs(30),
+            "the second instance was given no partition with traffic within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let during = traffic.await.unwrap();
+    wait_all_routed(&stack.settings, group, &during).await;
+    let second = second.stop().await;
+    let after = stream(publisher.clone(), PATIENTS, 48, Duration::ZERO).await;
+    wait_all_routed(&stack.settings, group, &after).await;
+    let first = first.stop().await;
+
+    let moved = second.partitions_loaded;
+    assert!(
+        (1..PARTITIONS as u64).contains(&moved),
+        "the second instance loaded {moved} partitions, of {PARTITIONS}: {second:?}"
+    );
+    assert_eq!(
+        first.partitions_loaded,
+        PARTITIONS as u64 + moved,
+        "the first instance loads every partition once, and again only the {moved} that came \
+         back to it: {first:?}"
+    );
+    let all: Vec<_> = before.into_iter().chain(during).chain(after).collect();
+    assert_exactly_entitled(&stack.settings, &all).await;
+}
+
+/// Two live instances given one `group_instance_id` (a misconfiguration): the broker fences
+/// the older one, which stops with an error saying so instead of waiting for ever (or
+/// routing on, under traffic), and the newer one routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_live_instances_with_one_group_instance_id_fence_the_older_which_stops_saying_why() {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher().await;
+    two_subscribers(&publisher, PATIENTS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let group = "router-static-duplicate";
+    let args = ["--set", "group_instance_id=router-duplicate"];
+    let (older_log, newer_log) = (dir.path().join("older.log"), dir.path().join("newer.log"));
+    let mut older = dho_tests::RouterProcess::start(&stack, group, &args, "warn", &older_log).await;
+    older.wait_ok("/readyz", Duration::from_secs(60)).await;
+    // Busy when fenced: librdkafka reports the fatal error once, to whichever read is first.
+    let traffic = tokio::spawn(stream(
+        publisher.clone(),
+        PATIENTS,
+        300,
+        Duration::from_millis(5),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let newer = dho_tests::RouterProcess::start(&stack, group, &args, "warn", &newer_log).await;
+    let exit = tokio::time::timeout(Duration::from_secs(60), older.child.wait())
+        .await
+        .expect("the fenced instance stops instead of waiting for ever")
+        .unwrap();
+    assert!(!exit.success(), "the fenced instance exited with {exit}");
+    let log = std::fs::read_to_string(&older_log).unwrap();
+    assert!(
+        log.contains("group_instance_id"),
+        "the fenced instance says why: {log}"
+    );
+    let published = traffic.await.unwrap();
+    wait_all_routed(&stack.settings, group, &published).await;
+    newer.terminate().await;
+    assert_exactly_entitled(&stack.settings, &published).await;
 }

@@ -42,6 +42,12 @@ pub struct Received {
 }
 
 impl Received {
+    /// What the delivery is: new, or a retraction or correction of an earlier delivery to
+    /// this subscriber (see [`DeliveryKind`](dho_schemas::model::DeliveryKind)).
+    pub fn kind(&self) -> dho_schemas::model::DeliveryKind<'_> {
+        self.delivery.kind()
+    }
+
     /// A received delivery without a raw record, for unit tests.
     #[cfg(test)]
     pub(crate) fn for_test(delivery: Delivery) -> Self {

@@ -1,5 +1,6 @@
 //! Runs the development broker until its parent process ends: `./dev test` starts one for
-//! the whole test run. Prints `bootstrap=<host:port>` once it is ready.
+//! the whole test run. Prints `sasl_bootstrap=<host:port>` (its SASL/SCRAM listener, where
+//! ACLs apply) and then `bootstrap=<host:port>` once it is ready.
 //!
 //! Usage: `dho-devbroker <home>`; the home is the caller's to remove afterwards.
 
@@ -23,6 +24,7 @@ fn main() {
             std::process::exit(1);
         }
     };
+    println!("sasl_bootstrap={}", broker.sasl_bootstrap_servers());
     println!("bootstrap={}", broker.bootstrap_servers());
     // A signal ends this process without dropping the broker; the broker's watchdog then
     // kills the JVM, as it does when the parent is gone and the broker is dropped here.

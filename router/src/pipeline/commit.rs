@@ -1,5 +1,5 @@
 //! Finishing routed batches: wait for every output's acknowledgement, write the batch's
-//! alert tracks, then commit its input offsets, or in exactly-once mode commit its
+//! alert tracks and delivery records, then commit its input offsets, or in exactly-once mode commit its
 //! transaction with the offsets in it. Batches finish strictly in order, so a commit never
 //! passes an unacknowledged output.
 
@@ -9,11 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dho_routing_core::alerts::Track;
+use dho_routing_core::delivered::DeliveryRecord;
 use dho_telemetry::{InternalEvent, KafkaStats, StatsContext};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::Producer;
+use serde::Serialize;
 use tracing::warn;
 
 use super::error::{Error, Result, await_acks, hand_over};
@@ -38,6 +40,12 @@ pub struct RunStats {
     pub batches: u64,
     /// Event records routed (delivered, withheld or dead-lettered).
     pub events: u64,
+    /// Input partitions whose state was loaded from the start (see
+    /// `dho_router_state_partition_loads_total`).
+    pub partitions_loaded: u64,
+    /// Exactly-once mode: batches aborted because the group moved on during them, and
+    /// routed again.
+    pub batches_rewound: u64,
 }
 
 /// What routing one batch produced, before it is acknowledged.
@@ -48,6 +56,9 @@ pub(super) struct BatchOutputs {
     /// Alert tracks changed in the batch, as they were at its end, by (partition,
     /// `patient|code` key): written once the batch's outputs are acknowledged.
     pub(super) tracks: BTreeMap<(i32, String), Track>,
+    /// What was delivered of the batch's named readings, by (partition,
+    /// `patient|delivered:<event id>` key): written with the tracks, on the same terms.
+    pub(super) delivered: BTreeMap<(i32, String), DeliveryRecord>,
 }
 
 impl BatchOutputs {
@@ -55,6 +66,7 @@ impl BatchOutputs {
         Self {
             outbox: Outbox::new(Acks::new()),
             tracks: BTreeMap::new(),
+            delivered: BTreeMap::new(),
         }
     }
 }
@@ -69,7 +81,8 @@ pub(super) struct InFlight {
     /// instance was taken for dead and its partitions given to another), the broker
     /// refuses the commit (KIP-447) instead of taking offsets from a zombie. librdkafka
     /// updates the membership in the background on rejoining, so asking at commit time
-    /// could already name the new generation.
+    /// could already name the new generation. A refusal rewinds the batch (see
+    /// `Router::rewind`).
     pub(super) group: Option<ConsumerGroupMetadata>,
     pub(super) started: Instant,
     pub(super) events: usize,
@@ -237,9 +250,10 @@ impl Commits {
     }
 
     /// Waits until the broker acknowledged every output, then writes the batch's alert
-    /// tracks (as they were at the end of the batch). A track is written only after the
-    /// alerts it raised are acknowledged: a crash in between replays the reading, which
-    /// raises the same alert (same id) again, where writing the track first could lose it.
+    /// tracks (as they were at the end of the batch) and delivery records. A track is
+    /// written only after the alerts it raised are acknowledged: a crash in between replays
+    /// the reading, which raises the same alert (same id) again, where writing the track
+    /// first could lose it. Likewise a delivery record names only acknowledged deliveries.
     /// In exactly-once mode the transaction makes both one step.
     pub(super) async fn acknowledge(
         &self,
@@ -247,21 +261,25 @@ impl Commits {
         outputs: &Outputs,
         state: &mut StateSync,
     ) -> Result<()> {
-        let BatchOutputs { mut outbox, tracks } = out;
+        let BatchOutputs {
+            mut outbox,
+            tracks,
+            delivered,
+        } = out;
         hand_over(outputs, &mut outbox).await?;
         let acks = outbox.acks();
         if self.transactional {
-            let track_writes = write_tracks(&tracks, outputs, state).await?;
+            let track_writes = write_tracks(&tracks, &delivered, outputs, state).await?;
             let (delivered, written) = futures::join!(await_acks(acks), await_acks(&track_writes));
             let written = delivered.and(written).map_err(|e| fatal_or(outputs, e))?;
             state.note_own_writes(written);
             return Ok(());
         }
         await_acks(acks).await?;
-        if tracks.is_empty() {
+        if tracks.is_empty() && delivered.is_empty() {
             return Ok(());
         }
-        let track_writes = write_tracks(&tracks, outputs, state).await?;
+        let track_writes = write_tracks(&tracks, &delivered, outputs, state).await?;
         let written = await_acks(&track_writes).await?;
         state.note_own_writes(written);
         Ok(())
@@ -276,6 +294,10 @@ impl Commits {
             in_flight
                 .out
                 .tracks
+                .retain(|(partition, _), _| !revoked.contains(partition));
+            in_flight
+                .out
+                .delivered
                 .retain(|(partition, _), _| !revoked.contains(partition));
             let mut kept = TopicPartitionList::new();
             for e in in_flight.offsets.elements() {
@@ -318,6 +340,11 @@ impl Commits {
         Ok(())
     }
 
+    /// Counts a batch aborted because the group moved on during it (see `Router::rewind`).
+    pub(super) fn rewound(&mut self) {
+        self.stats.batches_rewound += 1;
+    }
+
     /// Before leaving the group: batches commit asynchronously; the last one's offsets
     /// again, synchronously, so the group has them before this instance leaves.
     pub(super) fn leave(&mut self, consumer: &Arc<EventConsumer>, outputs: &Outputs) -> RunStats {
@@ -344,15 +371,24 @@ fn fatal_or(outputs: &Outputs, e: Error) -> Error {
     }
 }
 
-/// Produces the batch's alert tracks, acknowledged (with their positions) in the group
-/// returned.
+/// Produces the batch's alert tracks and delivery records, acknowledged (with their
+/// positions) in the group returned.
 async fn write_tracks(
     tracks: &BTreeMap<(i32, String), Track>,
+    delivered: &BTreeMap<(i32, String), DeliveryRecord>,
     outputs: &Outputs,
     state: &StateSync,
 ) -> Result<Arc<Acks>> {
     let track_writes = Acks::with_positions();
-    for ((partition, key), track) in tracks {
+    let records = tracks
+        .iter()
+        .map(|(at, track)| (at, track as &(dyn ErasedRecord + Sync)))
+        .chain(
+            delivered
+                .iter()
+                .map(|(at, record)| (at, record as &(dyn ErasedRecord + Sync))),
+        );
+    for ((partition, key), track) in records {
         write_track(
             outputs.producer(),
             state.topic_name(StateTopic::AlertState),
@@ -366,16 +402,29 @@ async fn write_tracks(
     Ok(track_writes)
 }
 
-/// Produces an alert track under its `patient|code` key to the alert-state topic.
+/// A record of the alert-state topic (a track or a delivery record), as JSON.
+trait ErasedRecord {
+    fn to_json(&self) -> serde_json::Result<Vec<u8>>;
+}
+
+impl<T: Serialize> ErasedRecord for T {
+    fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(self)
+    }
+}
+
+/// Produces an alert track under its `patient|code` key, or a delivery record under its
+/// `patient|delivered:<event id>` key, to the alert-state topic.
 async fn write_track(
     producer: &OutputProducer,
     topic: &str,
     partition: i32,
     key: &str,
-    track: &Track,
+    track: &(dyn ErasedRecord + Sync),
     acks: &Arc<Acks>,
 ) -> Result<()> {
-    let bytes = serde_json::to_vec(track)
+    let bytes = track
+        .to_json()
         .map_err(|e| Error::Setup(dho_kafka::Error::Config(format!("alert state: {e}"))))?;
     let output = Output {
         topic,

@@ -1,6 +1,9 @@
 //! Disclosure: the decision for an event or an alert, then one delivery and its disclosure
 //! record per grant (consent first, default deny: see `dho_routing_core::decision`); and the
-//! alerts a reading raises against the patient's care plan, which go the same way.
+//! alerts a reading raises against the patient's care plan, which go the same way; and
+//! (`retract`) the retraction or correction of a delivered reading, to those who received it.
+
+mod retract;
 
 use std::collections::HashMap;
 
@@ -8,6 +11,7 @@ use dho_kafka::outage::Outage;
 use dho_kafka::{AvroSerde, Encoder, KafkaSettings, TopicSpec};
 use dho_routing_core::alerts::{self, Observed, Track};
 use dho_routing_core::decision::{EventView, Grant, decide};
+use dho_routing_core::delivered::{RaisedAlert, Recipient};
 use dho_schemas::TopicNames;
 use dho_schemas::codec::{DeliveryView, DisclosureView};
 use dho_schemas::model::*;
@@ -20,7 +24,7 @@ use super::error::{Result, hand_over};
 use super::ids::{alert_delivery_id_into, delivery_id_into};
 use super::state_sync::StateSync;
 use crate::config::RouterConfig;
-use crate::events::{AlertRaised, Delivered, EventsWithheld};
+use crate::events::{AlertRaised, Delivered, EventsWithheld, NotNew};
 use crate::outputs::{Outbox, Outputs, TopicId};
 use dho_telemetry::{InternalEvent, RegisteredEvent};
 
@@ -79,6 +83,14 @@ pub(super) struct Disclosed<'a> {
     pub(super) data_controller: &'a OrganisationIdentifier,
 }
 
+/// What a reading did to its alert track: the track before it, and the alert it raised
+/// with who received it.
+#[derive(Debug)]
+pub(super) struct TrackMoved {
+    pub(super) before: Option<Track>,
+    pub(super) alert: Option<RaisedAlert>,
+}
+
 /// Scratch space the router reuses for every delivery.
 #[derive(Debug, Default)]
 struct Scratch {
@@ -92,6 +104,7 @@ struct Scratch {
 struct Counters {
     withheld: EventsWithheld,
     delivered: Delivered,
+    not_new: NotNew,
 }
 
 impl Counters {
@@ -99,6 +112,7 @@ impl Counters {
         Self {
             withheld: EventsWithheld::register(),
             delivered: Delivered::register(),
+            not_new: NotNew::register(),
         }
     }
 }
@@ -150,7 +164,8 @@ impl Disclosure {
     }
 
     /// Decides who receives `what` about its patient now, and produces one delivery and its
-    /// disclosure record per grant; counts the rest as withheld.
+    /// disclosure record per grant; counts the rest as withheld. Each recipient is added to
+    /// `recipients`, if given (the delivery record of a named reading).
     pub(super) async fn disclose(
         &mut self,
         what: Disclosed<'_>,
@@ -158,6 +173,7 @@ impl Disclosure {
         outputs: &mut Outputs,
         now: Millis,
         outbox: &mut Outbox,
+        recipients: Option<&mut Vec<Recipient>>,
     ) -> Result<()> {
         // The grants borrow the state: no copies of subscriptions or consents.
         let patient = state
@@ -176,7 +192,15 @@ impl Disclosure {
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         let result = self
-            .produce_grants(&decision.grants, &what, outputs, now, &mut scratch, outbox)
+            .produce_grants(
+                &decision.grants,
+                &what,
+                outputs,
+                now,
+                &mut scratch,
+                outbox,
+                recipients,
+            )
             .await;
         self.scratch = scratch;
         result
@@ -184,6 +208,7 @@ impl Disclosure {
 
     /// Produces one delivery and its disclosure record per grant. A minimal delivery carries
     /// no values: a reference for an event, the alert without its reading.
+    #[allow(clippy::too_many_arguments)]
     async fn produce_grants(
         &self,
         grants: &[Grant<'_>],
@@ -192,6 +217,7 @@ impl Disclosure {
         now: Millis,
         scratch: &mut Scratch,
         outbox: &mut Outbox,
+        mut recipients: Option<&mut Vec<Recipient>>,
     ) -> Result<()> {
         let Disclosed {
             outgoing,
@@ -203,12 +229,12 @@ impl Disclosure {
         let patient = outgoing.patient();
         let patient_key = patient.key();
         let partition = partition_for(patient_key.as_bytes(), self.settings.partitions);
-        for Grant {
-            subscription,
-            consent,
-            professional_denies,
-        } in grants
-        {
+        for grant in grants {
+            let Grant {
+                subscription,
+                consent,
+                professional_denies,
+            } = grant;
             let subscriber = subscription.subscriber_id.as_str();
             let Some(&(ref encoder, topic)) = self.deliver.get(subscriber) else {
                 // disclose made every grant's encoder before calling.
@@ -230,6 +256,7 @@ impl Disclosure {
                 self_report: None,
                 alert: None,
                 reference: None,
+                replaces: None,
                 professional_denies,
             };
             let minimal_alert;
@@ -271,6 +298,7 @@ impl Disclosure {
                 event_id: outgoing.event_id(),
                 content_level: subscription.content_level,
                 source,
+                replaces: None,
             };
             outbox.push_with(self.audit_topic, partition, key, |out| {
                 self.audit.append_view(&record, out)
@@ -279,12 +307,16 @@ impl Disclosure {
                 hand_over(outputs, outbox).await?;
             }
             self.counters.delivered.emit(category);
+            if let Some(recipients) = recipients.as_deref_mut() {
+                recipients.push(Recipient::of(grant, delivery_id));
+            }
         }
         Ok(())
     }
 
     /// Classifies a reading against the patient's care plan, moves its alert track on and
-    /// discloses the alert it raises, if any, through the consent path.
+    /// discloses the alert it raises, if any, through the consent path. Returns what it did
+    /// to the track, for the reading's delivery record.
     pub(super) async fn observe_reading(
         &mut self,
         state: &mut StateSync,
@@ -293,30 +325,29 @@ impl Disclosure {
         source: &SourcePosition,
         now: Millis,
         out: &mut BatchOutputs,
-    ) -> Result<()> {
+    ) -> Result<Option<TrackMoved>> {
         let partition = source.partition;
         let Some(patient) = state
             .partition(partition)
             .and_then(|s| s.patient(reading.patient.key()))
         else {
-            return Ok(());
+            return Ok(None);
         };
         if patient.care_plans.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let components: Vec<&str> = reading.components.iter().map(|c| c.code.as_str()).collect();
         let Some(plan) = alerts::plan_for(patient.care_plans.values(), &reading.code, &components)
         else {
-            return Ok(());
+            return Ok(None);
         };
         let plan = plan.clone();
-        let mut track = patient
-            .alerts
-            .get(&reading.code)
-            .cloned()
+        let before = patient.alerts.get(&reading.code).cloned();
+        let mut track = before
+            .clone()
             .unwrap_or_else(|| Track::new(reading.patient.clone(), reading.code.clone()));
         let alert = match track.observe(reading, source.offset, &plan, now) {
-            Observed::Replayed | Observed::Unclassified => return Ok(()),
+            Observed::Replayed | Observed::Unclassified => return Ok(None),
             Observed::Applied(alert) => alert,
         };
         let key = state_key(&reading.patient, &reading.code);
@@ -324,7 +355,9 @@ impl Disclosure {
             .partition_mut(partition)
             .apply_track(&key, Some(track.clone()));
         out.tracks.insert((partition, key), track);
+        let mut raised = None;
         if let Some(alert) = alert {
+            let mut recipients = vec![];
             self.raise(
                 &alert,
                 source,
@@ -333,10 +366,21 @@ impl Disclosure {
                 outputs,
                 now,
                 &mut out.outbox,
+                Some(&mut recipients),
             )
             .await?;
+            raised = Some(RaisedAlert {
+                alert: Alert {
+                    reading: None,
+                    ..alert
+                },
+                recipients,
+            });
         }
-        Ok(())
+        Ok(Some(TrackMoved {
+            before,
+            alert: raised,
+        }))
     }
 
     /// Counts an alert and discloses it to the subscribers entitled to the patient's alerts.
@@ -350,6 +394,7 @@ impl Disclosure {
         outputs: &mut Outputs,
         now: Millis,
         outbox: &mut Outbox,
+        recipients: Option<&mut Vec<Recipient>>,
     ) -> Result<()> {
         AlertRaised {
             zone: alert.zone,
@@ -366,7 +411,8 @@ impl Disclosure {
             source,
             data_controller,
         };
-        self.disclose(what, state, outputs, now, outbox).await
+        self.disclose(what, state, outputs, now, outbox, recipients)
+            .await
     }
 
     /// The encoder for a subscriber's topic, creating (or checking) the topic and registering

@@ -30,6 +30,42 @@ pub enum Error {
         code: rdkafka::types::RDKafkaErrorCode,
         reason: String,
     },
+    /// The event consumer's fatal error: with static membership, another live instance
+    /// has the same `group_instance_id` and the broker fenced this one.
+    #[error(
+        "the event consumer failed for good ({code:?}: {reason}); FencedInstanceId means \
+         another live instance has this group_instance_id, which must be unique"
+    )]
+    ConsumerFatal {
+        code: rdkafka::types::RDKafkaErrorCode,
+        reason: String,
+    },
+    /// The consumer refused the group's assignment in the rebalance callback: its
+    /// partitions would be owned and never read.
+    #[error("the consumer could not apply the group's assignment: {0}")]
+    AssignmentRefused(KafkaError),
+}
+
+impl Error {
+    /// Exactly-once mode: the group coordinator refused the batch's offsets because the
+    /// group moved on while the batch was routed (a rebalance, or this instance was taken
+    /// for dead). The transaction was aborted; the batch can be routed again.
+    pub(super) fn group_moved_on(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        match self {
+            Error::Transaction(KafkaError::Transaction(e)) => matches!(
+                e.code(),
+                Code::IllegalGeneration
+                    | Code::UnknownMemberId
+                    | Code::RebalanceInProgress
+                    // A static member that rejoined under a new member id in the background:
+                    // the batch's old id is fenced (a duplicate id is the consumer's fatal
+                    // error instead, see `Input::check_fatal`).
+                    | Code::FencedInstanceId
+            ),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

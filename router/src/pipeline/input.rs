@@ -2,6 +2,12 @@
 //! partitions the group takes away. A revocation is served inside the consumer's `recv`;
 //! the rebalance callback only notes it, and the loop applies it right after that `recv`,
 //! to what it held before (see `Router::run`).
+//!
+//! The group assigns the measurements topic's partitions, cooperatively (only the ones that
+//! move are revoked); each brings the self-reports partition of the same number along. The
+//! topics are co-partitioned by patient, and one instance must hold a patient's state,
+//! readings and self-reports together: the cooperative-sticky assignor balances each
+//! topic's partitions on its own, where eager `range` kept equal numbers together.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
@@ -14,10 +20,11 @@ use rdkafka::ClientContext;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::Notify;
 use tracing::warn;
 
-use super::error::Result;
+use super::error::{Error, Result};
 use crate::config::RouterConfig;
 use crate::events::RetentionGap;
 
@@ -29,8 +36,23 @@ pub(super) type EventConsumer = StreamConsumer<RebalanceTracker>;
 /// for a record (readiness on an idle start).
 pub(super) struct RebalanceTracker {
     revoked: Arc<Mutex<Vec<i32>>>,
+    /// An assignment or revocation the consumer refused (the loop stops on it).
+    refused: Arc<Mutex<Option<KafkaError>>>,
     assigned: Arc<Notify>,
     stats: StatsContext,
+    /// The topic whose partitions follow the measurements' (see the module's comment).
+    selfreports: String,
+}
+
+impl RebalanceTracker {
+    /// `list` with the self-reports partition of each measurements partition in it.
+    fn with_selfreports(&self, list: &TopicPartitionList) -> TopicPartitionList {
+        let mut both = list.clone();
+        for e in list.elements() {
+            both.add_partition(&self.selfreports, e.partition());
+        }
+        both
+    }
 }
 
 impl ClientContext for RebalanceTracker {
@@ -42,6 +64,36 @@ impl ClientContext for RebalanceTracker {
 }
 
 impl ConsumerContext for RebalanceTracker {
+    /// rdkafka's own handling (cooperative: incremental), with the self-reports partitions
+    /// added to what is assigned and revoked.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        list: &mut TopicPartitionList,
+    ) {
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(list),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(list),
+            other => {
+                warn!(error = ?other, "the group's rebalance failed; dropping the assignment");
+                Rebalance::Error(KafkaError::Rebalance(other.into()))
+            }
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let both = self.with_selfreports(list);
+        let applied = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                consumer.incremental_assign(&both)
+            }
+            _ => consumer.incremental_unassign(&both),
+        };
+        if let Err(e) = applied {
+            *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
@@ -55,7 +107,7 @@ impl ConsumerContext for RebalanceTracker {
         {
             // Now, before anything of these partitions is committed: the committed offsets
             // are still the ones the gap would start at.
-            retention_gaps(consumer, list);
+            retention_gaps(consumer, &self.with_selfreports(list));
             // Kept as a permit if the loop is busy: it loads them when it next waits.
             self.assigned.notify_one();
         }
@@ -85,6 +137,7 @@ pub(super) struct Input {
     /// Shared with `run`, whose batches borrow their records from it (no copy per record).
     pub(super) consumer: Arc<EventConsumer>,
     revoked: Arc<Mutex<Vec<i32>>>,
+    refused: Arc<Mutex<Option<KafkaError>>>,
     /// Notified when the group assigns this instance partitions.
     pub(super) assigned: Arc<Notify>,
     /// Made once: `TopicNames` formats on every call, and these are compared per record.
@@ -103,6 +156,7 @@ impl Input {
     ) -> Result<Self> {
         let settings = &config.kafka;
         let revoked = Arc::new(Mutex::new(Vec::new()));
+        let refused = Arc::new(Mutex::new(None));
         let assigned = Arc::new(Notify::new());
         let session_timeout = config.session_timeout.as_millis().to_string();
         let heartbeat = (config.session_timeout.as_millis() / 4)
@@ -120,6 +174,10 @@ impl Input {
                         ("enable.auto.commit", "false"),
                         ("enable.auto.offset.store", "false"),
                         ("auto.offset.reset", "earliest"),
+                        // Incremental: a rebalance takes from this instance only the
+                        // partitions that move, and it keeps routing (and the state of)
+                        // the rest. Eager assignment revoked and reloaded them all.
+                        ("partition.assignment.strategy", "cooperative-sticky"),
                         ("isolation.level", "read_committed"),
                         ("session.timeout.ms", session_timeout.as_str()),
                         ("heartbeat.interval.ms", heartbeat.as_str()),
@@ -131,17 +189,37 @@ impl Input {
             )?
             .create_with_context(RebalanceTracker {
                 revoked: revoked.clone(),
+                refused: refused.clone(),
                 assigned: assigned.clone(),
                 stats: StatsContext::new(kafka_stats).ready_when_unassigned(state_loaded),
+                selfreports: topics.selfreports(),
             })?;
-        events.subscribe(&[&topics.measurements(), &topics.selfreports()])?;
+        events.subscribe(&[&topics.measurements()])?;
         Ok(Self {
             consumer: Arc::new(events),
             revoked,
+            refused,
             assigned,
             measurements: topics.measurements(),
             selfreports: topics.selfreports(),
         })
+    }
+
+    /// Stops the router if the consumer failed for good (fenced for a duplicate
+    /// `group_instance_id`) or refused an assignment.
+    pub(super) fn check_fatal(&self) -> Result<()> {
+        if let Some((code, reason)) = self.consumer.client().fatal_error() {
+            return Err(Error::ConsumerFatal { code, reason });
+        }
+        match self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            Some(e) => Err(Error::AssignmentRefused(e)),
+            None => Ok(()),
+        }
     }
 
     /// The partitions revoked since the last look (the rebalance callback notes them).

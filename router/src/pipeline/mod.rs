@@ -7,6 +7,8 @@
 //! [`Router`] runs the loop and hands each step to the part that owns it:
 //! - `input`: the event consumer in the router's group, and the partitions the group takes
 //!   away (the rebalance callback);
+//! - `rebalance`: loading the partitions given, dropping those taken away, and routing
+//!   again a batch whose offsets the group refused (exactly-once mode);
 //! - `batch`: filling a batch, asking for the state ends while it fills;
 //! - `state_sync`: the owned partitions' state, read up to those ends before a batch;
 //! - `decode`: events and state records, decoded and validated;
@@ -29,6 +31,7 @@ mod disclose;
 mod error;
 mod ids;
 mod input;
+mod rebalance;
 mod silence;
 mod state_sync;
 
@@ -41,7 +44,8 @@ use dho_kafka::AvroSerde;
 use dho_kafka::outage::Outage;
 use dho_schemas::Policy;
 use dho_schemas::model::*;
-use dho_telemetry::KafkaStats;
+use dho_telemetry::{InternalEvent, KafkaStats};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -57,6 +61,7 @@ use self::input::Input;
 use self::silence::Silence;
 use self::state_sync::StateSync;
 use crate::config::RouterConfig;
+use crate::events::BatchAbandoned;
 use crate::outputs::Outputs;
 
 pub use self::commit::RunStats;
@@ -214,6 +219,11 @@ impl Router {
         silence_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut consumer_errors: Option<Outage> = None;
         loop {
+            // Fenced (static membership with a duplicate id), or an assignment the consumer
+            // refused: going on would route partitions another instance owns, or none.
+            // librdkafka reports a fatal error once, to whichever `recv` comes first (a
+            // batch's filling swallows errors), so it is asked here.
+            self.input.check_fatal()?;
             if !self.commits.is_idle() {
                 if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
                     break;
@@ -275,7 +285,9 @@ impl Router {
         }
         info!("router stopping: committing and leaving the group");
         self.finish_in_flight().await?;
-        Ok(self.commits.leave(&self.input.consumer, &self.outputs))
+        let mut stats = self.commits.leave(&self.input.consumer, &self.outputs);
+        stats.partitions_loaded = self.state.partitions_loaded();
+        Ok(stats)
     }
 
     async fn route_batch(&mut self, filled: Filled<'_>) -> Result<()> {
@@ -293,10 +305,24 @@ impl Router {
             return Ok(());
         }
         let partitions: BTreeSet<i32> = batch.iter().map(|msg| msg.partition()).collect();
+        let group = self.commits.membership(&self.input.consumer)?;
+        // Exactly-once mode: librdkafka found this member's session ran out (the revocation
+        // waits in the consumer). Its group metadata has generation -1 then, which the
+        // coordinator does not check, so the batch's offsets would be committed over those
+        // of the instance that owns the partitions now. Checked after the metadata was
+        // taken: librdkafka sets the flag and the generation in one step, and only this
+        // loop's `recv` clears the flag.
+        if self.config.transactional_id.is_some() && self.input.consumer.assignment_lost() {
+            BatchAbandoned {
+                events: batch.len(),
+            }
+            .emit();
+            self.forget_partitions(partitions.into_iter().collect());
+            return Ok(());
+        }
         // Begun before the state sync: a state record dead-lettered there is an output of
         // this batch, and a transactional producer refuses to produce outside a transaction.
         self.commits.begin(&self.outputs)?;
-        let group = self.commits.membership(&self.input.consumer)?;
         self.state.own_partitions(&partitions)?;
         // The state ends are asked for once the batch's records are in hand (a change
         // acknowledged before any of them was written is below the ends): while the batch
@@ -321,9 +347,10 @@ impl Router {
         // batch's start, a few milliseconds before its records are routed (a change
         // acknowledged after the state sync above applies from the next batch anyway).
         let now = self.now();
-        // Per (is a measurement, partition): the next offset and the newest timestamp. A few
-        // entries, searched in order: cheaper per record than a map keyed by topic name.
-        let mut positions: Vec<(bool, i32, i64, Option<Millis>)> = Vec::new();
+        // Per (is a measurement, partition): the first and the next offset, and the newest
+        // timestamp. A few entries, searched in order: cheaper per record than a map keyed
+        // by topic name.
+        let mut positions: Vec<(bool, i32, i64, i64, Option<Millis>)> = Vec::new();
         // Each record's position, in one value for the batch (no topic name copied per record).
         let mut source = SourcePosition {
             topic: String::new(),
@@ -348,14 +375,21 @@ impl Router {
                 .find(|p| p.0 == is_measurement && p.1 == source.partition)
             {
                 Some(position) => {
-                    position.2 = source.offset + 1;
-                    position.3 = position.3.max(at);
+                    position.3 = source.offset + 1;
+                    position.4 = position.4.max(at);
                 }
-                None => positions.push((is_measurement, source.partition, source.offset + 1, at)),
+                None => positions.push((
+                    is_measurement,
+                    source.partition,
+                    source.offset,
+                    source.offset + 1,
+                    at,
+                )),
             }
         }
         let mut offsets = TopicPartitionList::new();
-        for &(is_measurement, partition, next, newest) in &positions {
+        let mut from = TopicPartitionList::new();
+        for &(is_measurement, partition, first, next, newest) in &positions {
             let topic = if is_measurement {
                 if let Some(at) = newest {
                     self.silence.routed(partition, at);
@@ -365,19 +399,26 @@ impl Router {
                 &self.input.selfreports
             };
             offsets.add_partition_offset(topic, partition, Offset::Offset(next))?;
+            from.add_partition_offset(topic, partition, Offset::Offset(first))?;
         }
         // The rest of the batch's outputs go to librdkafka now, not when it is finished.
         hand_over(&self.outputs, &mut out.outbox).await?;
+        let events = batch.len();
         let routed = InFlight {
             out,
             offsets,
             group,
             started,
-            events: batch.len(),
+            events,
         };
-        self.commits
+        match self
+            .commits
             .routed(routed, &self.outputs, &self.input.consumer, &mut self.state)
             .await
+        {
+            Err(e) if e.group_moved_on() => self.rewind(from, events, &e),
+            other => other,
+        }
     }
 
     async fn route_one(
@@ -404,6 +445,18 @@ impl Router {
                     .await;
             }
         };
+        if let Event::Measurement(reading) = &event
+            && reading.source_id.is_some()
+        {
+            // A reading the platform named: recorded, and judged by what was delivered of it.
+            self.disclosure
+                .route_named(&event, &mut self.state, &mut self.outputs, source, now, out)
+                .await?;
+            if let Event::Measurement(reading) = event {
+                self.events.reuse(reading);
+            }
+            return Ok(());
+        }
         let what = Disclosed {
             outgoing: Outgoing::Event(&event),
             view: event.view(),
@@ -411,7 +464,14 @@ impl Router {
             data_controller: event.data_controller(),
         };
         self.disclosure
-            .disclose(what, &self.state, &mut self.outputs, now, &mut out.outbox)
+            .disclose(
+                what,
+                &self.state,
+                &mut self.outputs,
+                now,
+                &mut out.outbox,
+                None,
+            )
             .await?;
         if let Event::Measurement(reading) = event {
             self.disclosure
@@ -498,6 +558,7 @@ impl Router {
                     &mut self.outputs,
                     now,
                     &mut out.outbox,
+                    None,
                 )
                 .await?;
         }
@@ -512,68 +573,10 @@ impl Router {
         Ok(())
     }
 
-    /// Loads the state of the partitions the group assigned this instance (all of them:
-    /// the ones it had are caught up in passing).
-    async fn load_assigned(&mut self) -> Result<()> {
-        // If the assignment is unknown, the first record or the next no-data check loads
-        // them instead.
-        let Some(partitions) = self.settle_and_list("state load on assignment").await? else {
-            return Ok(());
-        };
-        // Begun before the state sync, which may dead-letter a state record (see
-        // route_batch); librdkafka ends a transaction with nothing in it locally.
-        self.commits.begin(&self.outputs)?;
-        self.state
-            .sync(&partitions, self.outputs.producer())
-            .await?;
-        if self.config.transactional_id.is_some() {
-            self.commits
-                .commit_transaction(&self.outputs, &TopicPartitionList::new(), None)?;
-        }
-        self.state.gauges();
-        Ok(())
-    }
-
-    /// Before a step over every owned partition (`step`, for the log): drops what was
-    /// revoked, finishes the batches in flight, and lists the partitions this instance
-    /// owns; None if it owns none, or the assignment is unknown (logged).
-    async fn settle_and_list(&mut self, step: &'static str) -> Result<Option<BTreeSet<i32>>> {
-        // Revoked partitions' part of the batches in flight is dropped before they finish.
-        self.drop_revoked();
-        self.finish_in_flight().await?;
-        match self.input.assigned(&self.input.measurements) {
-            Ok(partitions) if partitions.is_empty() => Ok(None),
-            Ok(partitions) => Ok(Some(partitions)),
-            Err(e) => {
-                warn!(error = %e, step, "skipped: the assignment is unknown");
-                Ok(None)
-            }
-        }
-    }
-
     /// Finishes the batches still waiting for their acknowledgements, oldest first.
     async fn finish_in_flight(&mut self) -> Result<()> {
         self.commits
             .finish_in_flight(&self.outputs, &self.input.consumer, &mut self.state)
             .await
-    }
-
-    /// Drops what this instance kept for the partitions the group took away: their state,
-    /// and the part of the batch in flight that is theirs (its offsets are not committed
-    /// and its alert tracks not written: the new owner routes those records again, with the
-    /// same ids, and a late write from here could overwrite the new owner's).
-    fn drop_revoked(&mut self) {
-        let revoked = self.input.take_revoked();
-        self.forget_partitions(revoked);
-    }
-
-    /// See [`drop_revoked`](Self::drop_revoked).
-    fn forget_partitions(&mut self, revoked: Vec<i32>) {
-        if revoked.is_empty() {
-            return;
-        }
-        self.commits.forget(&revoked);
-        self.silence.forget(&revoked);
-        self.state.forget(&revoked);
     }
 }

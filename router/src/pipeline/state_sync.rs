@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use dho_kafka::outage::Outage;
 use dho_routing_core::alerts::Track;
-use dho_routing_core::state::{PartitionState, StateKind};
+use dho_routing_core::delivered::event_id_of_key;
+use dho_routing_core::state::PartitionState;
 use dho_schemas::TopicNames;
 use dho_schemas::model::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -24,53 +25,22 @@ use super::dead_letters::{DeadLetter, DeadLetters};
 use super::decode::Decoder;
 use super::error::{Error, Result};
 use crate::config::RouterConfig;
-use crate::events::{StateMeasured, StateRecordRead};
+use crate::events::{StateMeasured, StatePartitionsLoaded, StateRecordRead};
 use crate::outputs::OutputProducer;
 use misplaced::{Misplaced, Pending, hold_marker, misplaced_note};
 
 mod misplaced;
+mod topic;
 use dho_telemetry::InternalEvent;
+pub(super) use topic::StateTopic;
 
-/// A state topic: what the router knows about patients, and its own alert tracks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(super) enum StateTopic {
-    Consents,
-    Subscriptions,
-    CarePlans,
-    /// The router's own alert tracks (written by the router, read back on assignment).
-    AlertState,
-}
-
-impl StateTopic {
-    const ALL: [StateTopic; 4] = [
-        StateTopic::Consents,
-        StateTopic::Subscriptions,
-        StateTopic::CarePlans,
-        StateTopic::AlertState,
-    ];
-
-    /// The kind of record a hold names; the router's own alert tracks put no one on hold.
-    fn kind(self) -> Option<StateKind> {
-        match self {
-            StateTopic::Consents => Some(StateKind::Consent),
-            StateTopic::Subscriptions => Some(StateKind::Subscription),
-            StateTopic::CarePlans => Some(StateKind::CarePlan),
-            StateTopic::AlertState => None,
-        }
-    }
-
-    fn from_label(label: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.label() == label)
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            StateTopic::Consents => "consents",
-            StateTopic::Subscriptions => "subscriptions",
-            StateTopic::CarePlans => "careplans",
-            StateTopic::AlertState => "alertstate",
-        }
-    }
+/// A record of the router's own (a track or a delivery record): a fixed detail, since the
+/// parser's message could quote a value (an identifier).
+fn own_record<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DeadLetter> {
+    serde_json::from_slice(bytes).map_err(|_| DeadLetter {
+        reason: "undecodable",
+        detail: "an alert-state record this router cannot read".into(),
+    })
 }
 
 /// The broker's answer to a question for state ends (see [`StateSync::ask_ends`]).
@@ -100,6 +70,8 @@ pub(super) struct StateSync {
     /// per partition read: handled once the partition's state is caught up (see
     /// [`Misplaced`]).
     misplaced: HashMap<i32, Misplaced>,
+    /// Partitions whose state was loaded from the start, in this run.
+    partitions_loaded: u64,
 }
 
 impl std::fmt::Debug for StateSync {
@@ -166,6 +138,7 @@ impl StateSync {
             ends: Arc::new(state_ends),
             owned: HashMap::new(),
             positions: HashMap::new(),
+            partitions_loaded: 0,
             topics,
             loaded,
             sync_timeout: config.state_sync_timeout,
@@ -238,8 +211,22 @@ impl StateSync {
         }
         if assign.count() > 0 {
             self.consumer.incremental_assign(&assign)?;
+            let partitions = assign.count() / StateTopic::ALL.len();
+            self.partitions_loaded += partitions as u64;
+            StatePartitionsLoaded { partitions }.emit();
         }
         Ok(())
+    }
+
+    /// The partitions this instance holds state for.
+    pub(super) fn owned_partitions(&self) -> Vec<i32> {
+        self.owned.keys().copied().collect()
+    }
+
+    /// How many partitions' state was loaded from the start in this run (each assignment,
+    /// and each reload after a rewind).
+    pub(super) fn partitions_loaded(&self) -> u64 {
+        self.partitions_loaded
     }
 
     /// Asks the broker for the current ends of the state topics of `partitions` (one
@@ -433,7 +420,7 @@ impl StateSync {
                 StateTopic::Consents => state.apply_consent(&key, None),
                 StateTopic::Subscriptions => state.apply_subscription(&key, None),
                 StateTopic::CarePlans => state.apply_care_plan(&key, None),
-                StateTopic::AlertState => state.apply_track(&key, None),
+                StateTopic::AlertState => state.remove_own(&key),
             }
             return Ok(());
         };
@@ -470,13 +457,11 @@ impl StateSync {
                 )
                 .await
                 .map(|p| self.partition_mut(partition).apply_care_plan(&key, Some(p))),
-            // The parser's message could quote a value (an identifier): a fixed detail.
-            StateTopic::AlertState => serde_json::from_slice::<Track>(bytes)
-                .map_err(|_| DeadLetter {
-                    reason: "undecodable",
-                    detail: "an alert-state record this router cannot read".into(),
-                })
-                .map(|t| self.apply_track_record(partition, &key, t)),
+            StateTopic::AlertState if event_id_of_key(&key).is_some() => own_record(bytes)
+                .map(|r| self.partition_mut(partition).apply_delivered(&key, Some(r))),
+            StateTopic::AlertState => {
+                own_record(bytes).map(|t| self.apply_track_record(partition, &key, t))
+            }
         };
         match applied {
             Ok(()) => Ok(()),

@@ -772,3 +772,28 @@ fn plan_for_picks_the_latest_plan_that_speaks_about_the_code() {
     );
     assert_eq!(plan_for(&plans, codes::BODY_WEIGHT, &[]), None);
 }
+
+#[test]
+fn a_corrected_reading_raises_an_alert_with_an_id_of_its_own() {
+    let patient = fixtures::patient(1);
+    let plan = fixtures::care_plan(&patient);
+    let wrong = fixtures::spo2(&patient, 84.0, T0);
+    let mut corrected = fixtures::spo2(&patient, 90.0, T0);
+    corrected.event_id = wrong.event_id.clone();
+    corrected.status = Some("corrected".into());
+    let mut first = Track::new(patient.clone(), codes::SPO2);
+    let Observed::Applied(Some(raised)) = first.observe(&wrong, 1, &plan, T0) else {
+        panic!("the wrong reading raises an alert");
+    };
+    // The correction is classified from where the track stood before the wrong reading.
+    let mut again = Track::new(patient.clone(), codes::SPO2);
+    let Observed::Applied(Some(of_correction)) = again.observe(&corrected, 2, &plan, T0) else {
+        panic!("the corrected reading raises its own alert");
+    };
+    assert_eq!(raised.kind, of_correction.kind);
+    assert_ne!(
+        raised.alert_id, of_correction.alert_id,
+        "one id would make the SDK drop the correction's alert as a repeat"
+    );
+    assert_eq!(of_correction.triggering_event_id, Some(wrong.event_id));
+}

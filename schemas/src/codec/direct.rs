@@ -357,6 +357,11 @@ pub(super) fn delivery(d: &DeliveryView<'_>, out: &mut Vec<u8>) {
     out.push(0); // self_report
     out.push(0); // alert
     nullable(out, d.reference, reference);
+    nullable(out, d.replaces, |out, r| {
+        string(out, &r.delivery_id);
+        string(out, &r.event_id);
+        string(out, &r.status);
+    });
     // An array: one block of its strings, then the empty block that ends it.
     if !d.professional_denies.is_empty() {
         long(out, d.professional_denies.len() as i64);
@@ -383,4 +388,5 @@ pub(super) fn disclosure(r: &DisclosureView<'_>, out: &mut Vec<u8>) {
     string(out, r.event_id);
     long(out, r.content_level as i64);
     position(out, r.source);
+    opt_string(out, r.replaces);
 }

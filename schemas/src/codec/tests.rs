@@ -174,6 +174,7 @@ fn delivery_view<'a>(
         self_report: d.self_report.as_ref(),
         alert: d.alert.as_ref(),
         reference,
+        replaces: d.replaces.as_ref(),
         professional_denies: denies,
     };
     (view, reference)
@@ -208,6 +209,7 @@ fn same_bytes_as_owned(d: &Delivery) {
         event_id: &r.event_id,
         content_level: r.content_level,
         source: &r.source,
+        replaces: r.replaces.as_deref(),
     };
     let mut direct = Vec::new();
     view.encode_into(&mut direct).unwrap();
@@ -296,6 +298,16 @@ fn direct_bytes_equal_apache_avro_bytes() {
             });
             same_bytes_as_owned(&d);
         }
+        // A retraction or correction names the delivery it replaces (the audit record too).
+        for status in ["entered-in-error", "corrected"] {
+            d.replaces = Some(Replaces {
+                delivery_id: "d-0".into(),
+                event_id: m.event_id.clone(),
+                status: status.into(),
+            });
+            same_bytes_as_owned(&d);
+        }
+        d.replaces = None;
     }
     // Self-reports and alerts keep apache-avro's path.
     let mut d = fixtures::delivery_of(&measurements[0]);

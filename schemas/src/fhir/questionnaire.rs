@@ -48,12 +48,17 @@ fn split_canonical(text: &str) -> (String, Option<String>) {
 }
 
 /// Flattens items (groups and answers nest them) into answers in document order, with the
-/// FHIR location of each.
+/// FHIR location of each; each answer keeps where its item sits (`nested_in`: the groups,
+/// `<linkId>#<instance>`, and parent answers, `<linkId>:<answer index>`, above it), so the
+/// output can nest them again.
 fn flatten(
     location: &str,
     items: &[QuestionnaireItem],
+    nested_in: &mut Vec<String>,
     out: &mut Vec<(Answer, String)>,
 ) -> Result<(), FhirError> {
+    // How many groups of each linkId came before, among these siblings.
+    let mut instances: Vec<(&str, usize)> = vec![];
     for (i, item) in items.iter().enumerate() {
         let at = format!("{location}.item[{i}]");
         let link_id = item
@@ -69,15 +74,95 @@ fn flatten(
             })?;
         for (k, answer) in item.answer.iter().enumerate() {
             let answer_at = format!("{at}.answer[{k}]");
-            out.push((
-                self::answer(&answer_at, link_id.clone(), answer)?,
-                answer_at.clone(),
-            ));
-            flatten(&answer_at, &answer.item, out)?;
+            let mut value = self::answer(&answer_at, link_id.clone(), answer)?;
+            value.nested_in = nested_in.clone();
+            out.push((value, answer_at.clone()));
+            nested_in.push(format!("{link_id}:{k}"));
+            flatten(&answer_at, &answer.item, nested_in, out)?;
+            nested_in.pop();
         }
-        flatten(&at, &item.item, out)?;
+        if !item.item.is_empty() {
+            let link = item.link_id.as_deref().unwrap_or_default();
+            let instance = match instances.iter_mut().find(|(l, _)| *l == link) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    instances.push((link, 0));
+                    0
+                }
+            };
+            nested_in.push(format!("{link_id}#{instance}"));
+            flatten(&at, &item.item, nested_in, out)?;
+            nested_in.pop();
+        }
     }
     Ok(())
+}
+
+/// A QuestionnaireResponse item being rebuilt from flat answers, with the `nested_in` step
+/// that names it (empty for an item that holds answers).
+struct Node {
+    step: String,
+    item: QuestionnaireItem,
+    /// Per answer of `item`, the items nested in it.
+    answer_items: Vec<Vec<Node>>,
+    items: Vec<Node>,
+}
+
+impl Node {
+    fn new(step: String, link_id: &str) -> Self {
+        Self {
+            step,
+            item: QuestionnaireItem {
+                link_id: Some(link_id.to_string()),
+                ..Default::default()
+            },
+            answer_items: vec![],
+            items: vec![],
+        }
+    }
+
+    fn into_item(self) -> QuestionnaireItem {
+        let mut item = self.item;
+        for (answer, nested) in item.answer.iter_mut().zip(self.answer_items) {
+            answer.item = nested.into_iter().map(Node::into_item).collect();
+        }
+        item.item = self.items.into_iter().map(Node::into_item).collect();
+        item
+    }
+}
+
+/// The items `nested_in` leads to, from `items`: each step is the last sibling it names
+/// (answers come in document order), made if there is none yet.
+fn nested<'a>(mut items: &'a mut Vec<Node>, nested_in: &[String]) -> &'a mut Vec<Node> {
+    for step in nested_in {
+        if let Some((link_id, index)) = step.rsplit_once(':')
+            && let Ok(index) = index.parse::<usize>()
+        {
+            // Under an answer of the last item with that linkId.
+            let at = items
+                .iter()
+                .rposition(|n| n.step.is_empty() && n.item.link_id.as_deref() == Some(link_id));
+            let at = at.unwrap_or_else(|| {
+                items.push(Node::new(String::new(), link_id));
+                items.len() - 1
+            });
+            let node = &mut items[at];
+            while node.answer_items.len() <= index {
+                node.answer_items.push(vec![]);
+            }
+            items = &mut node.answer_items[index];
+        } else {
+            let link_id = step.rsplit_once('#').map_or(step.as_str(), |(l, _)| l);
+            if items.last().is_none_or(|n| n.step != *step) {
+                items.push(Node::new(step.clone(), link_id));
+            }
+            items = &mut items.last_mut().expect("just made").items;
+        }
+    }
+    items
 }
 
 fn answer(location: &str, link_id: String, a: &QuestionnaireAnswer) -> Result<Answer, FhirError> {
@@ -117,6 +202,7 @@ fn answer(location: &str, link_id: String, a: &QuestionnaireAnswer) -> Result<An
         value_decimal: a.value_decimal,
         value_string: a.value_string.clone(),
         value_coding,
+        nested_in: vec![],
     };
     let set = [
         answer.value_boolean.is_some(),
@@ -196,7 +282,7 @@ pub fn self_report_from_questionnaire_response(
     let data_controller = controller(qr.author.as_ref())?;
     let authored_time = super::time("QuestionnaireResponse.authored", qr.authored.as_deref())?;
     let mut flat = vec![];
-    flatten(root, &qr.item, &mut flat)?;
+    flatten(root, &qr.item, &mut vec![], &mut flat)?;
     let mut fields = vec![
         (
             "patient".into(),
@@ -317,11 +403,13 @@ pub fn self_report_from_score_observation(
     }
 }
 
-/// The QuestionnaireResponse of a self-report. Consecutive answers to one linkId become one
-/// item with several answers. The score is not part of a QuestionnaireResponse (VKP sends
-/// it as its own Observation), so it is not written here.
+/// The QuestionnaireResponse of a self-report, its groups and answers nested as they came
+/// (`Answer.nested_in`). Consecutive answers to one linkId become one item with several
+/// answers. The score is not part of a QuestionnaireResponse (VKP sends it as its own
+/// Observation), so it is not written here; a self-report that is only a score goes out as
+/// [`score_observation_from_self_report`].
 pub fn questionnaire_response_from_self_report(r: &SelfReport) -> serde_json::Value {
-    let mut items: Vec<QuestionnaireItem> = vec![];
+    let mut root: Vec<Node> = vec![];
     for a in &r.answers {
         let answer = QuestionnaireAnswer {
             value_boolean: a.value_boolean,
@@ -334,15 +422,21 @@ pub fn questionnaire_response_from_self_report(r: &SelfReport) -> serde_json::Va
                 .map(|c| super::coding(&c.system, &c.code, c.display.as_deref())),
             ..Default::default()
         };
+        let items = nested(&mut root, &a.nested_in);
         match items.last_mut() {
-            Some(item) if item.link_id.as_ref() == Some(&a.link_id) => item.answer.push(answer),
-            _ => items.push(QuestionnaireItem {
-                link_id: Some(a.link_id.clone()),
-                answer: vec![answer],
-                ..Default::default()
-            }),
+            Some(node)
+                if node.step.is_empty() && node.item.link_id.as_ref() == Some(&a.link_id) =>
+            {
+                node.item.answer.push(answer)
+            }
+            _ => {
+                let mut node = Node::new(String::new(), &a.link_id);
+                node.item.answer.push(answer);
+                items.push(node);
+            }
         }
     }
+    let items: Vec<QuestionnaireItem> = root.into_iter().map(Node::into_item).collect();
     // R4's `questionnaire` is a canonical, which must be an absolute URI: a bare id (as
     // platforms send it) goes out under BARE_ID_PREFIX and comes back in without it.
     let id = if r.questionnaire_id.contains(':') {

@@ -147,6 +147,73 @@ fn other_vital_signs_map() {
     assert_eq!(temperature.value.unwrap().unit, "[degF]");
 }
 
+/// The item tree of a QuestionnaireResponse: linkIds, with answers' nested items, `text`
+/// left out (the hub keeps no item text).
+fn item_tree(items: &Value) -> Value {
+    let items = items.as_array().cloned().unwrap_or_default();
+    Value::Array(
+        items
+            .iter()
+            .map(|item| {
+                let answers: Vec<Value> = item["answer"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|a| item_tree(&a["item"]))
+                    .collect();
+                serde_json::json!({
+                    "linkId": item["linkId"],
+                    "answers": answers,
+                    "item": item_tree(&item["item"]),
+                })
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn questionnaire_response_groups_are_kept_not_flattened() {
+    let mut json = load("valid", "questionnaire-response");
+    // Besides the fixture's group: a repeated group, and an item nested in an answer.
+    json["item"].as_array_mut().unwrap().extend([
+        serde_json::json!({"linkId": "dose", "item": [{"linkId": "mg", "answer": [{"valueInteger": 5}]}]}),
+        serde_json::json!({"linkId": "dose", "item": [{"linkId": "mg", "answer": [{"valueInteger": 10}]}]}),
+        serde_json::json!({"linkId": "pain", "answer": [
+            {"valueBoolean": true, "item": [{"linkId": "where", "answer": [{"valueString": "chest"}]}]},
+            {"valueBoolean": false}
+        ]}),
+    ]);
+    let r = self_report_from_questionnaire_response(&json, &ctx()).unwrap();
+    let nested: Vec<_> = r
+        .answers
+        .iter()
+        .map(|a| (a.link_id.as_str(), a.nested_in.join("/")))
+        .collect();
+    assert_eq!(
+        nested,
+        [
+            ("cough", "symptoms#0".into()),
+            ("more-breathless-than-usual", "symptoms#0".into()),
+            ("main-symptom", String::new()),
+            ("temperature-felt", String::new()),
+            ("comment", String::new()),
+            ("mg", "dose#0".into()),
+            ("mg", "dose#1".into()),
+            ("pain", String::new()),
+            ("where", "pain:0".into()),
+            ("pain", String::new()),
+        ]
+    );
+    let out = questionnaire_response_from_self_report(&r);
+    assert_eq!(item_tree(&out["item"]), item_tree(&json["item"]));
+    // And through Avro, as a subscriber gets it.
+    let back: SelfReport = crate::codec::decode(&crate::codec::encode(&r).unwrap()).unwrap();
+    assert_eq!(back, r);
+    let again = self_report_from_questionnaire_response(&out, &ctx()).unwrap();
+    assert_eq!(again.answers, r.answers);
+}
+
 #[test]
 fn questionnaire_response_and_score_map_to_self_reports() {
     let r =
