@@ -131,6 +131,25 @@ pub fn run_admin(stack: &crate::Stack, args: &[&str]) -> std::process::Output {
         .expect("dho-admin runs")
 }
 
+/// [`run_admin`] that must succeed (its stderr in the panic otherwise).
+pub fn admin_ok(stack: &crate::Stack, args: &[&str]) -> std::process::Output {
+    let output = run_admin(stack, args);
+    assert!(
+        output.status.success(),
+        "dho-admin {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A program's stdout as one JSON value per line (a line that is not JSON panics).
+pub fn json_lines(output: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
 /// `dho-ingest` as a child process with `config`; returns it and its address. Its log
 /// (stderr) goes to `log`.
 pub async fn spawn_ingest(

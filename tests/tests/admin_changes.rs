@@ -4,34 +4,15 @@
 //! gateway's; a bulk file with a bad line in the middle applies every other line through
 //! one connection, names the bad line, and exits non-zero.
 
-use std::process::Output;
 use std::time::Instant;
 
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
-use dho_tests::ingest::run_admin;
+use dho_tests::ingest::{admin_ok, json_lines, run_admin};
 use dho_tests::{Stack, read_decoded, wait_for, wait_receipt_routed};
-use serde_json::Value;
 
 const GROUP: &str = "router";
 const SUBSCRIBER: &str = "gp-admin";
-
-fn admin(stack: &Stack, args: &[&str]) -> Output {
-    let output = run_admin(stack, args);
-    assert!(
-        output.status.success(),
-        "dho-admin {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn json_lines(output: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect()
-}
 
 /// Publishes a reading, waits until the router has routed it, returns its event id.
 async fn reading(stack: &Stack, patient: &PatientIdentifier) -> String {
@@ -51,7 +32,7 @@ fn delivered(deliveries: &[Delivery]) -> Vec<String> {
 
 fn grant(stack: &Stack, patient: &PatientIdentifier) {
     let org = fixtures::home_care().value;
-    admin(
+    admin_ok(
         stack,
         &[
             "grant",
@@ -75,7 +56,7 @@ async fn admin_subscribe_delivers_and_unsubscribe_withholds_both_audited() {
     let org = fixtures::home_care().value;
     grant(&stack, &patient);
 
-    let subscribed = admin(
+    let subscribed = admin_ok(
         &stack,
         &[
             "subscribe",
@@ -95,7 +76,7 @@ async fn admin_subscribe_delivers_and_unsubscribe_withholds_both_audited() {
         !said.contains(&patient.value),
         "the output shows the number: {said}"
     );
-    let listed = json_lines(&admin(&stack, &["subscriptions", SUBSCRIBER]));
+    let listed = json_lines(&admin_ok(&stack, &["subscriptions", SUBSCRIBER]));
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["subscription_id"], "gp-admin.admin");
 
@@ -103,7 +84,7 @@ async fn admin_subscribe_delivers_and_unsubscribe_withholds_both_audited() {
     let deliveries: Vec<Delivery> = wait_for(&stack.settings, &deliver, 1).await;
     assert_eq!(delivered(&deliveries), vec![first.clone()]);
 
-    admin(
+    admin_ok(
         &stack,
         &[
             "unsubscribe",
@@ -117,7 +98,7 @@ async fn admin_subscribe_delivers_and_unsubscribe_withholds_both_audited() {
             "test-operator",
         ],
     );
-    assert!(json_lines(&admin(&stack, &["subscriptions", SUBSCRIBER])).is_empty());
+    assert!(json_lines(&admin_ok(&stack, &["subscriptions", SUBSCRIBER])).is_empty());
     let _withheld = reading(&stack, &patient).await;
     let deliveries: Vec<Delivery> = read_decoded(&stack.settings, &deliver).await;
     assert_eq!(

@@ -11,7 +11,7 @@ use dho_kafka::AvroSerde;
 use dho_schemas::avro::SchemaKind;
 use dho_schemas::partition::partition_for;
 use dho_schemas::{fixtures, model::*, topics, wire};
-use dho_tests::ingest::run_admin;
+use dho_tests::ingest::{admin_ok, run_admin};
 use dho_tests::{Record, Stack, read_topic, wait_for, wait_receipt_routed};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -21,12 +21,7 @@ const GROUP: &str = "router";
 const SUBSCRIBER: &str = "gp-redrive";
 
 fn admin(stack: &Stack, args: &[&str]) -> Vec<Value> {
-    let output = run_admin(stack, args);
-    assert!(
-        output.status.success(),
-        "dho-admin {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = admin_ok(stack, args);
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())

@@ -10,25 +10,19 @@
 //! java or mvn is missing: it never skips.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use dho_schemas::fhir::consent::{consent_from_fhir, consent_to_fhir, fhir_consent};
 use dho_schemas::fhir::time::period_bound;
 use dho_schemas::model::*;
 use dho_schemas::{Policy, fixtures};
+use dho_tests::deploy::{repo, run_conformance};
 use serde_json::{Value, json};
 
 /// The profile's canonical at the pinned commit (the IG still had SUSHI's placeholder).
 const PROFILE: &str = "http://example.org/StructureDefinition/HNWithdrawConsentProfile";
 const HPR: &str = "9144897";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn load(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -186,20 +180,13 @@ fn every_consent_output_passes_the_fhir_validator_and_hl7_norways_profile() {
         let path = dir.path().join(format!("{name}.json"));
         std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
     }
-    let run = Command::new(repo().join("conformance/run"))
-        .arg("--core")
-        .arg("--ig")
-        .arg(repo().join("conformance/upstream/consent-profile"))
-        .arg(repo().join("conformance/fixtures/consent"))
-        .arg(dir.path())
-        .output()
-        .expect("conformance/run could not start (needs bash)");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        run.status.success(),
-        "the FHIR validator failed (java 17+ and mvn are required, never skipped):\n{stdout}\n{stderr}"
-    );
+    let stdout = run_conformance(&[
+        "--core".into(),
+        "--ig".into(),
+        repo().join("conformance/upstream/consent-profile"),
+        repo().join("conformance/fixtures/consent"),
+        dir.path().into(),
+    ]);
     let summary = stdout.lines().last().unwrap_or_default();
     assert!(
         summary.starts_with("validated 15 file(s)"),

@@ -14,23 +14,16 @@
 //!   which fails this test if java or mvn is missing: it never skips.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use dho_consumer::ToFhir;
 use dho_schemas::fhir::{FhirError, IngestContext, Ingested, bundle, ingest_resource};
 use dho_schemas::model::*;
 use dho_schemas::{codec, fixtures};
+use dho_tests::deploy::{repo, run_conformance};
 use serde_json::Value;
 
 const NOW: Millis = 1_767_225_600_000;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn ctx() -> IngestContext {
     IngestContext {
@@ -501,18 +494,11 @@ fn every_fixture_and_every_output_passes_the_fhir_validator() {
         }
     }
     assert!(n >= 30, "only {n} outputs");
-    let run = Command::new(repo().join("conformance/run"))
-        .arg("--core")
-        .arg(repo().join("conformance/fixtures/vkp-observation"))
-        .arg(dir.path())
-        .output()
-        .expect("conformance/run could not start (needs bash)");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        run.status.success(),
-        "the FHIR validator failed (java 17+ and mvn are required, never skipped):\n{stdout}\n{stderr}"
-    );
+    let stdout = run_conformance(&[
+        "--core".into(),
+        repo().join("conformance/fixtures/vkp-observation"),
+        dir.path().into(),
+    ]);
     let summary = stdout.lines().last().unwrap_or_default();
     assert!(
         summary.starts_with(&format!("validated {} file(s)", n + 16)),

@@ -5,35 +5,16 @@
 //! program it is) lists the patient's consents and the subscriber's subscriptions with
 //! pseudonyms only, and its grant lets readings through again.
 
-use std::process::Output;
-
 use dho_gateway::fhir_consent;
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
 use dho_tests::ingest::{
-    HOME, HOME_TOKEN, Http, gateway_config, publish_routed, run_admin, start_gateway,
+    HOME, HOME_TOKEN, Http, admin_ok, gateway_config, json_lines, publish_routed, start_gateway,
 };
 use dho_tests::{Stack, read_decoded, wait_for};
 use serde_json::Value;
 
 const GROUP: &str = "router";
-
-fn admin(stack: &Stack, args: &[&str]) -> Output {
-    let output = run_admin(stack, args);
-    assert!(
-        output.status.success(),
-        "dho-admin {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn lines(output: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 /// Publishes a reading through the gateway and waits until the router has routed it.
 async fn reading(stack: &Stack, http: &Http, patient: &PatientIdentifier, value: f64) -> String {
@@ -134,20 +115,23 @@ async fn ingest_consent_recorded_then_withdrawn_through_the_gateway_changes_what
 
     // The operator's view: the current directive (inactive) and the subscription, with
     // the patient as a pseudonym only.
-    let listed = lines(&admin(&stack, &["consents", &patient.value]));
+    let listed = json_lines(&admin_ok(&stack, &["consents", &patient.value]));
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["consent_id"], consent_id.as_str());
     assert_eq!(listed[0]["status"], "INACTIVE");
-    let subs = admin(&stack, &["subscriptions", HOME]);
+    let subs = admin_ok(&stack, &["subscriptions", HOME]);
     let subs_text = String::from_utf8_lossy(&subs.stdout).to_string();
-    assert_eq!(lines(&subs).len(), 1);
-    assert_eq!(lines(&subs)[0]["subscription_id"], subscription_id.as_str());
+    assert_eq!(json_lines(&subs).len(), 1);
+    assert_eq!(
+        json_lines(&subs)[0]["subscription_id"],
+        subscription_id.as_str()
+    );
     for text in [listed[0].to_string(), subs_text] {
         assert!(!text.contains(&patient.value), "a listing shows the number");
     }
 
     // The operator grants again through the CLI: readings flow again.
-    admin(
+    admin_ok(
         &stack,
         &[
             "grant",
@@ -167,12 +151,12 @@ async fn ingest_consent_recorded_then_withdrawn_through_the_gateway_changes_what
     let deliveries: Vec<Delivery> = wait_for(&stack.settings, &deliver, 2).await;
     assert_eq!(delivered(&deliveries), vec![permitted, again]);
     assert_eq!(
-        lines(&admin(&stack, &["consents", &patient.value])).len(),
+        json_lines(&admin_ok(&stack, &["consents", &patient.value])).len(),
         2
     );
 
     // ... and revokes it: the directive is gone, the revocation audited.
-    admin(
+    admin_ok(
         &stack,
         &[
             "revoke",
@@ -185,7 +169,7 @@ async fn ingest_consent_recorded_then_withdrawn_through_the_gateway_changes_what
         ],
     );
     assert_eq!(
-        lines(&admin(&stack, &["consents", &patient.value])).len(),
+        json_lines(&admin_ok(&stack, &["consents", &patient.value])).len(),
         1
     );
     let changes: Vec<ConsentChange> = read_decoded(&stack.settings, &topics.consent_audit()).await;
@@ -205,7 +189,7 @@ async fn ingest_consent_recorded_then_withdrawn_through_the_gateway_changes_what
         .await
         .unwrap();
     assert_eq!(d.status, 204);
-    assert!(lines(&admin(&stack, &["subscriptions", HOME])).is_empty());
+    assert!(json_lines(&admin_ok(&stack, &["subscriptions", HOME])).is_empty());
 
     router.stop().await;
     gw.stop().await.unwrap();

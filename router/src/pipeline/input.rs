@@ -18,7 +18,7 @@ use dho_schemas::TopicNames;
 use dho_telemetry::{InternalEvent, KafkaStats, StatsContext};
 use rdkafka::ClientContext;
 use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::Notify;
@@ -65,49 +65,38 @@ impl ClientContext for RebalanceTracker {
 
 impl ConsumerContext for RebalanceTracker {
     /// rdkafka's own handling (cooperative: incremental), with the self-reports partitions
-    /// added to what is assigned and revoked.
+    /// added to what is assigned and revoked; a revocation is noted for the loop, and an
+    /// assignment is looked at for retention gaps and wakes the loop.
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
         err: RDKafkaRespErr,
         list: &mut TopicPartitionList,
     ) {
-        let rebalance = match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(list),
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(list),
+        let assign = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => true,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+                revoked.extend(list.elements().iter().map(|e| e.partition()));
+                false
+            }
             other => {
                 warn!(error = ?other, "the group's rebalance failed; dropping the assignment");
-                Rebalance::Error(KafkaError::Rebalance(other.into()))
+                false
             }
         };
-        self.pre_rebalance(consumer, &rebalance);
         let both = self.with_selfreports(list);
-        let applied = match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                consumer.incremental_assign(&both)
-            }
-            _ => consumer.incremental_unassign(&both),
+        let applied = match assign {
+            true => consumer.incremental_assign(&both),
+            false => consumer.incremental_unassign(&both),
         };
         if let Err(e) = applied {
             *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
         }
-        self.post_rebalance(consumer, &rebalance);
-    }
-
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-            revoked.extend(list.elements().iter().map(|e| e.partition()));
-        }
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance
-            && list.count() > 0
-        {
+        if assign && list.count() > 0 {
             // Now, before anything of these partitions is committed: the committed offsets
             // are still the ones the gap would start at.
-            retention_gaps(consumer, &self.with_selfreports(list));
+            retention_gaps(consumer, &both);
             // Kept as a permit if the loop is busy: it loads them when it next waits.
             self.assigned.notify_one();
         }

@@ -251,15 +251,16 @@ async fn preload_mixed(settings: &KafkaSettings, count: usize, malformed: bool) 
     let mut pending = Vec::with_capacity(count);
     let topic = settings.topics().measurements();
     let records = if malformed { count * 2 } else { count };
+    // BENCH_UNNAMED=1: readings without an Observation.identifier, so the router keeps no
+    // delivery record for them (the cost of retraction, by difference).
+    let unnamed = std::env::var_os("BENCH_UNNAMED").is_some();
     for i in 0..records {
         let p = &patients[(if malformed { i / 2 } else { i }) % patients.len()];
         let bytes = if malformed && i % 2 == 1 {
             b"not avro at all".to_vec()
         } else {
             let mut reading = fixtures::spo2(p, 95.0, now_millis() - 60_000);
-            // BENCH_UNNAMED=1: readings without an Observation.identifier, so the router
-            // keeps no delivery record for them (the cost of retraction, by difference).
-            if std::env::var_os("BENCH_UNNAMED").is_some() {
+            if unnamed {
                 reading.source_id = None;
             }
             encoder.encode(&reading).unwrap()

@@ -23,6 +23,22 @@ pub fn repo() -> PathBuf {
     crate::crate_dir().parent().unwrap().to_path_buf()
 }
 
+/// `conformance/run` (the HAPI validator) over `args`; its stdout. A validator that fails
+/// or cannot run fails the test (java 17+ and mvn are required, never skipped).
+pub fn run_conformance(args: &[PathBuf]) -> String {
+    let run = std::process::Command::new(repo().join("conformance/run"))
+        .args(args)
+        .output()
+        .expect("conformance/run could not start (needs bash)");
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "the FHIR validator failed (java 17+ and mvn are required, never skipped):\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
 /// A file of the repository (or any path, if absolute) as text.
 pub fn read(rel: impl AsRef<Path>) -> String {
     let path = repo().join(rel.as_ref());
