@@ -5,6 +5,7 @@
 //! around them; these are tested with unit and property tests alone.
 
 pub mod alerts;
+pub mod authority;
 pub mod decision;
 pub mod delivered;
 pub mod state;

@@ -1,0 +1,180 @@
+use super::*;
+use dho_schemas::fixtures;
+
+const NOW: Millis = 1_800_000_000_000;
+const DAY: Millis = 86_400_000;
+
+fn org(o: &OrganisationIdentifier) -> Organisation {
+    (o.system, o.value.clone())
+}
+
+fn records(consents: &[Consent]) -> BTreeMap<String, Consent> {
+    consents
+        .iter()
+        .map(|c| (c.consent_id.clone(), c.clone()))
+        .collect()
+}
+
+fn deny(id: &str, actor: Option<OrganisationIdentifier>) -> Consent {
+    let p = fixtures::patient(1);
+    let mut c = fixtures::consent(&p, id, &[fixtures::gp()]);
+    c.provisions[0].kind = ProvisionKind::Deny;
+    c.provisions[0].actor = actor;
+    c
+}
+
+#[test]
+fn a_permit_widens_for_its_organisation_only() {
+    let p = fixtures::patient(1);
+    let gp = fixtures::consent(&p, "c1", &[fixtures::gp()]);
+    let both = fixtures::consent(&p, "c2", &[fixtures::lung_clinic()]);
+    let effect = judge(&records(&[gp.clone()]), &records(&[gp, both]), NOW);
+    assert!(!effect.only_narrows());
+    assert_eq!(
+        effect.widened,
+        BTreeSet::from([org(&fixtures::lung_clinic())])
+    );
+    assert!(!effect.widened_for_others);
+    assert!(effect.narrowed.is_empty());
+}
+
+#[test]
+fn a_deny_of_ones_own_access_narrows_only_that_organisation() {
+    let p = fixtures::patient(1);
+    let permits = fixtures::consent(&p, "c1", &[fixtures::gp(), fixtures::lung_clinic()]);
+    let effect = judge(
+        &records(&[permits.clone()]),
+        &records(&[permits, deny("d1", Some(fixtures::gp()))]),
+        NOW,
+    );
+    assert!(effect.only_narrows());
+    assert!(effect.narrows_only(&fixtures::gp()));
+    assert!(!effect.narrows_only(&fixtures::lung_clinic()));
+}
+
+#[test]
+fn a_deny_naming_another_organisation_narrows_that_one() {
+    let p = fixtures::patient(1);
+    let permits = fixtures::consent(&p, "c1", &[fixtures::gp(), fixtures::lung_clinic()]);
+    let effect = judge(
+        &records(&[permits.clone()]),
+        &records(&[permits, deny("d1", Some(fixtures::lung_clinic()))]),
+        NOW,
+    );
+    assert!(effect.only_narrows());
+    assert!(!effect.narrows_only(&fixtures::gp()));
+}
+
+#[test]
+fn a_blanket_deny_narrows_everyone_it_covers() {
+    let p = fixtures::patient(1);
+    let permits = fixtures::consent(&p, "c1", &[fixtures::gp(), fixtures::lung_clinic()]);
+    let effect = judge(
+        &records(&[permits.clone()]),
+        &records(&[permits, deny("d1", None)]),
+        NOW,
+    );
+    assert!(effect.only_narrows());
+    assert_eq!(effect.narrowed.len(), 2);
+    assert!(!effect.narrows_only(&fixtures::gp()));
+}
+
+#[test]
+fn inactivating_or_deleting_a_deny_widens() {
+    let p = fixtures::patient(1);
+    let permits = fixtures::consent(&p, "c1", &[fixtures::gp()]);
+    let own_deny = deny("d1", Some(fixtures::gp()));
+    let mut inactive = own_deny.clone();
+    inactive.status = ConsentStatus::Inactive;
+    let before = records(&[permits.clone(), own_deny]);
+    for after in [records(&[permits.clone(), inactive]), records(&[permits])] {
+        let effect = judge(&before, &after, NOW);
+        assert!(!effect.only_narrows());
+        assert_eq!(effect.widened, BTreeSet::from([org(&fixtures::gp())]));
+    }
+}
+
+#[test]
+fn shortening_a_deny_widens_from_its_new_end() {
+    let p = fixtures::patient(1);
+    let permits = fixtures::consent(&p, "c1", &[fixtures::gp()]);
+    let mut long = deny("d1", Some(fixtures::gp()));
+    long.provisions[0].period_end = Some(NOW + 30 * DAY);
+    let mut short = long.clone();
+    short.provisions[0].period_end = Some(NOW + 10 * DAY);
+    let effect = judge(
+        &records(&[permits.clone(), long.clone()]),
+        &records(&[permits.clone(), short.clone()]),
+        NOW,
+    );
+    assert!(!effect.only_narrows(), "shorter: {effect:?}");
+    // And lengthening it narrows.
+    let effect = judge(
+        &records(&[permits.clone(), short]),
+        &records(&[permits, long]),
+        NOW,
+    );
+    assert!(effect.only_narrows(), "longer: {effect:?}");
+}
+
+#[test]
+fn a_change_that_only_matters_in_the_past_changes_nothing() {
+    let p = fixtures::patient(1);
+    let permits = fixtures::consent(&p, "c1", &[fixtures::gp()]);
+    let mut ended = deny("d1", Some(fixtures::gp()));
+    ended.provisions[0].period_end = Some(NOW - DAY);
+    let effect = judge(
+        &records(&[permits.clone(), ended]),
+        &records(&[permits]),
+        NOW,
+    );
+    assert!(effect.is_none(), "{effect:?}");
+}
+
+#[test]
+fn a_blanket_permit_widens_for_organisations_nobody_named() {
+    let p = fixtures::patient(1);
+    let mut blanket = fixtures::consent(&p, "c1", &[fixtures::gp()]);
+    blanket.provisions[0].actor = None;
+    let effect = judge(&BTreeMap::new(), &records(&[blanket]), NOW);
+    assert!(effect.widened_for_others);
+}
+
+#[test]
+fn removing_a_professional_deny_widens_for_the_organisation() {
+    let p = fixtures::patient(1);
+    let mut c = fixtures::consent(&p, "c1", &[fixtures::gp()]);
+    let mut nested = c.provisions[0].clone();
+    nested.kind = ProvisionKind::Deny;
+    nested.actor = None;
+    nested.professional = Some(HealthProfessional {
+        hpr_number: "9144889".into(),
+    });
+    nested.parent = Some(0);
+    let before = {
+        let mut c = c.clone();
+        c.provisions.push(nested);
+        c
+    };
+    c.consent_id = before.consent_id.clone();
+    let effect = judge(&records(&[before.clone()]), &records(&[c.clone()]), NOW);
+    assert_eq!(effect.widened, BTreeSet::from([org(&fixtures::gp())]));
+    // The other way the professional loses access: a narrowing.
+    let effect = judge(&records(&[c]), &records(&[before]), NOW);
+    assert!(effect.only_narrows());
+    assert!(effect.narrows_only(&fixtures::gp()));
+}
+
+#[test]
+fn a_redundant_change_changes_nothing() {
+    let p = fixtures::patient(1);
+    let permits = fixtures::consent(&p, "c1", &[fixtures::gp()]);
+    let mut again = fixtures::consent(&p, "c2", &[fixtures::gp()]);
+    again.recorded_by = fixtures::gp();
+    let effect = judge(
+        &records(&[permits.clone()]),
+        &records(&[permits, again]),
+        NOW,
+    );
+    assert!(effect.is_none());
+}
