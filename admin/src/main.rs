@@ -20,7 +20,8 @@ use dho_schemas::Policy;
 use dho_schemas::model::*;
 
 use dho_admin::change::{self, Change};
-use dho_admin::{bulk, config, input, redrive, state};
+use dho_admin::{bulk, config, input, redrive};
+use dho_publisher::state;
 
 #[derive(Debug, Parser)]
 #[command(about = "Operate the DHO hub: consents, subscriptions, care plans, dead letters, tokens")]

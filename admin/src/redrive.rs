@@ -22,7 +22,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde::{Deserialize, Serialize};
 
-use crate::state::read_to_end;
+use dho_publisher::state::read_to_end;
 
 /// The header a redriven record carries: `<dead-letter topic>/<partition>/<offset>`.
 pub const REDRIVEN_FROM: &str = "dho.redrive.from";

@@ -35,18 +35,31 @@ pub enum Principal {
         org: OrganisationIdentifier,
         subscriber_ids: Vec<String>,
     },
+    /// The patient's own channel: a patient portal's integration (such as a national
+    /// portal's), recording consent on behalf of the patient who signed in there. May
+    /// record any consent change for any patient; nothing else.
+    PatientChannel {
+        /// The operator-given name (for logs and audit; not a secret).
+        name: String,
+        /// The portal operator's organisation (the recorder of the consents it sends).
+        org: OrganisationIdentifier,
+    },
 }
 
 impl Principal {
     pub fn org(&self) -> &OrganisationIdentifier {
         match self {
-            Principal::Platform { org, .. } | Principal::CareOrganisation { org, .. } => org,
+            Principal::Platform { org, .. }
+            | Principal::CareOrganisation { org, .. }
+            | Principal::PatientChannel { org, .. } => org,
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
-            Principal::Platform { name, .. } | Principal::CareOrganisation { name, .. } => name,
+            Principal::Platform { name, .. }
+            | Principal::CareOrganisation { name, .. }
+            | Principal::PatientChannel { name, .. } => name,
         }
     }
 
@@ -55,6 +68,7 @@ impl Principal {
         match self {
             Principal::Platform { .. } => "platform",
             Principal::CareOrganisation { .. } => "care_organisation",
+            Principal::PatientChannel { .. } => "patient_channel",
         }
     }
 }
@@ -132,6 +146,15 @@ impl Credentials {
                     name: c.name.clone(),
                     org: org(&c.name, &c.orgnr)?,
                     subscriber_ids: c.subscriber_ids.clone(),
+                },
+            ));
+        }
+        for c in &config.patient_channels {
+            entries.push((
+                hash(&c.name, &c.token_sha256)?,
+                Principal::PatientChannel {
+                    name: c.name.clone(),
+                    org: org(&c.name, &c.orgnr)?,
                 },
             ));
         }

@@ -73,6 +73,28 @@ pub struct GatewayConfig {
     /// subscriptions.
     #[serde(default)]
     pub care_organisations: Vec<CareOrganisationCredential>,
+    /// Patient portals' integrations, recording consent on behalf of the patient (the
+    /// patient's own channel: may widen sharing, see ARCHITECTURE.md).
+    #[serde(default)]
+    pub patient_channels: Vec<PatientChannelCredential>,
+    /// Most consent changes one credential may make per minute (refused or not); more get
+    /// 429 with `Retry-After`. A stolen credential then cannot rewrite many patients'
+    /// consent before someone notices.
+    #[serde(default = "default_consent_changes_per_minute")]
+    pub consent_changes_per_minute: u32,
+}
+
+/// A patient portal's credential: it records consent on behalf of the patient who signed
+/// in to the portal (the portal authenticates the patient; the hub trusts the portal).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientChannelCredential {
+    /// A name for operators (shown in logs and audit records; never the token).
+    pub name: String,
+    /// The portal operator's organisation number: the recorder of its consents.
+    pub orgnr: String,
+    /// Hex SHA-256 of the portal's bearer token.
+    pub token_sha256: String,
 }
 
 /// A device platform's credential. The platform publishes only as itself: its
@@ -104,6 +126,9 @@ pub struct CareOrganisationCredential {
     pub subscriber_ids: Vec<String>,
 }
 
+fn default_consent_changes_per_minute() -> u32 {
+    30
+}
 fn default_listen() -> SocketAddr {
     ([127, 0, 0, 1], 8090).into()
 }
@@ -169,6 +194,8 @@ impl GatewayConfig {
             allow_synthetic_identifiers: false,
             platforms: vec![],
             care_organisations: vec![],
+            patient_channels: vec![],
+            consent_changes_per_minute: default_consent_changes_per_minute(),
         }
     }
 }

@@ -202,6 +202,38 @@ impl InternalEvent for ConsentRecorded<'_> {
     }
 }
 
+/// A consent change asked for by `credential`, and what became of it.
+#[derive(Debug)]
+pub struct ConsentChangeJudged<'a> {
+    pub credential: &'a str,
+    /// `recorded`, or why not (see [`names::CONSENT_CHANGES`]).
+    pub outcome: &'static str,
+}
+
+impl InternalEvent for ConsentChangeJudged<'_> {
+    fn emit(self) {
+        metrics::counter!(
+            names::CONSENT_CHANGES,
+            "credential" => self.credential.to_string(),
+            "outcome" => self.outcome
+        )
+        .increment(1);
+    }
+}
+
+/// The audit record of a refused request was not taken by the broker.
+#[derive(Debug)]
+pub struct RefusalNotAudited<'a> {
+    pub error: &'a dho_publisher::Error,
+}
+
+impl InternalEvent for RefusalNotAudited<'_> {
+    fn emit(self) {
+        metrics::counter!(names::REFUSALS_NOT_AUDITED).increment(1);
+        tracing::error!(error = %self.error, "the audit record of a refused request was not written");
+    }
+}
+
 /// A care plan recorded (counted as the state change it is, when published).
 #[derive(Debug)]
 pub struct CarePlanRecorded<'a> {

@@ -15,7 +15,11 @@
 //! - `POST /fhir` and `POST /fhir/Bundle`: a `batch` (VKP) or `collection` (PMD) Bundle →
 //!   HTTP 200 with a `batch-response` Bundle, one entry per input entry in order.
 //! - `POST /measurements`, `POST /selfreports`: one record in the native JSON form.
-//! - `POST /fhir/Consent`: a Consent, by care organisations only.
+//! - `POST /fhir/Consent`: a Consent, by care organisations and the patient's own channel
+//!   (a patient portal), under the rule of `consent_authority.rs`: widening sharing is the
+//!   patient's or a responsible organisation's; any other organisation may only narrow its
+//!   own access. Refused changes get 403, audited on `<prefix>.audit.refusals` like every
+//!   403; more than `consent_changes_per_minute` per credential get 429.
 //! - `POST /subscriptions`, `PUT|DELETE /subscriptions/{id}`: a care service's own
 //!   (ids are `<subscriber_id>.<name>`; `DELETE` takes `{"patient": …}` as its body, since a
 //!   patient number never belongs in a URL).
@@ -39,10 +43,12 @@
 
 mod auth;
 pub mod config;
+mod consent_authority;
 mod event_id;
 pub mod events;
 mod limits;
 pub mod openapi;
+mod rate_limit;
 mod resent;
 mod routes;
 
@@ -55,7 +61,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use auth::{AuthFailure, Credentials, Principal, hash_token, new_token};
-pub use config::{CareOrganisationCredential, GatewayConfig, PlatformCredential};
+pub use config::{
+    CareOrganisationCredential, GatewayConfig, PatientChannelCredential, PlatformCredential,
+};
 pub use dho_schemas::fhir::consent::{CATEGORY_SYSTEM, consent_from_fhir, fhir_consent};
 pub use routes::{is_own_care_plan_id, is_own_subscription_id};
 
@@ -96,6 +104,10 @@ struct Inner {
     metrics: Option<PrometheusHandle>,
     /// Set when the API is served over TLS.
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Consent changes to one patient are judged and written one at a time.
+    consent_locks: consent_authority::ConsentLocks,
+    /// Consent changes per credential and minute.
+    consent_rate: rate_limit::RateLimit,
 }
 
 impl std::fmt::Debug for Inner {
@@ -146,6 +158,7 @@ impl Gateway {
             remembered,
             "recent readings read back, to recognise their re-sends"
         );
+        let config_rate = config.consent_changes_per_minute;
         Ok(Self {
             inner: Arc::new(Inner {
                 in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
@@ -156,6 +169,8 @@ impl Gateway {
                 policy,
                 metrics,
                 tls,
+                consent_locks: Default::default(),
+                consent_rate: rate_limit::RateLimit::per_minute(config_rate),
             }),
         })
     }

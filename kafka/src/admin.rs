@@ -68,11 +68,14 @@ pub fn hub_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
         TopicSpec::state(t.subscriptions(), n),
         TopicSpec::state(t.careplans(), n),
         TopicSpec::state(t.alert_state(), n),
+        TopicSpec::state(t.enrolments(), n),
         TopicSpec::output(t.audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.consent_audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.careplan_audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.subscription_audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.redrive_audit(), n, Some(AUDIT_RETENTION_MS)),
+        TopicSpec::output(t.enrolment_audit(), n, Some(AUDIT_RETENTION_MS)),
+        TopicSpec::output(t.refusal_audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.deadletter(), n, None),
     ]
 }

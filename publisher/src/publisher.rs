@@ -5,15 +5,17 @@ use dho_schemas::codec::AvroRecord;
 use dho_schemas::partition::partition_for;
 use dho_schemas::topics::state_key;
 use dho_schemas::{
-    CarePlan, CarePlanAction, CarePlanChange, Consent, ConsentAction, ConsentChange, ConsentStatus,
-    Measurement, OrganisationIdentifier, PatientIdentifier, Policy, ProvisionKind, SelfReport,
-    Subscription, SubscriptionAction, SubscriptionChange, TopicNames, ValidationError,
-    model::now_millis,
+    AccessRefusal, CarePlan, CarePlanAction, CarePlanChange, Consent, ConsentAction, ConsentChange,
+    ConsentStatus, Enrolment, EnrolmentChange, Measurement, OrganisationIdentifier,
+    PatientIdentifier, Policy, ProvisionKind, SelfReport, Subscription, SubscriptionAction,
+    SubscriptionChange, TopicNames, ValidationError, model::now_millis,
 };
 use dho_schemas::{proto, wire};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+
+mod access;
 
 /// Errors publishing, by what the caller should do.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,9 @@ pub struct Publisher {
     consent_changes: Encoder<ConsentChange>,
     care_plan_changes: Encoder<CarePlanChange>,
     subscription_changes: Encoder<SubscriptionChange>,
+    enrolments: Encoder<Enrolment>,
+    enrolment_changes: Encoder<EnrolmentChange>,
+    refusals: Encoder<AccessRefusal>,
     /// Set by [`Publisher::with_protobuf`]: events go out in the Confluent Protobuf format
     /// with this schema id.
     protobuf_schema: Option<u32>,
@@ -128,6 +133,9 @@ impl Publisher {
             consent_changes: serde.register(&consent_audit_topic(&topics)).await?,
             care_plan_changes: serde.register(&topics.careplan_audit()).await?,
             subscription_changes: serde.register(&topics.subscription_audit()).await?,
+            enrolments: serde.register(&topics.enrolments()).await?,
+            enrolment_changes: serde.register(&topics.enrolment_audit()).await?,
+            refusals: serde.register(&topics.refusal_audit()).await?,
             protobuf_schema: None,
             serde,
             producer,
@@ -515,6 +523,27 @@ impl Publisher {
         // Explicit partition by the patient alone, so state keys (patient|id) co-partition
         // with the events of the same patient.
         let partition = partition_for(patient.key().as_bytes(), self.partitions);
+        self.send_to(topic, partition, key, payload).await
+    }
+
+    /// A record partitioned by its own key (not about one patient).
+    async fn send_keyed(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: Option<Vec<u8>>,
+    ) -> Result<Receipt> {
+        let partition = partition_for(key.as_bytes(), self.partitions);
+        self.send_to(topic, partition, key, payload).await
+    }
+
+    async fn send_to(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &str,
+        payload: Option<Vec<u8>>,
+    ) -> Result<Receipt> {
         let mut record = FutureRecord::to(topic).key(key).partition(partition);
         if let Some(payload) = &payload {
             record = record.payload(payload);

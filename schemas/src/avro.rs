@@ -48,6 +48,12 @@ const FILES: &[(&str, &str)] = &[
         "SubscriptionChange",
         include_str!("../avro/SubscriptionChange.avsc"),
     ),
+    ("Enrolment", include_str!("../avro/Enrolment.avsc")),
+    (
+        "EnrolmentChange",
+        include_str!("../avro/EnrolmentChange.avsc"),
+    ),
+    ("AccessRefusal", include_str!("../avro/AccessRefusal.avsc")),
 ];
 
 /// The records that travel on topics on their own: each is registered as a subject.
@@ -63,10 +69,13 @@ pub enum SchemaKind {
     ConsentChange,
     CarePlanChange,
     SubscriptionChange,
+    Enrolment,
+    EnrolmentChange,
+    AccessRefusal,
 }
 
 impl SchemaKind {
-    pub const ALL: [SchemaKind; 10] = [
+    pub const ALL: [SchemaKind; 13] = [
         SchemaKind::Measurement,
         SchemaKind::SelfReport,
         SchemaKind::Consent,
@@ -77,6 +86,9 @@ impl SchemaKind {
         SchemaKind::ConsentChange,
         SchemaKind::CarePlanChange,
         SchemaKind::SubscriptionChange,
+        SchemaKind::Enrolment,
+        SchemaKind::EnrolmentChange,
+        SchemaKind::AccessRefusal,
     ];
 
     /// The Avro type name (without namespace).
@@ -92,6 +104,9 @@ impl SchemaKind {
             SchemaKind::ConsentChange => "ConsentChange",
             SchemaKind::CarePlanChange => "CarePlanChange",
             SchemaKind::SubscriptionChange => "SubscriptionChange",
+            SchemaKind::Enrolment => "Enrolment",
+            SchemaKind::EnrolmentChange => "EnrolmentChange",
+            SchemaKind::AccessRefusal => "AccessRefusal",
         }
     }
 

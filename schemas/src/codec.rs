@@ -107,7 +107,10 @@ avro_record!(
     DisclosureRecord,
     ConsentChange,
     CarePlanChange,
-    SubscriptionChange
+    SubscriptionChange,
+    Enrolment,
+    EnrolmentChange,
+    AccessRefusal
 );
 
 /// A malformed length prefix must not make the decoder allocate gigabytes.

@@ -285,7 +285,9 @@ pub enum ContentLevel {
     Minimal,
 }
 
+mod access;
 mod consent;
+pub use access::*;
 pub use consent::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

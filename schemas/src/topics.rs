@@ -61,6 +61,19 @@ impl TopicNames {
     pub fn subscription_audit(&self) -> String {
         format!("{}.audit.subscriptions", self.prefix)
     }
+    /// Who is responsible for each patient's follow-up (`Enrolment`, compacted, key
+    /// `<patient>|<system>:<value>`): written by `dho-admin enrol`, read by the gateway.
+    pub fn enrolments(&self) -> String {
+        format!("{}.enrolments", self.prefix)
+    }
+    /// Audit records of enrolment changes (`EnrolmentChange`), keyed by patient.
+    pub fn enrolment_audit(&self) -> String {
+        format!("{}.audit.enrolments", self.prefix)
+    }
+    /// Audit records of requests the gateway refused (`AccessRefusal`).
+    pub fn refusal_audit(&self) -> String {
+        format!("{}.audit.refusals", self.prefix)
+    }
     /// Audit records of dead letters sent back to their source topic by `dho-admin
     /// redrive` (JSON, keyed by the dead-letter topic's partition and offset).
     pub fn redrive_audit(&self) -> String {

@@ -149,6 +149,15 @@ pub mod ingest {
         /// Counter. Authentication and authorisation refusals, by `endpoint` (as above) and
         /// `reason` (`missing_token`, `unknown_token`, `wrong_role`, ...).
         Counter AUTH_FAILURES = "dho_ingest_auth_failures_total";
+        /// Counter. Consent changes asked for, by `credential` (the credential's configured
+        /// name: bounded by the config, never a token) and `outcome` (`recorded`,
+        /// `widens_sharing`, `narrows_others`, `not_owner`, `rate_limited`, `unavailable`,
+        /// `rejected`). A credential refused often, or changing many patients, is a stolen
+        /// one until shown otherwise.
+        Counter CONSENT_CHANGES = "dho_ingest_consent_changes_total";
+        /// Counter. Audit records of refused requests the broker did not take (the refusal
+        /// itself stood). No labels.
+        Counter REFUSALS_NOT_AUDITED = "dho_ingest_refusals_not_audited_total";
         /// Histogram. Time from handing a record to the producer until the broker
         /// acknowledged it. No labels.
         Histogram PUBLISH_LATENCY = "dho_ingest_publish_latency_seconds";

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::refusal::{Refusal, created, refuse, refuse_invalid};
 use super::roles::{CareOrganisation, at};
 use super::steps::{
-    delete_target, json_object, own_id, owner_of, parse, publish_state, stamp_caller_org,
+    Who, delete_target, json_object, own_id, owner_of, parse, publish_state, stamp_caller_org,
     state_failure, upsert_failure,
 };
 use crate::Gateway;
@@ -81,6 +81,7 @@ async fn upsert_care_plan(
 ) -> Response {
     const EP: Endpoint = Endpoint::CarePlans;
     let CareOrganisation { org, name, .. } = caller;
+    let who = Who::new(&name, &org);
     let mut json = match gw.body(body, EP) {
         Ok(json) => json,
         Err(r) => return refuse(EP, r),
@@ -91,6 +92,7 @@ async fn upsert_care_plan(
     };
     let id = match own_id(
         &gw,
+        &who,
         EP,
         path_id,
         object,
@@ -117,7 +119,7 @@ async fn upsert_care_plan(
             .at("plan_id"),
         );
     }
-    if let Err(r) = stamp_caller_org(&gw, EP, object, "updated_by", &org) {
+    if let Err(r) = stamp_caller_org(&gw, &who, EP, object, "updated_by") {
         EntryForbidden {
             reason: "not_owner",
         }
@@ -166,7 +168,7 @@ pub(super) async fn delete_care_plan(
     let CareOrganisation { org, name, .. } = caller;
     let owned = plan_owner(&id) == Some(org.value.as_str());
     let not_owned = "not one of this organisation's care plans";
-    let patient = match delete_target(&gw, EP, owned, not_owned, body) {
+    let patient = match delete_target(&gw, &Who::new(&name, &org), EP, owned, not_owned, body) {
         Ok(patient) => patient,
         Err(r) => return refuse(EP, r),
     };

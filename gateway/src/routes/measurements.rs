@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::readings::data_controller;
 use super::refusal::{Refusal, created, publish_failure, refuse, refuse_invalid};
 use super::roles::{Platform, at};
-use super::steps::parse;
+use super::steps::{Who, parse};
 use crate::Gateway;
 use crate::event_id::assign_event_id;
 use crate::events::{Endpoint, EntryForbidden, EntryNotPublished, Published};
@@ -24,7 +24,7 @@ pub(super) async fn measurement(
     State(gw): State<Gateway>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    native(gw, Endpoint::Measurements, caller.org, body).await
+    native(gw, Endpoint::Measurements, caller.name, caller.org, body).await
 }
 
 pub(super) async fn self_report(
@@ -32,13 +32,14 @@ pub(super) async fn self_report(
     State(gw): State<Gateway>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    native(gw, Endpoint::SelfReports, caller.org, body).await
+    native(gw, Endpoint::SelfReports, caller.name, caller.org, body).await
 }
 
 /// One reading of the endpoint `ep`'s kind from `platform`.
 async fn native(
     gw: Gateway,
     ep: Endpoint,
+    name: String,
     platform: OrganisationIdentifier,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -88,6 +89,7 @@ async fn native(
         return refuse(
             ep,
             gw.forbid(
+                &Who::new(&name, &platform).about(event.patient()),
                 ep,
                 "cross_platform",
                 "a platform publishes only as itself: data_controller and source.platform must be its organisation",

@@ -1,6 +1,7 @@
 //! Authentication as axum extractors, one per role: a handler's first argument names the
-//! role that may call it ([`Platform`] or [`CareOrganisation`]) and the endpoint it
-//! answers for, so no route can forget its check.
+//! role that may call it ([`Platform`], [`CareOrganisation`], or [`ConsentRecorder`]: a
+//! care organisation or the patient's own channel) and the endpoint it answers for, so no
+//! route can forget its check.
 //!
 //! Both extract from the request's head only ([`FromRequestParts`]): axum runs them before
 //! the body extractor, which must be a handler's last argument. A caller without a valid
@@ -16,6 +17,7 @@ use axum::response::Response;
 use dho_schemas::model::OrganisationIdentifier;
 
 use super::refusal::{Refusal, refuse};
+use super::steps::Who;
 use crate::Gateway;
 use crate::auth::{AuthFailure, Principal};
 use crate::events::{AuthRefused, Endpoint};
@@ -49,7 +51,7 @@ pub(super) mod at {
         FhirBundle: "only device platforms publish readings",
         Measurements: "only device platforms publish readings",
         SelfReports: "only device platforms publish readings",
-        FhirConsent: "only care organisations record consent",
+        FhirConsent: "only care organisations and the patient's own channel record consent",
         Subscriptions: "only care organisations manage subscriptions",
         CarePlans: "only care organisations record care plans",
     }
@@ -59,6 +61,8 @@ pub(super) mod at {
 /// itself.
 #[derive(Debug)]
 pub(super) struct Platform<E> {
+    /// The operator-given name (for logs and audit; not a secret).
+    pub(super) name: String,
     /// The platform's organisation: the data controller and source platform of everything
     /// it sends.
     pub(super) org: OrganisationIdentifier,
@@ -82,11 +86,12 @@ impl<E: Guarded> FromRequestParts<Gateway> for Platform<E> {
 
     async fn from_request_parts(parts: &mut Parts, gw: &Gateway) -> Result<Self, Response> {
         match principal(gw, parts).map_err(unauthenticated::<E>)? {
-            Principal::Platform { org, .. } => Ok(Self {
+            Principal::Platform { name, org } => Ok(Self {
+                name,
                 org,
                 endpoint: PhantomData,
             }),
-            Principal::CareOrganisation { .. } => Err(wrong_role::<E>(gw)),
+            other => Err(wrong_role::<E>(gw, &other)),
         }
     }
 }
@@ -106,8 +111,39 @@ impl<E: Guarded> FromRequestParts<Gateway> for CareOrganisation<E> {
                 subscriber_ids,
                 endpoint: PhantomData,
             }),
-            Principal::Platform { .. } => Err(wrong_role::<E>(gw)),
+            other => Err(wrong_role::<E>(gw, &other)),
         }
+    }
+}
+
+/// Who may record a consent change: a care organisation (within the rule of
+/// `routes/consent_rule.rs`), or the patient's own channel.
+#[derive(Debug)]
+pub(super) struct ConsentRecorder<E> {
+    /// The operator-given name (for logs and audit; not a secret).
+    pub(super) name: String,
+    pub(super) org: OrganisationIdentifier,
+    /// The patient's own channel (a patient portal), not a care organisation.
+    pub(super) patient_channel: bool,
+    endpoint: PhantomData<E>,
+}
+
+impl<E: Guarded> FromRequestParts<Gateway> for ConsentRecorder<E> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, gw: &Gateway) -> Result<Self, Response> {
+        let (name, org, patient_channel) =
+            match principal(gw, parts).map_err(unauthenticated::<E>)? {
+                Principal::CareOrganisation { name, org, .. } => (name, org, false),
+                Principal::PatientChannel { name, org } => (name, org, true),
+                other => return Err(wrong_role::<E>(gw, &other)),
+            };
+        Ok(Self {
+            name,
+            org,
+            patient_channel,
+            endpoint: PhantomData,
+        })
     }
 }
 
@@ -140,8 +176,10 @@ fn unauthenticated<E: Guarded>(failure: AuthFailure) -> Response {
     refuse(E::ENDPOINT, refusal)
 }
 
-/// 403 for a caller of the other role.
-fn wrong_role<E: Guarded>(gw: &Gateway) -> Response {
-    let refusal = gw.forbid(E::ENDPOINT, "wrong_role", E::ROLE, speaks_fhir(E::ENDPOINT));
+/// 403 for a caller of another role (audited).
+fn wrong_role<E: Guarded>(gw: &Gateway, caller: &Principal) -> Response {
+    let who = Who::new(caller.name(), caller.org());
+    let fhir = speaks_fhir(E::ENDPOINT);
+    let refusal = gw.forbid(&who, E::ENDPOINT, "wrong_role", E::ROLE, fhir);
     refuse(E::ENDPOINT, refusal)
 }

@@ -13,23 +13,113 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::refusal::{Refusal, publish_failure, refuse, refuse_invalid};
 use crate::Gateway;
-use crate::events::{AuthRefused, Endpoint, EntryNotPublished, PublishQueueMeasured, Published};
+use crate::events::{
+    AuthRefused, Endpoint, EntryNotPublished, PublishQueueMeasured, Published, RefusalNotAudited,
+};
 use dho_telemetry::InternalEvent;
 
+/// Who made a request, and about which patient when known: what the audit of a refusal
+/// names.
+#[derive(Debug, Clone)]
+pub(super) struct Who<'a> {
+    pub(super) name: &'a str,
+    pub(super) org: &'a OrganisationIdentifier,
+    pub(super) patient: Option<PatientIdentifier>,
+}
+
+impl<'a> Who<'a> {
+    pub(super) fn new(name: &'a str, org: &'a OrganisationIdentifier) -> Self {
+        Self {
+            name,
+            org,
+            patient: None,
+        }
+    }
+
+    /// The same caller, about the patient a JSON body names (if it names one readably).
+    pub(super) fn about_body(&self, object: &serde_json::Map<String, Value>) -> Self {
+        let patient = object
+            .get("patient")
+            .and_then(|p| serde_json::from_value::<PatientIdentifier>(p.clone()).ok());
+        Self {
+            patient,
+            ..self.clone()
+        }
+    }
+
+    /// The same caller, about `patient`.
+    pub(super) fn about(&self, patient: &PatientIdentifier) -> Self {
+        Self {
+            patient: Some(patient.clone()),
+            ..self.clone()
+        }
+    }
+}
+
 impl Gateway {
-    /// 403 for an authenticated caller doing what its role does not allow.
+    /// 403 for an authenticated caller doing what its role does not allow; audited on
+    /// `<prefix>.audit.refusals` (see [`Gateway::audit_refusal`]).
     pub(super) fn forbid(
         &self,
+        who: &Who<'_>,
         endpoint: Endpoint,
         reason: &'static str,
         message: &str,
         fhir: bool,
     ) -> Refusal {
         AuthRefused { endpoint, reason }.emit();
+        self.audit_refusal(who, endpoint, reason, message);
         Refusal {
             fhir,
             ..Refusal::new(StatusCode::FORBIDDEN, "forbidden", reason, message)
         }
+    }
+
+    /// 429 with `Retry-After` for a credential over its rate (audited like a 403).
+    pub(super) fn rate_limited(
+        &self,
+        who: &Who<'_>,
+        endpoint: Endpoint,
+        wait: std::time::Duration,
+    ) -> Refusal {
+        let reason = "rate_limited";
+        let message = "too many consent changes from this credential; retry later";
+        AuthRefused { endpoint, reason }.emit();
+        self.audit_refusal(who, endpoint, reason, message);
+        Refusal {
+            fhir: true,
+            retry_after: Some(wait.as_secs().max(1)),
+            ..Refusal::new(StatusCode::TOO_MANY_REQUESTS, "throttled", reason, message)
+        }
+    }
+
+    /// Writes the audit record of a refused request. The refusal does not wait for it: a
+    /// refusal stands whether or not the broker takes its record, and a caller must not be
+    /// able to slow the gateway down by being refused. A record the broker does not take is
+    /// counted and logged.
+    pub(super) fn audit_refusal(
+        &self,
+        who: &Who<'_>,
+        endpoint: Endpoint,
+        reason: &'static str,
+        message: &str,
+    ) {
+        let record = AccessRefusal {
+            refusal_id: uuid::Uuid::new_v4().to_string(),
+            endpoint: endpoint.as_str().into(),
+            principal: who.name.into(),
+            organisation: who.org.clone(),
+            patient: who.patient.clone(),
+            reason: reason.into(),
+            detail: message.into(),
+            refused_at: now_millis(),
+        };
+        let publisher = self.inner.publisher.clone();
+        tokio::spawn(async move {
+            if let Err(error) = publisher.audit_refusal(&record).await {
+                RefusalNotAudited { error: &error }.emit();
+            }
+        });
     }
 
     /// Room for `n` entries in flight, or 503 with `Retry-After`.
@@ -170,8 +260,10 @@ pub(super) fn json_object(
 /// own `prefix`: the id in the path, else the one in the body's `field`, else a new random
 /// one. 400 when the path and the body name different ids, 403 (`not_owner`, saying the
 /// id's `form`) when the prefix is not the caller's.
+#[allow(clippy::too_many_arguments)] // Each is one fact about the id; a struct would only rename them.
 pub(super) fn own_id(
     gw: &Gateway,
+    who: &Who<'_>,
     endpoint: Endpoint,
     path_id: Option<String>,
     object: &serde_json::Map<String, Value>,
@@ -194,7 +286,10 @@ pub(super) fn own_id(
         (None, None) => format!("{prefix}.{}", uuid::Uuid::new_v4().simple()),
     };
     if owner_of(&id) != Some(prefix) {
-        return Err(gw.forbid(endpoint, "not_owner", form, false).at(field));
+        let who = who.about_body(object);
+        return Err(gw
+            .forbid(&who, endpoint, "not_owner", form, false)
+            .at(field));
     }
     Ok(id)
 }
@@ -203,11 +298,12 @@ pub(super) fn own_id(
 /// named another organisation there.
 pub(super) fn stamp_caller_org(
     gw: &Gateway,
+    who: &Who<'_>,
     endpoint: Endpoint,
     object: &mut serde_json::Map<String, Value>,
     field: &'static str,
-    org: &OrganisationIdentifier,
 ) -> Result<(), Refusal> {
+    let org = who.org;
     let me = serde_json::to_value(org).unwrap_or(Value::Null);
     let given = object.insert(field.into(), me);
     if given.is_some_and(|given| {
@@ -216,6 +312,7 @@ pub(super) fn stamp_caller_org(
     }) {
         return Err(gw
             .forbid(
+                &who.about_body(object),
                 endpoint,
                 "not_owner",
                 &format!("{field} must be the caller's organisation"),
@@ -231,13 +328,14 @@ pub(super) fn stamp_caller_org(
 /// otherwise); 400/413 for a body that is not that.
 pub(super) fn delete_target(
     gw: &Gateway,
+    who: &Who<'_>,
     endpoint: Endpoint,
     owned: bool,
     not_owned: &str,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<PatientIdentifier, Refusal> {
     if !owned {
-        return Err(gw.forbid(endpoint, "not_owner", not_owned, false));
+        return Err(gw.forbid(who, endpoint, "not_owner", not_owned, false));
     }
     let json = gw.body(body, endpoint)?;
     #[derive(serde::Deserialize)]

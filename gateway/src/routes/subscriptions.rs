@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::refusal::{created, refuse};
 use super::roles::{CareOrganisation, at};
 use super::steps::{
-    delete_target, json_object, own_id, owner_of, parse, publish_state, stamp_caller_org,
+    Who, delete_target, json_object, own_id, owner_of, parse, publish_state, stamp_caller_org,
     state_failure, upsert_failure,
 };
 use crate::Gateway;
@@ -59,6 +59,7 @@ async fn upsert_subscription(
         subscriber_ids: own,
         ..
     } = caller;
+    let who = Who::new(&name, &org);
     let mut json = match gw.body(body, EP) {
         Ok(json) => json,
         Err(r) => return refuse(EP, r),
@@ -76,6 +77,7 @@ async fn upsert_subscription(
         return refuse(
             EP,
             gw.forbid(
+                &who.about_body(object),
                 EP,
                 "not_owner",
                 "subscriber_id is not one of this organisation's subscribers",
@@ -86,6 +88,7 @@ async fn upsert_subscription(
     }
     let id = match own_id(
         &gw,
+        &who,
         EP,
         path_id,
         object,
@@ -96,7 +99,7 @@ async fn upsert_subscription(
         Ok(id) => id,
         Err(r) => return refuse(EP, r),
     };
-    if let Err(r) = stamp_caller_org(&gw, EP, object, "subscriber_org", &org) {
+    if let Err(r) = stamp_caller_org(&gw, &who, EP, object, "subscriber_org") {
         return refuse(EP, r);
     }
     object.insert("subscription_id".into(), id.clone().into());
@@ -133,7 +136,7 @@ pub(super) async fn delete_subscription(
     } = caller;
     let owned = owner_of(&id).is_some_and(|owner| own.iter().any(|s| s == owner));
     let not_owned = "not one of this organisation's subscriptions";
-    let patient = match delete_target(&gw, EP, owned, not_owned, body) {
+    let patient = match delete_target(&gw, &Who::new(&name, &org), EP, owned, not_owned, body) {
         Ok(patient) => patient,
         Err(r) => return refuse(EP, r),
     };

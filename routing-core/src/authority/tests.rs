@@ -8,10 +8,10 @@ fn org(o: &OrganisationIdentifier) -> Organisation {
     (o.system, o.value.clone())
 }
 
-fn records(consents: &[Consent]) -> BTreeMap<String, Consent> {
+fn records(consents: Vec<Consent>) -> BTreeMap<String, Consent> {
     consents
-        .iter()
-        .map(|c| (c.consent_id.clone(), c.clone()))
+        .into_iter()
+        .map(|c| (c.consent_id.clone(), c))
         .collect()
 }
 
@@ -28,7 +28,7 @@ fn a_permit_widens_for_its_organisation_only() {
     let p = fixtures::patient(1);
     let gp = fixtures::consent(&p, "c1", &[fixtures::gp()]);
     let both = fixtures::consent(&p, "c2", &[fixtures::lung_clinic()]);
-    let effect = judge(&records(&[gp.clone()]), &records(&[gp, both]), NOW);
+    let effect = judge(&records(vec![gp.clone()]), &records(vec![gp, both]), NOW);
     assert!(!effect.only_narrows());
     assert_eq!(
         effect.widened,
@@ -43,8 +43,8 @@ fn a_deny_of_ones_own_access_narrows_only_that_organisation() {
     let p = fixtures::patient(1);
     let permits = fixtures::consent(&p, "c1", &[fixtures::gp(), fixtures::lung_clinic()]);
     let effect = judge(
-        &records(&[permits.clone()]),
-        &records(&[permits, deny("d1", Some(fixtures::gp()))]),
+        &records(vec![permits.clone()]),
+        &records(vec![permits, deny("d1", Some(fixtures::gp()))]),
         NOW,
     );
     assert!(effect.only_narrows());
@@ -57,8 +57,8 @@ fn a_deny_naming_another_organisation_narrows_that_one() {
     let p = fixtures::patient(1);
     let permits = fixtures::consent(&p, "c1", &[fixtures::gp(), fixtures::lung_clinic()]);
     let effect = judge(
-        &records(&[permits.clone()]),
-        &records(&[permits, deny("d1", Some(fixtures::lung_clinic()))]),
+        &records(vec![permits.clone()]),
+        &records(vec![permits, deny("d1", Some(fixtures::lung_clinic()))]),
         NOW,
     );
     assert!(effect.only_narrows());
@@ -70,8 +70,8 @@ fn a_blanket_deny_narrows_everyone_it_covers() {
     let p = fixtures::patient(1);
     let permits = fixtures::consent(&p, "c1", &[fixtures::gp(), fixtures::lung_clinic()]);
     let effect = judge(
-        &records(&[permits.clone()]),
-        &records(&[permits, deny("d1", None)]),
+        &records(vec![permits.clone()]),
+        &records(vec![permits, deny("d1", None)]),
         NOW,
     );
     assert!(effect.only_narrows());
@@ -86,8 +86,11 @@ fn inactivating_or_deleting_a_deny_widens() {
     let own_deny = deny("d1", Some(fixtures::gp()));
     let mut inactive = own_deny.clone();
     inactive.status = ConsentStatus::Inactive;
-    let before = records(&[permits.clone(), own_deny]);
-    for after in [records(&[permits.clone(), inactive]), records(&[permits])] {
+    let before = records(vec![permits.clone(), own_deny]);
+    for after in [
+        records(vec![permits.clone(), inactive]),
+        records(vec![permits]),
+    ] {
         let effect = judge(&before, &after, NOW);
         assert!(!effect.only_narrows());
         assert_eq!(effect.widened, BTreeSet::from([org(&fixtures::gp())]));
@@ -103,15 +106,15 @@ fn shortening_a_deny_widens_from_its_new_end() {
     let mut short = long.clone();
     short.provisions[0].period_end = Some(NOW + 10 * DAY);
     let effect = judge(
-        &records(&[permits.clone(), long.clone()]),
-        &records(&[permits.clone(), short.clone()]),
+        &records(vec![permits.clone(), long.clone()]),
+        &records(vec![permits.clone(), short.clone()]),
         NOW,
     );
     assert!(!effect.only_narrows(), "shorter: {effect:?}");
     // And lengthening it narrows.
     let effect = judge(
-        &records(&[permits.clone(), short]),
-        &records(&[permits, long]),
+        &records(vec![permits.clone(), short]),
+        &records(vec![permits, long]),
         NOW,
     );
     assert!(effect.only_narrows(), "longer: {effect:?}");
@@ -124,8 +127,8 @@ fn a_change_that_only_matters_in_the_past_changes_nothing() {
     let mut ended = deny("d1", Some(fixtures::gp()));
     ended.provisions[0].period_end = Some(NOW - DAY);
     let effect = judge(
-        &records(&[permits.clone(), ended]),
-        &records(&[permits]),
+        &records(vec![permits.clone(), ended]),
+        &records(vec![permits]),
         NOW,
     );
     assert!(effect.is_none(), "{effect:?}");
@@ -136,7 +139,7 @@ fn a_blanket_permit_widens_for_organisations_nobody_named() {
     let p = fixtures::patient(1);
     let mut blanket = fixtures::consent(&p, "c1", &[fixtures::gp()]);
     blanket.provisions[0].actor = None;
-    let effect = judge(&BTreeMap::new(), &records(&[blanket]), NOW);
+    let effect = judge(&BTreeMap::new(), &records(vec![blanket]), NOW);
     assert!(effect.widened_for_others);
 }
 
@@ -157,10 +160,14 @@ fn removing_a_professional_deny_widens_for_the_organisation() {
         c
     };
     c.consent_id = before.consent_id.clone();
-    let effect = judge(&records(&[before.clone()]), &records(&[c.clone()]), NOW);
+    let effect = judge(
+        &records(vec![before.clone()]),
+        &records(vec![c.clone()]),
+        NOW,
+    );
     assert_eq!(effect.widened, BTreeSet::from([org(&fixtures::gp())]));
     // The other way the professional loses access: a narrowing.
-    let effect = judge(&records(&[c]), &records(&[before]), NOW);
+    let effect = judge(&records(vec![c]), &records(vec![before]), NOW);
     assert!(effect.only_narrows());
     assert!(effect.narrows_only(&fixtures::gp()));
 }
@@ -172,8 +179,8 @@ fn a_redundant_change_changes_nothing() {
     let mut again = fixtures::consent(&p, "c2", &[fixtures::gp()]);
     again.recorded_by = fixtures::gp();
     let effect = judge(
-        &records(&[permits.clone()]),
-        &records(&[permits, again]),
+        &records(vec![permits.clone()]),
+        &records(vec![permits, again]),
         NOW,
     );
     assert!(effect.is_none());

@@ -15,7 +15,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
-use dho_publisher::{Error, Result};
+use crate::{Error, Result};
 
 /// How long reading one topic up to its high watermarks may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
