@@ -20,6 +20,8 @@ pub enum Change {
     Unsubscribe(Unsubscribe),
     CarePlan(CarePlanChange),
     DeleteCarePlan(DeleteCarePlan),
+    Enrol(Enrol),
+    Unenrol(Unenrol),
 }
 
 /// Record a consent permitting a recipient organisation (replaces one with the same id).
@@ -142,6 +144,37 @@ pub struct DeleteCarePlan {
     pub recorded_by: String,
 }
 
+/// Record that an organisation is responsible for a patient's follow-up: from then on it may
+/// widen the patient's sharing through the gateway (record permits, end denies), on the
+/// patient's behalf. A subscription it made itself never makes it responsible.
+#[derive(Debug, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrol {
+    #[arg(long)]
+    pub patient: String,
+    /// The responsible organisation's number.
+    #[arg(long)]
+    pub organisation: String,
+    /// Its name, for people reading the record.
+    #[arg(long)]
+    #[serde(default)]
+    pub organisation_name: Option<String>,
+    /// Why it is responsible, in words an auditor reads (e.g. the decision on home
+    /// follow-up it rests on).
+    #[arg(long)]
+    pub basis: String,
+}
+
+/// End an organisation's responsibility for a patient's follow-up.
+#[derive(Debug, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unenrol {
+    #[arg(long)]
+    pub patient: String,
+    #[arg(long)]
+    pub organisation: String,
+}
+
 const DEFAULT_LEGAL_BASIS: &str = "pbrl-5-3";
 
 fn default_legal_basis() -> String {
@@ -170,6 +203,9 @@ pub enum Checked {
     Unsubscribe(PatientIdentifier, String, OrganisationIdentifier),
     CarePlan(CarePlan),
     DeleteCarePlan(PatientIdentifier, String, OrganisationIdentifier),
+    /// The patient, the organisation, the basis.
+    Enrol(PatientIdentifier, OrganisationIdentifier, String),
+    Unenrol(PatientIdentifier, OrganisationIdentifier),
 }
 
 impl Change {
@@ -231,6 +267,17 @@ impl Change {
                 d.plan_id.clone(),
                 org(&d.recorded_by)?,
             ),
+            Change::Enrol(e) => {
+                if e.basis.trim().is_empty() {
+                    anyhow::bail!("--basis must say why the organisation is responsible");
+                }
+                Checked::Enrol(
+                    patient(&e.patient)?,
+                    input::organisation(&e.organisation, e.organisation_name.clone())?,
+                    e.basis.clone(),
+                )
+            }
+            Change::Unenrol(u) => Checked::Unenrol(patient(&u.patient)?, org(&u.organisation)?),
         })
     }
 }
@@ -287,6 +334,33 @@ impl Checked {
             Checked::DeleteCarePlan(patient, id, by) => (
                 format!("deleted care plan {id} for {}", patient.log_tag()),
                 publisher.remove_care_plan(patient, id, by, audit).await?,
+            ),
+            Checked::Enrol(patient, organisation, basis) => {
+                let enrolment = Enrolment {
+                    patient: patient.clone(),
+                    organisation: organisation.clone(),
+                    basis: basis.clone(),
+                    enrolled_by: operator.to_string(),
+                    enrolled_at: now_millis(),
+                };
+                (
+                    format!(
+                        "enrolled {} as responsible for {}",
+                        organisation.value,
+                        patient.log_tag()
+                    ),
+                    publisher.record_enrolment(&enrolment, audit).await?,
+                )
+            }
+            Checked::Unenrol(patient, organisation) => (
+                format!(
+                    "ended {}'s responsibility for {}",
+                    organisation.value,
+                    patient.log_tag()
+                ),
+                publisher
+                    .end_enrolment(patient, organisation, audit)
+                    .await?,
             ),
         })
     }

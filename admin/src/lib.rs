@@ -8,3 +8,4 @@ pub mod change;
 pub mod config;
 pub mod input;
 pub mod redrive;
+pub mod review;

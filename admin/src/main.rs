@@ -20,11 +20,13 @@ use dho_schemas::Policy;
 use dho_schemas::model::*;
 
 use dho_admin::change::{self, Change};
-use dho_admin::{bulk, config, input, redrive};
+use dho_admin::{bulk, config, input, redrive, review};
 use dho_publisher::state;
 
 #[derive(Debug, Parser)]
-#[command(about = "Operate the DHO hub: consents, subscriptions, care plans, dead letters, tokens")]
+#[command(
+    about = "Operate the DHO hub: consents, subscriptions, care plans, enrolments, a credential's consent changes, dead letters, tokens"
+)]
 struct Args {
     /// A TOML file with a `[kafka]` table (the router's or the gateway's config will do).
     #[arg(long, env = "DHO_CONFIG", global = true)]
@@ -67,9 +69,32 @@ enum Command {
     },
     /// Delete a patient's care plan (from then on it classifies nothing).
     DeleteCarePlan(change::DeleteCarePlan),
+    /// Record that an organisation is responsible for a patient's follow-up (audited): it
+    /// may then widen the patient's sharing through the gateway, on the patient's behalf.
+    Enrol(change::Enrol),
+    /// End an organisation's responsibility for a patient's follow-up (audited).
+    Unenrol(change::Unenrol),
+    /// The organisations responsible for a patient's follow-up.
+    Enrolments {
+        /// The patient's number.
+        patient: String,
+    },
+    /// A gateway credential's recent consent changes, one JSON line each (patients as
+    /// pseudonyms). The look itself is audited on `<prefix>.audit.operator`.
+    Changes(review::Window),
+    /// Put back what a gateway credential's recent consent changes changed (newest first;
+    /// a directive changed since by someone else is left, and said so), audited like any
+    /// consent change (channel `admin-undo`) and on `<prefix>.audit.operator`.
+    Undo {
+        #[command(flatten)]
+        window: review::Window,
+        /// List what would be put back, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Apply many changes from a file through one connection: one JSON object per line,
     /// `{"op": "grant" | "revoke" | "subscribe" | "unsubscribe" | "care-plan" |
-    /// "delete-care-plan", ...}` with the commands' flags as keys (`care-plan` takes
+    /// "delete-care-plan" | "enrol" | "unenrol", ...}` with the commands' flags as keys (`care-plan` takes
     /// `"plan": {...}`). Each line's outcome is a JSON line; a bad line is reported with
     /// its number and the others still apply; the exit status is 1 if any line failed.
     Apply {
@@ -156,6 +181,26 @@ async fn main() -> anyhow::Result<()> {
         Command::Unsubscribe(c) => apply_one(&args, policy, Change::Unsubscribe(c.clone())).await?,
         Command::DeleteCarePlan(c) => {
             apply_one(&args, policy, Change::DeleteCarePlan(c.clone())).await?
+        }
+        Command::Enrol(c) => apply_one(&args, policy, Change::Enrol(c.clone())).await?,
+        Command::Unenrol(c) => apply_one(&args, policy, Change::Unenrol(c.clone())).await?,
+        Command::Enrolments { patient: number } => {
+            let patient = input::patient(number, policy)?;
+            let settings = settings(&args)?;
+            let topic = settings.topics().enrolments();
+            for e in state::patient_state::<Enrolment>(&settings, &topic, &patient)
+                .await?
+                .values()
+            {
+                println!("{}", input::listing(e, &e.patient));
+            }
+        }
+        Command::Changes(window) => {
+            review::changes(&settings(&args)?, window, &args.operator).await?;
+        }
+        Command::Undo { window, dry_run } => {
+            let settings = settings(&args)?;
+            review::undo(&settings, policy, window, &args.operator, *dry_run).await?;
         }
         Command::CarePlan { file } => {
             let plan = input::care_plan_file(file, policy)?;

@@ -76,6 +76,7 @@ pub fn hub_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
         TopicSpec::output(t.redrive_audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.enrolment_audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.refusal_audit(), n, Some(AUDIT_RETENTION_MS)),
+        TopicSpec::output(t.operator_audit(), n, Some(AUDIT_RETENTION_MS)),
         TopicSpec::output(t.deadletter(), n, None),
     ]
 }

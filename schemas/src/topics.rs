@@ -74,6 +74,11 @@ impl TopicNames {
     pub fn refusal_audit(&self) -> String {
         format!("{}.audit.refusals", self.prefix)
     }
+    /// Audit records of operators' reviews and undoing of a credential's consent changes
+    /// (`dho-admin changes`, `dho-admin undo`; JSON, keyed by the credential's name).
+    pub fn operator_audit(&self) -> String {
+        format!("{}.audit.operator", self.prefix)
+    }
     /// Audit records of dead letters sent back to their source topic by `dho-admin
     /// redrive` (JSON, keyed by the dead-letter topic's partition and offset).
     pub fn redrive_audit(&self) -> String {
