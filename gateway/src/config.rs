@@ -77,11 +77,15 @@ pub struct GatewayConfig {
     /// patient's own channel: may widen sharing, see ARCHITECTURE.md).
     #[serde(default)]
     pub patient_channels: Vec<PatientChannelCredential>,
-    /// Most consent changes one credential may make per minute (refused or not); more get
-    /// 429 with `Retry-After`. A stolen credential then cannot rewrite many patients'
-    /// consent before someone notices.
+    /// Most consent changes one care organisation's credential may ask for per minute
+    /// (refused or not); more get 429 with `Retry-After`. A stolen credential then cannot
+    /// rewrite many patients' consent before someone notices.
     #[serde(default = "default_consent_changes_per_minute")]
     pub consent_changes_per_minute: u32,
+    /// The same for a patient channel's credential: a portal records consent for every
+    /// patient who uses it, so its budget is larger.
+    #[serde(default = "default_patient_channel_consent_changes_per_minute")]
+    pub patient_channel_consent_changes_per_minute: u32,
 }
 
 /// A patient portal's credential: it records consent on behalf of the patient who signed
@@ -128,6 +132,9 @@ pub struct CareOrganisationCredential {
 
 fn default_consent_changes_per_minute() -> u32 {
     30
+}
+fn default_patient_channel_consent_changes_per_minute() -> u32 {
+    6000
 }
 fn default_listen() -> SocketAddr {
     ([127, 0, 0, 1], 8090).into()
@@ -196,6 +203,8 @@ impl GatewayConfig {
             care_organisations: vec![],
             patient_channels: vec![],
             consent_changes_per_minute: default_consent_changes_per_minute(),
+            patient_channel_consent_changes_per_minute:
+                default_patient_channel_consent_changes_per_minute(),
         }
     }
 }

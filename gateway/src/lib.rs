@@ -158,7 +158,6 @@ impl Gateway {
             remembered,
             "recent readings read back, to recognise their re-sends"
         );
-        let config_rate = config.consent_changes_per_minute;
         Ok(Self {
             inner: Arc::new(Inner {
                 in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
@@ -170,7 +169,7 @@ impl Gateway {
                 metrics,
                 tls,
                 consent_locks: Default::default(),
-                consent_rate: rate_limit::RateLimit::per_minute(config_rate),
+                consent_rate: Default::default(),
             }),
         })
     }

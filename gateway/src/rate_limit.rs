@@ -1,4 +1,4 @@
-//! A token bucket per credential: at most `per_minute` actions a minute, in bursts of at
+//! A token bucket per credential: at most its `per_minute` actions a minute, in bursts of at
 //! most that many. Consent changes go through it (see `routes/consent.rs`): one stolen
 //! credential must not rewrite many patients' consent before anyone notices.
 
@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct RateLimit {
-    per_minute: f64,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
@@ -19,25 +18,24 @@ struct Bucket {
 }
 
 impl RateLimit {
-    pub(crate) fn per_minute(per_minute: u32) -> Self {
-        Self {
-            per_minute: f64::from(per_minute.max(1)),
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes one action's token for `credential` at `now`, or says how long until one is
-    /// there.
-    pub(crate) fn take(&self, credential: &str, now: Instant) -> Result<(), Duration> {
+    /// Takes one action's token for `credential` (allowed `per_minute`) at `now`, or says
+    /// how long until one is there.
+    pub(crate) fn take(
+        &self,
+        credential: &str,
+        per_minute: u32,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let per_minute = f64::from(per_minute.max(1));
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let full = Bucket {
-            tokens: self.per_minute,
+            tokens: per_minute,
             at: now,
         };
         let bucket = buckets.entry(credential.to_string()).or_insert(full);
-        let rate = self.per_minute / 60.0;
+        let rate = per_minute / 60.0;
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(self.per_minute);
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(per_minute);
         bucket.at = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -54,21 +52,21 @@ mod tests {
 
     #[test]
     fn a_burst_up_to_the_limit_then_one_per_refill_per_credential() {
-        let limit = RateLimit::per_minute(3);
+        let limit = RateLimit::default();
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(limit.take("a", t0).is_ok());
+            assert!(limit.take("a", 3, t0).is_ok());
         }
-        let wait = limit.take("a", t0).unwrap_err();
+        let wait = limit.take("a", 3, t0).unwrap_err();
         assert!(
             wait > Duration::from_secs(19) && wait <= Duration::from_secs(20),
             "{wait:?}"
         );
         // Another credential has its own bucket.
-        assert!(limit.take("b", t0).is_ok());
+        assert!(limit.take("b", 3, t0).is_ok());
         // One token back after 20 s (3 a minute), not two.
         let t1 = t0 + Duration::from_secs(20);
-        assert!(limit.take("a", t1).is_ok());
-        assert!(limit.take("a", t1).is_err());
+        assert!(limit.take("a", 3, t1).is_ok());
+        assert!(limit.take("a", 3, t1).is_err());
     }
 }

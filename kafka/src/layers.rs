@@ -50,6 +50,10 @@ pub const FILE_ONLY: &[(&str, &str)] = &[
         "care_organisations",
         "a list of credentials (name, orgnr, token hash, subscriber ids), one table each",
     ),
+    (
+        "patient_channels",
+        "a list of credentials (name, orgnr, token hash), one table each",
+    ),
 ];
 
 /// The environment variable of a key: `DHO_` and its last part in capitals.

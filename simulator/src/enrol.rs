@@ -18,6 +18,12 @@ pub struct Enrolment {
     pub org: OrganisationIdentifier,
     /// The organisation's subscriber (delivery topic) the subscriptions are for.
     pub subscriber_id: String,
+    /// The patient's own channel (a client with a patient portal's token), which records
+    /// each patient's consent as the patient would through the portal. Without it the
+    /// organisation records the consent itself, which the gateway allows only if an operator
+    /// enrolled it as responsible for the patient (`dho-admin enrol`): a permit widens
+    /// sharing.
+    pub consent_by: Option<GatewayClient>,
 }
 
 /// Why enrolling a patient failed. It names the step and the gateway's answer, never the
@@ -38,7 +44,8 @@ pub const SIM_PLAN_NAME: &str = "egenbehandlingsplan";
 impl GatewayClient {
     /// Records, as the care organisation whose token this client holds, what lets
     /// `patient`'s readings reach `enrolment.subscriber_id`: a consent permitting the
-    /// organisation (every category, `POST /fhir/Consent`), a subscription for the
+    /// organisation (every category, `POST /fhir/Consent`, through `enrolment.consent_by`
+    /// when given), a subscription for the
     /// subscriber (full content, every category, `PUT /subscriptions/{id}`) and the patient's
     /// care plan ([`SimPatient::care_plan`], by the organisation, `PUT /careplans/{id}`), so
     /// the router also raises alerts. `tag` names the consent and subscription (it must be
@@ -59,7 +66,11 @@ impl GatewayClient {
             true,
             std::slice::from_ref(org),
         );
-        self.send_retrying("consent", reqwest::Method::POST, "/fhir/Consent", &consent)
+        enrolment
+            .consent_by
+            .as_ref()
+            .unwrap_or(self)
+            .send_retrying("consent", reqwest::Method::POST, "/fhir/Consent", &consent)
             .await?;
         let subscription_id = format!("{}.{tag}", enrolment.subscriber_id);
         let subscription = Subscription {

@@ -38,6 +38,11 @@ struct Args {
     /// consents' permitted recipient and the care plans' author.
     #[arg(long, env = "DHO_ENROL_ORGNR")]
     enrol_orgnr: Option<String>,
+    /// A patient portal's token (the patients' own channel), to record each patient's
+    /// consent with. Without it the enrolling organisation records it, which the gateway
+    /// allows only if an operator enrolled it as responsible (`dho-admin enrol`).
+    #[arg(long, env = "DHO_CONSENT_TOKEN", hide_env_values = true)]
+    consent_token: Option<String>,
     /// The enrolling organisation's subscriber id (delivery topic) to subscribe.
     #[arg(long, env = "DHO_ENROL_SUBSCRIBER")]
     enrol_subscriber: Option<String>,
@@ -137,7 +142,15 @@ async fn main() -> anyhow::Result<()> {
             .clone()
             .context("--enrol-subscriber is required with --enrol-token")?;
         dho_schemas::validate::subscriber_id(&subscriber_id)?;
-        let enrolment = Enrolment { org, subscriber_id };
+        let consent_by = args
+            .consent_token
+            .as_deref()
+            .map(|token| GatewayClient::new(url, token));
+        let enrolment = Enrolment {
+            org,
+            subscriber_id,
+            consent_by,
+        };
         enrolled = enrol_fleet(
             &GatewayClient::new(url, token),
             &fleet,
@@ -147,8 +160,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("enrolling the fleet")?;
         tracing::info!(enrolled, "fleet enrolled");
-    } else if args.enrol_orgnr.is_some() || args.enrol_subscriber.is_some() {
-        anyhow::bail!("--enrol-orgnr and --enrol-subscriber need --enrol-token");
+    } else if args.enrol_orgnr.is_some()
+        || args.enrol_subscriber.is_some()
+        || args.consent_token.is_some()
+    {
+        anyhow::bail!("--enrol-orgnr, --enrol-subscriber and --consent-token need --enrol-token");
     }
     let started = std::time::Instant::now();
     let stats = run(

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use dho_gateway::{
-    CareOrganisationCredential, GatewayConfig, PlatformCredential, RunningGateway, hash_token,
+    CareOrganisationCredential, GatewayConfig, PatientChannelCredential, PlatformCredential,
+    RunningGateway, hash_token,
 };
 use dho_kafka::KafkaSettings;
 use dho_schemas::OrganisationIdentifier;
@@ -23,6 +24,10 @@ pub const HOME_TOKEN: &str = "test-home-care-token-0123456789abcdef0123456789abc
 /// The GP's token (`fixtures::gp()`, subscriber `sentrum-gp`).
 pub const GP_TOKEN: &str = "test-gp-token-0123456789abcdef0123456789abcdef01234567";
 
+/// A patient portal's token: the patients' own channel, which may record any consent
+/// change (as [`portal`]).
+pub const PORTAL_TOKEN: &str = "test-patient-portal-token-0123456789abcdef0123456789ab";
+
 pub const HOME: &str = "bergen-home-care";
 pub const GP: &str = "sentrum-gp";
 
@@ -31,7 +36,13 @@ pub fn other_platform() -> OrganisationIdentifier {
     OrganisationIdentifier::orgnr(fixtures::orgnr(93_100_001), "Other platform AS")
 }
 
-/// A gateway config for `settings` with the four credentials, listening on port 0.
+/// The patient portal's operator (the recorder of the consents it sends).
+pub fn portal() -> OrganisationIdentifier {
+    OrganisationIdentifier::orgnr(fixtures::orgnr(99_500_001), "Test patient portal")
+}
+
+/// A gateway config for `settings` with the five credentials (two platforms, two care
+/// organisations, the patient portal), listening on port 0.
 pub fn gateway_config(settings: &KafkaSettings) -> GatewayConfig {
     let mut config = GatewayConfig::new(settings.clone());
     config.listen = ([127, 0, 0, 1], 0).into();
@@ -63,6 +74,11 @@ pub fn gateway_config(settings: &KafkaSettings) -> GatewayConfig {
             subscriber_ids: vec![GP.into()],
         },
     ];
+    config.patient_channels = vec![PatientChannelCredential {
+        name: "test-portal".into(),
+        orgnr: portal().value,
+        token_sha256: hash_token(PORTAL_TOKEN),
+    }];
     config
 }
 
@@ -99,6 +115,12 @@ pub fn config_toml(config: &GatewayConfig) -> String {
         text += &format!(
             "\n[[care_organisations]]\nname = \"{}\"\norgnr = \"{}\"\ntoken_sha256 = \"{}\"\nsubscriber_ids = {:?}\n",
             c.name, c.orgnr, c.token_sha256, c.subscriber_ids
+        );
+    }
+    for c in &config.patient_channels {
+        text += &format!(
+            "\n[[patient_channels]]\nname = \"{}\"\norgnr = \"{}\"\ntoken_sha256 = \"{}\"\n",
+            c.name, c.orgnr, c.token_sha256
         );
     }
     text
@@ -140,6 +162,27 @@ pub fn admin_ok(stack: &crate::Stack, args: &[&str]) -> std::process::Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+/// `dho-admin enrol`: `org` becomes responsible for `patient`'s follow-up, so it may widen
+/// the patient's sharing through the gateway.
+pub fn enrol(
+    stack: &crate::Stack,
+    patient: &dho_schemas::PatientIdentifier,
+    org: &OrganisationIdentifier,
+) {
+    admin_ok(
+        stack,
+        &[
+            "enrol",
+            "--patient",
+            &patient.value,
+            "--organisation",
+            &org.value,
+            "--basis",
+            "test: home follow-up",
+        ],
+    );
 }
 
 /// A program's stdout as one JSON value per line (a line that is not JSON panics).

@@ -25,7 +25,9 @@ use dho_tests::deploy::services::{
     config_file, gateway_config_file, kafka_of, metrics_addr, router_config,
 };
 use dho_tests::deploy::{DASHBOARD, PROMETHEUS, TOPICS, host_port, read, repo};
-use dho_tests::ingest::{HOME, HOME_TOKEN, Http, PLATFORM_TOKEN, gateway_config, spawn_ingest};
+use dho_tests::ingest::{
+    HOME, HOME_TOKEN, Http, PLATFORM_TOKEN, PORTAL_TOKEN, gateway_config, spawn_ingest,
+};
 use dho_tests::sdk::example_args;
 use dho_tests::{Stack, read_topic_sizes, wait_for};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -634,6 +636,16 @@ fn deploy_start_order_waits_on_healthchecks_and_mounts_exist() {
         "the enrolling organisation is the token's"
     );
     assert_eq!(&simulator["DHO_ENROL_SUBSCRIBER"], subscriber);
+    // The fleet's consents are the patients' own: recorded through the patient channel,
+    // since the organisation may not grant itself access.
+    let consent_token = hash_token(&simulator["DHO_CONSENT_TOKEN"]);
+    assert!(
+        gateway
+            .patient_channels
+            .iter()
+            .any(|c| c.token_sha256 == consent_token),
+        "the simulator's consent token is none of the gateway's patient channels"
+    );
     assert!(
         enrolling.subscriber_ids.contains(subscriber),
         "{} does not own {subscriber}",
@@ -751,7 +763,9 @@ async fn deploy_dashboard_every_metric_it_queries_is_exported_by_a_running_servi
         true,
         &[fixtures::home_care()],
     );
-    let a = http.post("/fhir/Consent", Some(HOME_TOKEN), &consent).await;
+    let a = http
+        .post("/fhir/Consent", Some(PORTAL_TOKEN), &consent)
+        .await;
     assert_eq!(a.status, 201, "{}", a.json);
     stack
         .publisher()

@@ -11,8 +11,8 @@ use dho_schemas::fhir::observation_from_measurement;
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
 use dho_tests::ingest::{
-    GP, GP_TOKEN, HOME, HOME_TOKEN, Http, OTHER_PLATFORM_TOKEN, PLATFORM_TOKEN, gateway_config,
-    other_platform, start_gateway,
+    GP, GP_TOKEN, HOME, HOME_TOKEN, Http, OTHER_PLATFORM_TOKEN, PLATFORM_TOKEN, PORTAL_TOKEN,
+    gateway_config, other_platform, start_gateway,
 };
 use dho_tests::{Stack, read_topic_sizes};
 use reqwest::Method;
@@ -211,7 +211,7 @@ async fn ingest_every_wrong_credential_is_refused_counted_and_stores_nothing() {
         (
             Method::POST,
             "/fhir/Consent",
-            HOME_TOKEN,
+            PORTAL_TOKEN,
             consent.clone(),
             201,
         ),

@@ -14,8 +14,8 @@ use dho_kafka::KafkaSettings;
 use dho_schemas::model::*;
 use dho_schemas::{codec, fixtures, wire};
 use dho_tests::ingest::{
-    GP_TOKEN, HOME, HOME_TOKEN, Http, PLATFORM_TOKEN, gateway_config, publish_routed, run_admin,
-    start_gateway,
+    GP_TOKEN, HOME, HOME_TOKEN, Http, PLATFORM_TOKEN, PORTAL_TOKEN, gateway_config, publish_routed,
+    run_admin, start_gateway,
 };
 use dho_tests::{Stack, read_decoded, read_topic, read_topic_sizes, wait_for};
 use serde_json::{Value, json};
@@ -276,7 +276,9 @@ async fn ingest_careplans_a_reading_out_of_the_green_zone_raises_an_alert_for_th
         true,
         &[fixtures::home_care()],
     );
-    let c = http.post("/fhir/Consent", Some(HOME_TOKEN), &consent).await;
+    let c = http
+        .post("/fhir/Consent", Some(PORTAL_TOKEN), &consent)
+        .await;
     assert_eq!(c.status, 201, "{}", c.json);
     let mut sub = serde_json::to_value(fixtures::subscription(
         &patient,
@@ -328,7 +330,7 @@ async fn ingest_careplans_a_reading_out_of_the_green_zone_raises_an_alert_for_th
     assert_eq!(with_alert.subscriber_id, HOME);
     assert_eq!(
         with_alert.consent_id,
-        format!("{}.home-1", fixtures::home_care().value)
+        format!("{}.home-1", dho_tests::ingest::portal().value)
     );
 
     // The owner deletes the plan: back in green raises no RESOLVED, there is no plan.

@@ -9,7 +9,8 @@ use dho_gateway::fhir_consent;
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
 use dho_tests::ingest::{
-    HOME, HOME_TOKEN, Http, admin_ok, gateway_config, json_lines, publish_routed, start_gateway,
+    HOME, HOME_TOKEN, Http, admin_ok, enrol, gateway_config, json_lines, publish_routed,
+    start_gateway,
 };
 use dho_tests::{Stack, read_decoded, wait_for};
 use serde_json::Value;
@@ -38,6 +39,9 @@ async fn ingest_consent_recorded_then_withdrawn_through_the_gateway_changes_what
     let deliver = topics.deliver(HOME);
     let patient = fixtures::patient(42);
     let router = stack.spawn_router(GROUP).await;
+    // Home care is responsible for the patient's follow-up: it records consent on the
+    // patient's behalf (a permit widens sharing; see `consent_authority`).
+    enrol(&stack, &patient, &fixtures::home_care());
 
     // Home care subscribes to the patient (its own subscription) and records consent.
     let mut sub = serde_json::to_value(fixtures::subscription(
@@ -207,6 +211,7 @@ async fn ingest_consent_hl7_norway_withdrawals_deny_a_professional_and_then_ever
     let deliver = stack.settings.topics().deliver(HOME);
     let patient = fixtures::patient(43);
     let router = stack.spawn_router(GROUP).await;
+    enrol(&stack, &patient, &fixtures::home_care());
     let mut sub = serde_json::to_value(fixtures::subscription(
         &patient,
         HOME,

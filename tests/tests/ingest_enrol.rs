@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use dho_schemas::fixtures;
 use dho_schemas::model::*;
 use dho_simulator::{Fleet, SIM_PLAN_NAME};
-use dho_tests::ingest::{HOME, HOME_TOKEN, PLATFORM_TOKEN, gateway_config, program, start_gateway};
+use dho_tests::ingest::{
+    HOME, HOME_TOKEN, PLATFORM_TOKEN, PORTAL_TOKEN, gateway_config, portal, program, start_gateway,
+};
 use dho_tests::{Stack, read_decoded, read_topic, read_topic_sizes, wait_routed};
 use serde_json::Value;
 
@@ -84,6 +86,9 @@ async fn ingest_enrol_the_simulator_enrols_its_fleet_and_its_readings_reach_the_
             &home,
             "--enrol-subscriber",
             HOME,
+            // The patients consent through their portal: home care may not grant itself.
+            "--consent-token",
+            PORTAL_TOKEN,
         ],
     )
     .await;
@@ -139,7 +144,8 @@ async fn ingest_enrol_the_simulator_enrols_its_fleet_and_its_readings_reach_the_
             d.subscription_id
                 .starts_with(&format!("{HOME}.sim-{SEED}-"))
         );
-        assert!(d.consent_id.starts_with(&format!("{home}.sim-{SEED}-")));
+        let portal = portal().value;
+        assert!(d.consent_id.starts_with(&format!("{portal}.sim-{SEED}-")));
     }
     // Alerts, when an exacerbation crossed a plan limit, come from home care's plans.
     for alert in deliveries.iter().filter_map(|d| d.alert.as_ref()) {

@@ -21,8 +21,8 @@ use dho_schemas::fixtures;
 use dho_schemas::model::*;
 use dho_simulator::{Fleet, GatewayClient, SimOptions, Sink, run};
 use dho_tests::ingest::{
-    GP, GP_TOKEN, HOME, HOME_TOKEN, Http, OTHER_PLATFORM_TOKEN, PLATFORM_TOKEN, gateway_config,
-    spawn_ingest_with,
+    GP, GP_TOKEN, HOME, HOME_TOKEN, Http, OTHER_PLATFORM_TOKEN, PLATFORM_TOKEN, PORTAL_TOKEN,
+    gateway_config, spawn_ingest_with,
 };
 use dho_tests::logscan::Scanner;
 use dho_tests::{RouterProcess, Stack};
@@ -93,7 +93,9 @@ async fn demo_traffic_logged_as_json_at_debug_shows_no_identifier_and_no_token()
             true,
             &[fixtures::home_care(), fixtures::gp()],
         );
-        let a = http.post("/fhir/Consent", Some(HOME_TOKEN), &consent).await;
+        let a = http
+            .post("/fhir/Consent", Some(PORTAL_TOKEN), &consent)
+            .await;
         assert_eq!(a.status, 201, "{}", a.json);
         home.create(&SubscriptionRequest::new(HOME, patient.clone()).name("demo"))
             .await

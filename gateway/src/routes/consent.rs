@@ -45,7 +45,14 @@ pub(super) async fn fhir_consent(
     };
     let who = Who::new(&name, &org);
     // Counted before anything else: refused attempts use up the credential's budget too.
-    if let Err(wait) = gw.inner.consent_rate.take(&name, std::time::Instant::now()) {
+    let config = &gw.inner.config;
+    let per_minute = if patient_channel {
+        config.patient_channel_consent_changes_per_minute
+    } else {
+        config.consent_changes_per_minute
+    };
+    let now = std::time::Instant::now();
+    if let Err(wait) = gw.inner.consent_rate.take(&name, per_minute, now) {
         judged("rate_limited");
         return refuse(EP, gw.rate_limited(&who, EP, wait));
     }
