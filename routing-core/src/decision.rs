@@ -454,4 +454,4 @@ fn nth<T>(records: &BTreeMap<String, T>, index: usize) -> &T {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,7 +1,8 @@
 use super::*;
+use crate::decision::tests::{CATS, NOW, arb_consent, orgs};
 use dho_schemas::fixtures;
+use proptest::prelude::*;
 
-const NOW: Millis = 1_800_000_000_000;
 const DAY: Millis = 86_400_000;
 
 fn org(o: &OrganisationIdentifier) -> Organisation {
@@ -184,4 +185,71 @@ fn a_redundant_change_changes_nothing() {
         NOW,
     );
     assert!(effect.is_none());
+}
+
+/// Per organisation (the three named ones and one nobody names), category and instant:
+/// what the decision grants, with the professionals denied.
+fn grants(consents: &BTreeMap<String, Consent>, at: Millis) -> Vec<Option<Vec<String>>> {
+    let mut who = orgs();
+    who.push(OrganisationIdentifier::orgnr(fixtures::orgnr(97_000_001), "Nobody named"));
+    let mut state = PatientState::default();
+    for (id, c) in consents {
+        state.set_consent(id.clone(), Some(c.clone()));
+    }
+    for (i, org) in who.iter().enumerate() {
+        state.set_subscription(format!("s{i}"), Some(probe_subscription(org.system, &org.value)));
+    }
+    let mut out = vec![];
+    for category in CATS {
+        let d = decide(Some(&state), crate::decision::EventView { category, code: None }, at);
+        for i in 0..who.len() {
+            let sub = format!("{:?}:{}", who[i].system, who[i].value);
+            out.push(d.grants.iter().find(|g| g.subscription.subscriber_id == sub).map(|g| {
+                g.professional_denies.iter().map(|s| s.to_string()).collect()
+            }));
+        }
+    }
+    out
+}
+
+/// Whether `after` allows something `before` did not, at `at`.
+fn wider(before: &[Option<Vec<String>>], after: &[Option<Vec<String>>]) -> bool {
+    before.iter().zip(after).any(|(b, a)| match (b, a) {
+        (None, Some(_)) => true,
+        (Some(b), Some(a)) => b.iter().any(|hpr| !a.contains(hpr)),
+        _ => false,
+    })
+}
+
+proptest! {
+    /// The judge agrees with the decision sampled at every boundary and either side of it:
+    /// a change it calls narrowing allows nothing new anywhere from now on, and one it calls
+    /// widening allows something new somewhere.
+    #[test]
+    fn the_judge_agrees_with_the_decision_at_every_instant_from_now(
+        before in proptest::collection::vec(arb_consent(), 0..3),
+        change in arb_consent(),
+        delete in any::<bool>(),
+    ) {
+        let before: BTreeMap<String, Consent> =
+            before.into_iter().map(|c| (c.consent_id.clone(), c)).collect();
+        let mut after = before.clone();
+        if delete {
+            after.remove(&change.consent_id);
+        } else {
+            after.insert(change.consent_id.clone(), change);
+        }
+        let effect = judge(&before, &after, NOW);
+        let mut instants = vec![NOW];
+        for p in before.values().chain(after.values()).flat_map(|c| &c.provisions) {
+            for t in [p.period_start, p.period_end].into_iter().flatten() {
+                instants.extend([t - 1, t, t + 1]);
+            }
+        }
+        let widened_somewhere = instants
+            .iter()
+            .filter(|&&t| t >= NOW)
+            .any(|&t| wider(&grants(&before, t), &grants(&after, t)));
+        prop_assert_eq!(!effect.only_narrows(), widened_somewhere, "{:?}", effect);
+    }
 }

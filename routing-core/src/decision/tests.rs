@@ -2,7 +2,7 @@ use super::*;
 use dho_schemas::fixtures;
 use proptest::prelude::*;
 
-const NOW: Millis = 1_800_000_000_000;
+pub(crate) const NOW: Millis = 1_800_000_000_000;
 
 fn state(consents: Vec<Consent>, subs: Vec<Subscription>) -> PatientState {
     let mut state = PatientState::default();
@@ -272,7 +272,7 @@ fn a_deny_for_one_professional_travels_with_the_deliveries_it_governs() {
 
 // ---- Property test against an independent oracle ----
 
-fn orgs() -> Vec<OrganisationIdentifier> {
+pub(crate) fn orgs() -> Vec<OrganisationIdentifier> {
     vec![
         fixtures::gp(),
         fixtures::home_care(),
@@ -280,7 +280,7 @@ fn orgs() -> Vec<OrganisationIdentifier> {
     ]
 }
 
-const CATS: [DataCategory; 3] = [
+pub(crate) const CATS: [DataCategory; 3] = [
     DataCategory::Measurement,
     DataCategory::SelfReport,
     DataCategory::Alert,
@@ -332,7 +332,7 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn arb_consent()(id in 0u8..4, active in any::<bool>(), provisions in proptest::collection::vec(arb_provision(), 0..5)) -> Consent {
+    pub(crate) fn arb_consent()(id in 0u8..4, active in any::<bool>(), provisions in proptest::collection::vec(arb_provision(), 0..5)) -> Consent {
         let mut c = fixtures::consent(&fixtures::patient(1), &format!("c{id}"), &[]);
         c.status = if active { ConsentStatus::Active } else { ConsentStatus::Inactive };
         c.provisions = provisions
