@@ -99,6 +99,8 @@ async fn hostile_every_attempt_is_refused_with_its_status_and_audited() {
         fixtures::gp(),
         fixtures::lung_clinic(),
     );
+    // An organisation nobody shares with.
+    let other = OrganisationIdentifier::orgnr(fixtures::orgnr(97_000_001), "Another clinic");
 
     // The patient shares with home care and the GP, through the portal (allowed: the
     // patient's own channel widens). Home care is responsible for the follow-up.
@@ -180,11 +182,11 @@ async fn hostile_every_attempt_is_refused_with_its_status_and_audited() {
             (Method::POST, fhir),
             GP,
             consent(
-                "to-clinic",
+                "to-other",
                 &patient,
                 ProvisionKind::Permit,
                 true,
-                std::slice::from_ref(&clinic),
+                std::slice::from_ref(&other),
             ),
             (403, "widens_sharing"),
         ),

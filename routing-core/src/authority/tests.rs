@@ -191,22 +191,43 @@ fn a_redundant_change_changes_nothing() {
 /// what the decision grants, with the professionals denied.
 fn grants(consents: &BTreeMap<String, Consent>, at: Millis) -> Vec<Option<Vec<String>>> {
     let mut who = orgs();
-    who.push(OrganisationIdentifier::orgnr(fixtures::orgnr(97_000_001), "Nobody named"));
+    who.push(OrganisationIdentifier::orgnr(
+        fixtures::orgnr(97_000_001),
+        "Nobody named",
+    ));
     let mut state = PatientState::default();
     for (id, c) in consents {
         state.set_consent(id.clone(), Some(c.clone()));
     }
     for (i, org) in who.iter().enumerate() {
-        state.set_subscription(format!("s{i}"), Some(probe_subscription(org.system, &org.value)));
+        state.set_subscription(
+            format!("s{i}"),
+            Some(probe_subscription(org.system, &org.value)),
+        );
     }
     let mut out = vec![];
     for category in CATS {
-        let d = decide(Some(&state), crate::decision::EventView { category, code: None }, at);
+        let d = decide(
+            Some(&state),
+            crate::decision::EventView {
+                category,
+                code: None,
+            },
+            at,
+        );
         for i in 0..who.len() {
             let sub = format!("{:?}:{}", who[i].system, who[i].value);
-            out.push(d.grants.iter().find(|g| g.subscription.subscriber_id == sub).map(|g| {
-                g.professional_denies.iter().map(|s| s.to_string()).collect()
-            }));
+            out.push(
+                d.grants
+                    .iter()
+                    .find(|g| g.subscription.subscriber_id == sub)
+                    .map(|g| {
+                        g.professional_denies
+                            .iter()
+                            .map(|s| s.to_string())
+                            .collect()
+                    }),
+            );
         }
     }
     out
