@@ -122,7 +122,7 @@ async fn hostile_every_attempt_is_refused_with_its_status_and_audited() {
         &patient,
         ProvisionKind::Deny,
         true,
-        &[gp.clone()],
+        std::slice::from_ref(&gp),
     );
     let a = http.post("/fhir/Consent", Some(GP_TOKEN), &own_deny).await;
     assert_eq!(a.status, 201, "{}", a.json);
@@ -132,7 +132,7 @@ async fn hostile_every_attempt_is_refused_with_its_status_and_audited() {
         &patient,
         ProvisionKind::Permit,
         true,
-        &[clinic.clone()],
+        std::slice::from_ref(&clinic),
     );
     let a = http
         .post("/fhir/Consent", Some(HOME_TOKEN), &to_clinic)
