@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::readings::data_controller;
 use super::refusal::{FHIR_JSON, Refusal, publish_failure, refuse};
 use super::roles::{Platform, at};
+use super::steps::Who;
 use crate::Gateway;
 use crate::event_id::assign_event_id;
 use crate::events::{
@@ -29,7 +30,7 @@ pub(super) async fn fhir_bundle(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     const EP: Endpoint = Endpoint::FhirBundle;
-    let platform = caller.org;
+    let platform = caller.org.clone();
     let json = match gw.body(body, EP) {
         Ok(json) => json,
         Err(r) => return refuse(EP, r),
@@ -77,6 +78,11 @@ pub(super) async fn fhir_bundle(
         if let Ok(event) = &mut outcome.result {
             assign_event_id(event, &platform);
             *forbidden = !data_controller(event).same_entity(&platform);
+            if *forbidden {
+                let who = Who::new(&caller.name, &platform).about(event.patient());
+                let message = "an entry named another organisation as data controller";
+                gw.audit_refusal(&who, EP, "cross_platform", message);
+            }
         }
     }
     let (gw, platform) = (&gw, &platform);
