@@ -364,6 +364,59 @@ mod tests {
     }
 
     #[test]
+    fn tracks_from_before_plans_per_organisation_are_migrated_once_and_say_what_became_of_them() {
+        use crate::alerts::Track;
+        use crate::tracks::{DropReason, Legacy, track_id};
+        use dho_schemas::codes::SPO2;
+        use dho_schemas::model::Zone;
+        let p = fixtures::patient(1);
+        let q = fixtures::patient(2);
+        let mut s = PartitionState::default();
+        let legacy = |patient: &dho_schemas::PatientIdentifier| {
+            let mut t = Track::new(patient.clone(), SPO2, fixtures::gp());
+            t.state.owner = None;
+            t.state.zone = Some(Zone::Red);
+            t.applied_through = 4;
+            t.target_codes = vec![SPO2.into()];
+            t
+        };
+        // Read back from the alert-state topic under the old keys: p has a plan, q none.
+        s.apply_track(&state_key(&p, SPO2), Some(legacy(&p)));
+        s.apply_track(&state_key(&q, SPO2), Some(legacy(&q)));
+        s.apply_care_plan(&state_key(&p, "plan-1"), Some(fixtures::care_plan(&p)));
+        assert!(s.has_legacy_tracks());
+        assert_eq!(s.patients_in_red(), 2);
+
+        let mut migrated = s.migrate_legacy_tracks();
+        migrated.sort_by(|a, b| a.legacy_key.cmp(&b.legacy_key));
+        assert_eq!(migrated.len(), 2);
+        let of = |patient: &dho_schemas::PatientIdentifier| {
+            migrated
+                .iter()
+                .find(|m| m.legacy_key == state_key(patient, SPO2))
+                .expect("migrated")
+        };
+        // p's track goes to the owner of its plan, open red episode and position kept.
+        let Legacy::Adopted(adopted) = &of(&p).outcome else {
+            panic!("p's track is adopted");
+        };
+        assert!(adopted.state.is_owned_by(&fixtures::lung_clinic()));
+        let owned_id = track_id(SPO2, &fixtures::lung_clinic());
+        let alerts = &s.patient(p.key()).unwrap().alerts;
+        assert_eq!(alerts.keys().collect::<Vec<_>>(), [&owned_id]);
+        assert!(alerts[&owned_id].in_red());
+        assert_eq!(alerts[&owned_id].applied_through, 4);
+        // q's is dropped: no plan speaks about its code; the red episode is named as lost.
+        assert_eq!(of(&q).outcome, Legacy::Dropped(DropReason::NoPlan));
+        assert!(of(&q).was_red);
+        assert!(s.patient(q.key()).is_none());
+        assert_eq!(s.patients_in_red(), 1);
+        // Once: nothing is left to migrate.
+        assert!(!s.has_legacy_tracks());
+        assert!(s.migrate_legacy_tracks().is_empty());
+    }
+
+    #[test]
     fn records_of_one_patient_accumulate() {
         let p = fixtures::patient(1);
         let mut s = PartitionState::default();
