@@ -8,7 +8,7 @@
 //! changes across its versions. It is typed (system and number) and validated on every
 //! plan, also on plans written by the admin or loaded directly, whose ids need not carry the
 //! prefix. Among one organisation's several plans for a code, the rule of
-//! [`plan_for`](crate::alerts::plan_for) still chooses one.
+//! [`plan_for`] still chooses one.
 //!
 //! Tracks persisted before this had no owner (key `<patient>|<code>`): [`migrate`] says what
 //! becomes of each.
@@ -166,6 +166,59 @@ mod tests {
             plan_of_owner(plans, &fixtures::gp(), codes::SPO2, &[]),
             None
         );
+    }
+
+    #[test]
+    fn each_owners_track_raises_its_own_episode_with_ids_of_its_own() {
+        use crate::alerts::Observed;
+        let p = fixtures::patient(1);
+        let home = plan("h.a", fixtures::home_care(), 1, 92.0);
+        let mut lung = plan("l.a", fixtures::lung_clinic(), 2, 88.0);
+        lung.targets[0].yellow.low = Some(85.0);
+        let mut tracks: Vec<Track> = [&home, &lung]
+            .iter()
+            .map(|plan| Track::new(p.clone(), codes::SPO2, plan.updated_by.clone()))
+            .collect();
+        let mut feed = |value: f64, offset: i64| -> Vec<Option<Alert>> {
+            let reading = fixtures::spo2(&p, value, 1_700_000_000_000);
+            tracks
+                .iter_mut()
+                .zip([&home, &lung])
+                .map(
+                    |(track, plan)| match track.observe(&reading, offset, plan, 0) {
+                        Observed::Applied(alert) => alert,
+                        other => panic!("{other:?}"),
+                    },
+                )
+                .collect()
+        };
+        // Red under home care's plan (green ≥ 92, yellow ≥ 88), yellow under
+        // the lung clinic's (green ≥ 88, yellow ≥ 85).
+        let first = feed(86.0, 1);
+        let home_alert = first[0].as_ref().expect("home care's plan raises");
+        let lung_alert = first[1].as_ref().expect("the lung clinic's plan raises");
+        assert_eq!(
+            (home_alert.kind, home_alert.zone),
+            (AlertKind::ZoneEntered, Zone::Red)
+        );
+        assert_eq!(
+            (lung_alert.kind, lung_alert.zone),
+            (AlertKind::ZoneEntered, Zone::Yellow)
+        );
+        assert_ne!(
+            home_alert.alert_id, lung_alert.alert_id,
+            "one reading, two ids"
+        );
+        assert_eq!(home_alert.plan_owner, Some(fixtures::home_care()));
+        assert_eq!(lung_alert.plan_id, "l.a");
+        // Green under the lung clinic's plan only: only its episode resolves.
+        let second = feed(90.0, 2);
+        assert_eq!(second[0], None, "home care's red episode stays open");
+        let resolved = second[1]
+            .as_ref()
+            .expect("the lung clinic's episode resolves");
+        assert_eq!(resolved.kind, AlertKind::Resolved);
+        assert!(tracks[0].in_red() && !tracks[1].in_red());
     }
 
     #[test]
