@@ -231,6 +231,7 @@ mod tests {
             code: m.code.clone(),
             plan_id: "plan-1".into(),
             plan_version: 1,
+            plan_owner: None,
             triggering_event_id: Some(m.event_id.clone()),
             reading: Some(m.clone()),
             raised_at: AT,

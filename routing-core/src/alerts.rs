@@ -1,7 +1,8 @@
 //! Alerts from the patient's self-management plan (issue 7): a pure core, no Kafka.
 //!
 //! [`classify`] puts a reading in the plan's green, yellow or red zone. [`AlertState`] is the
-//! alert state machine of one (patient, code): it turns the sequence of classified readings,
+//! alert state machine of one (patient, code, plan owner): each care organisation's plan
+//! keeps its own track (see [`crate::tracks`]), and it turns the sequence of classified readings,
 //! and the silence between them, into as few alerts as possible. The state is plain data
 //! (serde), so the pipeline can persist it and rebuild it after a restart or rebalance; alert
 //! ids are UUID v5 of their causes, so a replay produces the same ids and the consumer SDK
@@ -38,7 +39,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(test)]
 mod tests;
 
-/// The namespace of alert ids (UUID v5 of patient key, code, kind, trigger).
+/// The namespace of alert ids (UUID v5 of patient key, code, plan owner, kind, trigger).
 const ALERT_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x3c9e_71a4_5b2d_4f60_8e1a_d47b_92c3_0f15);
 
@@ -114,13 +115,18 @@ pub fn classify(measurement: &Measurement, plan: &CarePlan) -> Option<Classifica
     worst
 }
 
-/// The alert state of one (patient, code), where `code` is the measurement's code (for
-/// blood pressure the panel code `85354-9`, not a component's). Plain data: serialise it to
-/// persist, deserialise it to continue exactly where it stopped.
+/// The alert state of one (patient, code, plan owner), where `code` is the measurement's
+/// code (for blood pressure the panel code `85354-9`, not a component's). Plain data:
+/// serialise it to persist, deserialise it to continue exactly where it stopped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertState {
     pub patient: PatientIdentifier,
     pub code: String,
+    /// The care organisation whose plan this track follows (its plans' `updated_by`).
+    /// `None` only in a track persisted before plans per organisation: such a track is
+    /// migrated before use (see [`crate::tracks::migrate`]).
+    #[serde(default)]
+    pub owner: Option<OrganisationIdentifier>,
     /// The worst zone of the open episode: `None` before the first reading, `Green` when no
     /// zone alert is open, `Yellow`/`Red` while one is.
     pub zone: Option<Zone>,
@@ -132,11 +138,16 @@ pub struct AlertState {
 }
 
 impl AlertState {
-    /// The state of a (patient, code) with no reading seen yet.
-    pub fn new(patient: PatientIdentifier, code: impl Into<String>) -> Self {
+    /// The state of a (patient, code) under `owner`'s plan, with no reading seen yet.
+    pub fn new(
+        patient: PatientIdentifier,
+        code: impl Into<String>,
+        owner: OrganisationIdentifier,
+    ) -> Self {
         Self {
             patient,
             code: code.into(),
+            owner: Some(owner),
             zone: None,
             no_data_open: false,
             last_event_id: None,
@@ -146,9 +157,9 @@ impl AlertState {
     /// Feeds one classified reading (`classification` = [`classify`]`(reading, plan)`) and
     /// returns the alert it raises, if any (see the module table). `now` is `raised_at`.
     ///
-    /// The caller keeps one state per (patient, measurement code) and passes only readings
-    /// of that patient and code that classified; readings without a classification do not
-    /// touch the state.
+    /// The caller keeps one state per (patient, measurement code, plan owner) and passes
+    /// only readings of that patient and code that classified under that owner's `plan`;
+    /// readings without a classification do not touch the state.
     pub fn observe(
         &mut self,
         classification: &Classification,
@@ -158,6 +169,7 @@ impl AlertState {
     ) -> Option<Alert> {
         debug_assert_eq!(reading.code, self.code, "state of another code");
         debug_assert_eq!(reading.patient, self.patient, "state of another patient");
+        debug_assert!(self.is_owned_by(&plan.updated_by), "state of another owner");
         let zone = classification.zone;
         let before = self.zone.unwrap_or(Zone::Green);
         let transition = match (before, zone) {
@@ -198,7 +210,7 @@ impl AlertState {
             reading.event_id.clone()
         };
         Some(Alert {
-            alert_id: alert_id(&self.patient, &self.code, kind, &trigger),
+            alert_id: alert_id(&self.patient, &self.code, &plan.updated_by, kind, &trigger),
             patient: self.patient.clone(),
             kind,
             zone,
@@ -206,6 +218,7 @@ impl AlertState {
             code: self.code.clone(),
             plan_id: plan.plan_id.clone(),
             plan_version: plan.version,
+            plan_owner: Some(plan.updated_by.clone()),
             triggering_event_id: Some(reading.event_id.clone()),
             reading: Some(reading.clone()),
             raised_at: now,
@@ -232,6 +245,7 @@ impl AlertState {
         last_reading_at: Millis,
         now: Millis,
     ) -> Option<Alert> {
+        debug_assert!(self.is_owned_by(&plan.updated_by), "state of another owner");
         let hours = target.expected_interval_hours.filter(|h| *h > 0)?;
         if self.no_data_open || now.saturating_sub(last_reading_at) < hours as i64 * MILLIS_PER_HOUR
         {
@@ -244,7 +258,13 @@ impl AlertState {
         };
         let zone = self.zone.unwrap_or(Zone::Green);
         Some(Alert {
-            alert_id: alert_id(&self.patient, &self.code, AlertKind::NoData, &after),
+            alert_id: alert_id(
+                &self.patient,
+                &self.code,
+                &plan.updated_by,
+                AlertKind::NoData,
+                &after,
+            ),
             patient: self.patient.clone(),
             kind: AlertKind::NoData,
             zone,
@@ -252,6 +272,7 @@ impl AlertState {
             code: self.code.clone(),
             plan_id: plan.plan_id.clone(),
             plan_version: plan.version,
+            plan_owner: Some(plan.updated_by.clone()),
             triggering_event_id: None,
             reading: None,
             raised_at: now,
@@ -259,7 +280,14 @@ impl AlertState {
     }
 }
 
-/// What the router keeps per (patient, code) between readings, persisted on the compacted
+impl AlertState {
+    /// Whether this is the track of `owner`'s plans.
+    pub fn is_owned_by(&self, owner: &OrganisationIdentifier) -> bool {
+        self.owner.as_ref().is_some_and(|o| o.same_entity(owner))
+    }
+}
+
+/// What the router keeps per (patient, code, plan owner) between readings, persisted on the compacted
 /// alert-state topic so a restart or a rebalance continues exactly where it stopped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Track {
@@ -291,9 +319,13 @@ pub enum Observed {
 }
 
 impl Track {
-    pub fn new(patient: PatientIdentifier, code: impl Into<String>) -> Self {
+    pub fn new(
+        patient: PatientIdentifier,
+        code: impl Into<String>,
+        owner: OrganisationIdentifier,
+    ) -> Self {
         Self {
-            state: AlertState::new(patient, code),
+            state: AlertState::new(patient, code, owner),
             last_reading_at: 0,
             applied_through: -1,
             target_codes: vec![],
@@ -349,6 +381,16 @@ impl Track {
             .min_by_key(|t| t.expected_interval_hours)
     }
 
+    /// The track's id in its patient's state and its alert-state key after `<patient>|`:
+    /// `<code>|<owner>` (see [`crate::tracks::track_id`]), or the bare code of a track from
+    /// before plans per organisation.
+    pub fn id(&self) -> String {
+        match &self.state.owner {
+            Some(owner) => crate::tracks::track_id(&self.state.code, owner),
+            None => self.state.code.clone(),
+        }
+    }
+
     /// The worst zone of the open episode is red.
     pub fn in_red(&self) -> bool {
         self.state.zone == Some(Zone::Red)
@@ -370,7 +412,10 @@ fn target_codes(reading: &Measurement, plan: &CarePlan) -> Vec<String> {
 
 /// The plan that speaks about `code` (a target for the code or one of `component_codes`):
 /// of several, the most recently updated (then the highest version, then the plan id, so
-/// the choice never depends on map order).
+/// the choice never depends on map order). Between organisations this chooses nothing any
+/// more ([`crate::tracks::plans_by_owner`] gives each owner's plan its own track); it is
+/// the rule among one owner's plans, and names the plan a track persisted before plans per
+/// organisation followed.
 pub fn plan_for<'a>(
     plans: impl IntoIterator<Item = &'a CarePlan>,
     code: &str,
@@ -397,11 +442,19 @@ pub fn severity_of(zone: Zone) -> VkpSeverity {
     }
 }
 
-/// The deterministic id of an alert: UUID v5 of patient key, code, kind and the triggering
-/// event id (for `NO_DATA`, the silence it reports). Not the plan version: a reading
-/// replayed after a crash under a plan changed meanwhile must give the same id, so the
-/// subscriber drops the repeat (one reading raises at most one alert per code anyway).
-pub fn alert_id(patient: &PatientIdentifier, code: &str, kind: AlertKind, trigger: &str) -> String {
+/// The deterministic id of an alert: UUID v5 of patient key, code, plan owner, kind and the
+/// triggering event id (for `NO_DATA`, the silence it reports). The owner, so two
+/// organisations' plans for one code raise distinct alerts for one reading. Not the plan
+/// version: a reading replayed after a crash under a plan changed meanwhile must give the
+/// same id, so the subscriber drops the repeat (one reading raises at most one alert per
+/// code and owner anyway).
+pub fn alert_id(
+    patient: &PatientIdentifier,
+    code: &str,
+    owner: &OrganisationIdentifier,
+    kind: AlertKind,
+    trigger: &str,
+) -> String {
     let kind = match kind {
         AlertKind::ZoneEntered => "ZONE_ENTERED",
         AlertKind::Escalated => "ESCALATED",
@@ -409,9 +462,10 @@ pub fn alert_id(patient: &PatientIdentifier, code: &str, kind: AlertKind, trigge
         AlertKind::NoData => "NO_DATA",
     };
     let name = format!(
-        "{}|{}|{code}|{kind}|{trigger}",
+        "{}|{}|{code}|{}|{kind}|{trigger}",
         patient.system.oid(),
-        patient.key()
+        patient.key(),
+        crate::tracks::owner_tag(owner),
     );
     uuid::Uuid::new_v5(&ALERT_ID_NAMESPACE, name.as_bytes()).to_string()
 }

@@ -19,7 +19,8 @@ use smallvec::{SmallVec, smallvec};
 use dho_schemas::model::*;
 
 /// What the router knows about one patient: their consent directives, the subscriptions
-/// to them and their care plans, by record id; and the alert tracks, by measurement code.
+/// to them and their care plans, by record id; and the alert tracks, by track id
+/// (`<code>|<plan owner>`, see [`crate::tracks::track_id`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PatientState {
     consents: BTreeMap<String, Consent>,

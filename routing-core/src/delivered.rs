@@ -8,10 +8,12 @@
 //! `<patient>|delivered:<event id>`, partitioned by patient, and read back on assignment like
 //! the alert tracks. [`judge`] is the pure rule; the router does the I/O.
 
+use std::collections::BTreeMap;
+
 use dho_schemas::model::*;
 use serde::{Deserialize, Serialize};
 
-use crate::alerts::Track;
+use crate::alerts::{AlertState, Track};
 use crate::decision::Grant;
 
 /// The key part after `<patient>|` that marks a delivery record in the alert-state topic
@@ -67,20 +69,35 @@ pub struct RaisedAlert {
     pub recipients: Vec<Recipient>,
 }
 
+/// One alert track of the reading's code as it was before the reading moved it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackBefore {
+    /// The owner of the plan the track follows.
+    pub owner: OrganisationIdentifier,
+    /// `None`: the owner had no track of the code yet.
+    pub track: Option<Track>,
+}
+
 /// What the router delivered of one reading.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryRecord {
     /// The reading's offset in its measurements partition when first routed: that record
     /// routed again (a replay after a crash) is routed as before, any other is not new.
     pub offset: i64,
-    /// The reading's code (its alert track's key).
+    /// The reading's code (its alert tracks' code).
     pub code: String,
     pub recipients: Vec<Recipient>,
     /// Alerts the reading (or its latest correction) raised.
     pub alerts: Vec<RaisedAlert>,
-    /// The alert track of `code` before the reading was applied: put back if the reading
-    /// is retracted while it is still the track's latest.
+    /// Records written before plans per organisation: the one alert track of `code` before
+    /// the reading. Read, never written any more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track_before: Option<Track>,
+    /// The alert tracks of `code` the reading moved, one per plan owner, as they were
+    /// before it: each put back if the reading is retracted while it is still that track's
+    /// latest.
+    #[serde(default)]
+    pub tracks_before: Vec<TrackBefore>,
     /// The reading's status now: `final` (or whatever it came with), or the latest
     /// retraction or correction.
     pub status: String,
@@ -144,26 +161,48 @@ pub fn change_level(
     }
 }
 
-/// The track of the reading's code after the reading is retracted: the track from before
-/// it, if the reading is still the track's latest; `None` (leave it) otherwise, since later
-/// readings decided the zone since. It keeps the current position, so a replay of the
-/// readings before does not apply again.
-pub fn track_after_retraction(
-    current: Option<&Track>,
+/// The tracks of the reading's code after the reading is retracted, from the patient's
+/// tracks (by track id): each track whose latest reading it still is gets back its state
+/// from before it, per plan owner; the others are left alone, since later readings decided
+/// their zone since. A restored track keeps its owner and its current position, so a
+/// replay of the readings before does not apply again. (A record from before plans per
+/// organisation has one `track_before`: it goes back to whichever owner's track the reading
+/// is still the latest of.)
+pub fn tracks_after_retraction(
+    tracks: &BTreeMap<String, Track>,
     record: &DeliveryRecord,
     event_id: &str,
-) -> Option<Track> {
-    let current = current?;
-    if current.state.last_event_id.as_deref() != Some(event_id) {
-        return None;
-    }
-    let mut restored = record.track_before.clone().unwrap_or_else(|| {
-        let mut fresh = Track::new(current.state.patient.clone(), current.state.code.clone());
-        fresh.state.last_event_id = None;
-        fresh
-    });
-    restored.applied_through = current.applied_through;
-    Some(restored)
+) -> Vec<Track> {
+    tracks
+        .values()
+        .filter(|t| t.state.code == record.code)
+        .filter(|t| t.state.last_event_id.as_deref() == Some(event_id))
+        .map(|current| {
+            let owner = current.state.owner.as_ref();
+            let before = match owner {
+                Some(owner) if !record.tracks_before.is_empty() => record
+                    .tracks_before
+                    .iter()
+                    .find(|b| b.owner.same_entity(owner))
+                    .and_then(|b| b.track.clone()),
+                _ => record.track_before.clone(),
+            };
+            let mut restored = before.unwrap_or_else(|| Track {
+                state: AlertState {
+                    zone: None,
+                    no_data_open: false,
+                    last_event_id: None,
+                    ..current.state.clone()
+                },
+                last_reading_at: 0,
+                applied_through: -1,
+                target_codes: vec![],
+            });
+            restored.state.owner = current.state.owner.clone();
+            restored.applied_through = current.applied_through;
+            restored
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -178,6 +217,7 @@ mod tests {
             recipients: vec![],
             alerts: vec![],
             track_before: None,
+            tracks_before: vec![],
             status: "final".into(),
             changes: vec![],
         }
@@ -246,22 +286,73 @@ mod tests {
         );
     }
 
+    fn by_id(tracks: &[&Track]) -> BTreeMap<String, Track> {
+        tracks.iter().map(|t| (t.id(), (*t).clone())).collect()
+    }
+
     #[test]
-    fn a_retracted_reading_still_latest_gives_back_the_track_before_it() {
+    fn a_retracted_reading_still_latest_gives_back_each_owners_track_before_it() {
         let p = fixtures::patient(1);
-        let mut before = Track::new(p.clone(), "59408-5");
+        let mut lung_before = Track::new(p.clone(), "59408-5", fixtures::lung_clinic());
+        lung_before.applied_through = 3;
+        lung_before.state.zone = Some(Zone::Yellow);
+        let mut lung = lung_before.clone();
+        lung.state.last_event_id = Some("e-1".into());
+        lung.state.zone = Some(Zone::Red);
+        lung.applied_through = 5;
+        // Home care had no track before the reading; the reading opened one.
+        let mut home = Track::new(p.clone(), "59408-5", fixtures::home_care());
+        home.state.last_event_id = Some("e-1".into());
+        home.state.zone = Some(Zone::Red);
+        home.applied_through = 5;
+        let mut r = record(5);
+        r.tracks_before = vec![
+            TrackBefore {
+                owner: fixtures::lung_clinic(),
+                track: Some(lung_before.clone()),
+            },
+            TrackBefore {
+                owner: fixtures::home_care(),
+                track: None,
+            },
+        ];
+        let restored = tracks_after_retraction(&by_id(&[&lung, &home]), &r, "e-1");
+        assert_eq!(restored.len(), 2);
+        let of = |owner: &OrganisationIdentifier| {
+            restored
+                .iter()
+                .find(|t| t.state.is_owned_by(owner))
+                .expect("restored")
+        };
+        assert_eq!(of(&fixtures::lung_clinic()).state, lung_before.state);
+        assert_eq!(of(&fixtures::lung_clinic()).applied_through, 5);
+        assert_eq!(of(&fixtures::home_care()).state.zone, None);
+        assert_eq!(of(&fixtures::home_care()).applied_through, 5);
+        // A later reading decided the lung clinic's track since: only home care's goes back.
+        lung.state.last_event_id = Some("e-2".into());
+        let restored = tracks_after_retraction(&by_id(&[&lung, &home]), &r, "e-1");
+        assert_eq!(restored.len(), 1);
+        assert!(restored[0].state.is_owned_by(&fixtures::home_care()));
+    }
+
+    #[test]
+    fn a_record_from_before_owners_gives_its_one_track_back_to_the_owner_now() {
+        let p = fixtures::patient(1);
+        let mut before = Track::new(p.clone(), "59408-5", fixtures::gp());
+        before.state.owner = None;
         before.applied_through = 3;
-        let mut current = before.clone();
+        let mut current = Track::new(p.clone(), "59408-5", fixtures::lung_clinic());
         current.state.last_event_id = Some("e-1".into());
-        current.state.zone = Some(Zone::Red);
         current.applied_through = 5;
         let mut r = record(5);
         r.track_before = Some(before.clone());
-        let restored = track_after_retraction(Some(&current), &r, "e-1").unwrap();
-        assert_eq!(restored.state, before.state);
-        assert_eq!(restored.applied_through, 5);
-        // A later reading decided the track since: left alone.
-        current.state.last_event_id = Some("e-2".into());
-        assert_eq!(track_after_retraction(Some(&current), &r, "e-1"), None);
+        let restored = tracks_after_retraction(&by_id(&[&current]), &r, "e-1");
+        assert_eq!(restored.len(), 1);
+        assert!(restored[0].state.is_owned_by(&fixtures::lung_clinic()));
+        assert_eq!(restored[0].applied_through, 5);
+        // Written without the old field, read back by an older shape: both directions.
+        let json = serde_json::to_value(&r).unwrap();
+        let back: DeliveryRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
     }
 }

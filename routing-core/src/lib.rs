@@ -1,7 +1,7 @@
 //! The router's pure core: what it knows about each patient ([`state`]), who may receive
-//! an event ([`decision`]), which alerts a reading raises ([`alerts`]) and what a retraction
-//! or correction of a delivered reading is ([`delivered`]). Functions of
-//! their inputs and the time: no Kafka, no I/O. The router (`dho-router`) does the I/O
+//! an event ([`decision`]), which alerts a reading raises ([`alerts`]), on one track per
+//! plan owner ([`tracks`]), and what a retraction or correction of a delivered reading is
+//! ([`delivered`]). Functions of their inputs and the time: no Kafka, no I/O. The router (`dho-router`) does the I/O
 //! around them; these are tested with unit and property tests alone.
 
 pub mod alerts;
@@ -9,3 +9,4 @@ pub mod authority;
 pub mod decision;
 pub mod delivered;
 pub mod state;
+pub mod tracks;

@@ -2,14 +2,15 @@
 //! in log order reproduces what compaction keeps: the latest value per key, tombstones
 //! deleting.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
-use dho_schemas::topics::patient_key;
+use dho_schemas::topics::{patient_key, state_key};
 use dho_schemas::{CarePlan, Consent, Subscription};
 
 use crate::alerts::Track;
 use crate::decision::PatientState;
 use crate::delivered::{DeliveryRecord, event_id_of_key};
+use crate::tracks::{self, Legacy};
 
 /// The state of the patients of one partition.
 #[derive(Debug, Default)]
@@ -23,6 +24,21 @@ pub struct PartitionState {
     /// from the patients' state: a patient with no consent left still has deliveries to
     /// retract).
     delivered: HashMap<String, HashMap<String, DeliveryRecord>>,
+    /// Patients with an alert track persisted before plans per organisation (no owner),
+    /// waiting for [`PartitionState::migrate_legacy_tracks`].
+    legacy_tracks: BTreeSet<String>,
+}
+
+/// One track from before plans per organisation, migrated (see [`tracks::migrate`]): the
+/// router tombstones `legacy_key` and writes the adopted track under its own key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Migrated {
+    /// The old `<patient>|<code>` key.
+    pub legacy_key: String,
+    /// The adopted track, or why it was dropped.
+    pub outcome: Legacy,
+    /// The track had a red episode open (a drop then loses it: the router says so).
+    pub was_red: bool,
 }
 
 /// The kind of a state record, as a hold names it (a consent and a subscription of one
@@ -188,9 +204,46 @@ impl PartitionState {
         }
     }
 
-    /// Applies an alert track under its `patient|code` key (`None` = tombstone).
+    /// Whether a track from before plans per organisation waits for its migration.
+    pub fn has_legacy_tracks(&self) -> bool {
+        !self.legacy_tracks.is_empty()
+    }
+
+    /// Migrates every track persisted before plans per organisation (see
+    /// [`tracks::migrate`]), in memory; returns what the router must persist. Call it once
+    /// the care plans are read (a state sync), before the tracks are used.
+    pub fn migrate_legacy_tracks(&mut self) -> Vec<Migrated> {
+        let mut migrated = vec![];
+        for patient in std::mem::take(&mut self.legacy_tracks) {
+            let Some(state) = self.patients.get(&patient) else {
+                continue;
+            };
+            let outcomes: Vec<(String, Legacy, bool)> = state
+                .alerts
+                .iter()
+                .filter(|(_, t)| t.state.owner.is_none())
+                .map(|(id, t)| (id.clone(), tracks::migrate(t, state), t.in_red()))
+                .collect();
+            for (id, outcome, was_red) in outcomes {
+                let legacy_key = format!("{patient}|{id}");
+                self.apply_track(&legacy_key, None);
+                if let Legacy::Adopted(track) = &outcome {
+                    let key = state_key(&track.state.patient, &track.id());
+                    self.apply_track(&key, Some(track.clone()));
+                }
+                migrated.push(Migrated {
+                    legacy_key,
+                    outcome,
+                    was_red,
+                });
+            }
+        }
+        migrated
+    }
+
+    /// Applies an alert track under its `patient|<track id>` key (`None` = tombstone).
     pub fn apply_track(&mut self, key: &str, value: Option<Track>) {
-        let code = record_id(key).to_string();
+        let track_id = record_id(key).to_string();
         let patient = patient_key(key);
         let in_red = |s: &Self| {
             s.patients
@@ -200,14 +253,17 @@ impl PartitionState {
         let old_red = in_red(self);
         match value {
             Some(t) => {
+                if t.state.owner.is_none() {
+                    self.legacy_tracks.insert(patient.to_string());
+                }
                 self.patients
                     .entry(patient.to_string())
                     .or_default()
                     .alerts
-                    .insert(code, t);
+                    .insert(track_id, t);
             }
             None => self.remove(key, |p| {
-                p.alerts.remove(&code);
+                p.alerts.remove(&track_id);
             }),
         }
         self.patients_in_red =
@@ -305,6 +361,59 @@ mod tests {
         s.apply_care_plan(&state_key(&p, "plan"), None);
         assert!(withheld(&s, &p).is_empty());
         assert_eq!(s.patients_on_hold(), 0);
+    }
+
+    #[test]
+    fn tracks_from_before_plans_per_organisation_are_migrated_once_and_say_what_became_of_them() {
+        use crate::alerts::Track;
+        use crate::tracks::{DropReason, Legacy, track_id};
+        use dho_schemas::codes::SPO2;
+        use dho_schemas::model::Zone;
+        let p = fixtures::patient(1);
+        let q = fixtures::patient(2);
+        let mut s = PartitionState::default();
+        let legacy = |patient: &dho_schemas::PatientIdentifier| {
+            let mut t = Track::new(patient.clone(), SPO2, fixtures::gp());
+            t.state.owner = None;
+            t.state.zone = Some(Zone::Red);
+            t.applied_through = 4;
+            t.target_codes = vec![SPO2.into()];
+            t
+        };
+        // Read back from the alert-state topic under the old keys: p has a plan, q none.
+        s.apply_track(&state_key(&p, SPO2), Some(legacy(&p)));
+        s.apply_track(&state_key(&q, SPO2), Some(legacy(&q)));
+        s.apply_care_plan(&state_key(&p, "plan-1"), Some(fixtures::care_plan(&p)));
+        assert!(s.has_legacy_tracks());
+        assert_eq!(s.patients_in_red(), 2);
+
+        let mut migrated = s.migrate_legacy_tracks();
+        migrated.sort_by(|a, b| a.legacy_key.cmp(&b.legacy_key));
+        assert_eq!(migrated.len(), 2);
+        let of = |patient: &dho_schemas::PatientIdentifier| {
+            migrated
+                .iter()
+                .find(|m| m.legacy_key == state_key(patient, SPO2))
+                .expect("migrated")
+        };
+        // p's track goes to the owner of its plan, open red episode and position kept.
+        let Legacy::Adopted(adopted) = &of(&p).outcome else {
+            panic!("p's track is adopted");
+        };
+        assert!(adopted.state.is_owned_by(&fixtures::lung_clinic()));
+        let owned_id = track_id(SPO2, &fixtures::lung_clinic());
+        let alerts = &s.patient(p.key()).unwrap().alerts;
+        assert_eq!(alerts.keys().collect::<Vec<_>>(), [&owned_id]);
+        assert!(alerts[&owned_id].in_red());
+        assert_eq!(alerts[&owned_id].applied_through, 4);
+        // q's is dropped: no plan speaks about its code; the red episode is named as lost.
+        assert_eq!(of(&q).outcome, Legacy::Dropped(DropReason::NoPlan));
+        assert!(of(&q).was_red);
+        assert!(s.patient(q.key()).is_none());
+        assert_eq!(s.patients_in_red(), 1);
+        // Once: nothing is left to migrate.
+        assert!(!s.has_legacy_tracks());
+        assert!(s.migrate_legacy_tracks().is_empty());
     }
 
     #[test]

@@ -325,7 +325,7 @@ fn encode_ser<V: Serialize>(kind: SchemaKind, value: &V, out: &mut Vec<u8>) -> R
 /// and `the_direct_writer_knows_the_current_schemas` fails until it is brought up to date.
 const DIRECT_LAYOUT: [(SchemaKind, u64); 3] = [
     (SchemaKind::Measurement, 11427369249552935175),
-    (SchemaKind::Delivery, 4868190923512722477),
+    (SchemaKind::Delivery, 11653659649089095178),
     (SchemaKind::DisclosureRecord, 12806639653847731752),
 ];
 

@@ -441,6 +441,9 @@ pub struct Alert {
     pub code: String,
     pub plan_id: String,
     pub plan_version: i32,
+    /// The care organisation whose plan raised the alert (the plan's `updated_by`); `None`
+    /// in alerts from routers before plans per organisation.
+    pub plan_owner: Option<OrganisationIdentifier>,
     pub triggering_event_id: Option<String>,
     pub reading: Option<Measurement>,
     pub raised_at: Millis,

@@ -49,6 +49,7 @@ pub fn alert_delivery(
         code: reading.code.clone(),
         plan_id: "plan-1".into(),
         plan_version: 1,
+        plan_owner: None,
         triggering_event_id: Some(reading.event_id.clone()),
         reading: Some(reading),
         raised_at: now_millis(),

@@ -24,8 +24,8 @@ use dho_telemetry::{InternalEvent, Pseudonym};
 /// A care plan id made through the gateway is `<orgnr>.<name>`, with the organisation number
 /// of the organisation that owns (and alone may replace or delete) it. Like subscription
 /// ids, the prefix names exactly one owner, so no organisation can overwrite another's plan;
-/// the router still reads every plan of the patient, and the most recently updated one
-/// that speaks about a code decides its zones.
+/// the router classifies each reading under every organisation's plan for its code, each on
+/// its own alert track (`dho_routing_core::tracks`), so none overrules another's either.
 fn plan_owner(plan_id: &str) -> Option<&str> {
     owner_of(plan_id)
 }

@@ -54,8 +54,9 @@ pub(super) struct BatchOutputs {
     /// acknowledgements.
     pub(super) outbox: Outbox,
     /// Alert tracks changed in the batch, as they were at its end, by (partition,
-    /// `patient|code` key): written once the batch's outputs are acknowledged.
-    pub(super) tracks: BTreeMap<(i32, String), Track>,
+    /// `patient|<track id>` key): written once the batch's outputs are acknowledged. `None`
+    /// is a tombstone (a track from before plans per organisation, migrated).
+    pub(super) tracks: BTreeMap<(i32, String), Option<Track>>,
     /// What was delivered of the batch's named readings, by (partition,
     /// `patient|delivered:<event id>` key): written with the tracks, on the same terms.
     pub(super) delivered: BTreeMap<(i32, String), DeliveryRecord>,
@@ -374,7 +375,7 @@ fn fatal_or(outputs: &Outputs, e: Error) -> Error {
 /// Produces the batch's alert tracks and delivery records, acknowledged (with their
 /// positions) in the group returned.
 async fn write_tracks(
-    tracks: &BTreeMap<(i32, String), Track>,
+    tracks: &BTreeMap<(i32, String), Option<Track>>,
     delivered: &BTreeMap<(i32, String), DeliveryRecord>,
     outputs: &Outputs,
     state: &StateSync,
@@ -382,11 +383,11 @@ async fn write_tracks(
     let track_writes = Acks::with_positions();
     let records = tracks
         .iter()
-        .map(|(at, track)| (at, track as &(dyn ErasedRecord + Sync)))
+        .map(|(at, track)| (at, track.as_ref().map(|t| t as &(dyn ErasedRecord + Sync))))
         .chain(
             delivered
                 .iter()
-                .map(|(at, record)| (at, record as &(dyn ErasedRecord + Sync))),
+                .map(|(at, record)| (at, Some(record as &(dyn ErasedRecord + Sync)))),
         );
     for ((partition, key), track) in records {
         write_track(
@@ -413,24 +414,25 @@ impl<T: Serialize> ErasedRecord for T {
     }
 }
 
-/// Produces an alert track under its `patient|code` key, or a delivery record under its
-/// `patient|delivered:<event id>` key, to the alert-state topic.
+/// Produces an alert track under its `patient|<track id>` key (`None`: its tombstone), or a
+/// delivery record under its `patient|delivered:<event id>` key, to the alert-state topic.
 async fn write_track(
     producer: &OutputProducer,
     topic: &str,
     partition: i32,
     key: &str,
-    track: &(dyn ErasedRecord + Sync),
+    track: Option<&(dyn ErasedRecord + Sync)>,
     acks: &Arc<Acks>,
 ) -> Result<()> {
     let bytes = track
-        .to_json()
+        .map(ErasedRecord::to_json)
+        .transpose()
         .map_err(|e| Error::Setup(dho_kafka::Error::Config(format!("alert state: {e}"))))?;
     let output = Output {
         topic,
         partition: Some(partition),
         key: Some(key),
-        payload: Some(bytes.as_slice()),
+        payload: bytes.as_deref(),
         headers: None,
     };
     crate::outputs::send(producer, output, acks)

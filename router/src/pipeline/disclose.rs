@@ -9,9 +9,10 @@ use std::collections::HashMap;
 
 use dho_kafka::outage::Outage;
 use dho_kafka::{AvroSerde, Encoder, KafkaSettings, TopicSpec};
-use dho_routing_core::alerts::{self, Observed, Track};
+use dho_routing_core::alerts::{Observed, Track};
 use dho_routing_core::decision::{EventView, Grant, decide};
 use dho_routing_core::delivered::{RaisedAlert, Recipient};
+use dho_routing_core::tracks::{plans_by_owner, track_id};
 use dho_schemas::TopicNames;
 use dho_schemas::codec::{DeliveryView, DisclosureView};
 use dho_schemas::model::*;
@@ -22,6 +23,7 @@ use super::commit::BatchOutputs;
 use super::decode::Event;
 use super::error::{Result, hand_over};
 use super::ids::{alert_delivery_id_into, delivery_id_into};
+use super::migrate;
 use super::state_sync::StateSync;
 use crate::config::RouterConfig;
 use crate::events::{AlertRaised, Delivered, EventsWithheld, NotNew};
@@ -83,10 +85,11 @@ pub(super) struct Disclosed<'a> {
     pub(super) data_controller: &'a OrganisationIdentifier,
 }
 
-/// What a reading did to its alert track: the track before it, and the alert it raised
-/// with who received it.
+/// What a reading did to one of its alert tracks (one plan owner's): the track before it,
+/// and the alert it raised with who received it.
 #[derive(Debug)]
 pub(super) struct TrackMoved {
+    pub(super) owner: OrganisationIdentifier,
     pub(super) before: Option<Track>,
     pub(super) alert: Option<RaisedAlert>,
 }
@@ -314,9 +317,9 @@ impl Disclosure {
         Ok(())
     }
 
-    /// Classifies a reading against the patient's care plan, moves its alert track on and
-    /// discloses the alert it raises, if any, through the consent path. Returns what it did
-    /// to the track, for the reading's delivery record.
+    /// Classifies a reading against each care organisation's plan for its code, moves that
+    /// owner's alert track on and discloses the alert it raises, if any, through the consent
+    /// path. Returns what it did to each track, for the reading's delivery record.
     pub(super) async fn observe_reading(
         &mut self,
         state: &mut StateSync,
@@ -325,36 +328,69 @@ impl Disclosure {
         source: &SourcePosition,
         now: Millis,
         out: &mut BatchOutputs,
-    ) -> Result<Option<TrackMoved>> {
+    ) -> Result<Vec<TrackMoved>> {
         let partition = source.partition;
+        // Tracks from before plans per organisation get their owner first.
+        migrate::legacy_tracks(state, partition, out);
         let Some(patient) = state
             .partition(partition)
             .and_then(|s| s.patient(reading.patient.key()))
         else {
-            return Ok(None);
+            return Ok(vec![]);
         };
         if patient.care_plans.is_empty() {
-            return Ok(None);
+            return Ok(vec![]);
         }
         let components: Vec<&str> = reading.components.iter().map(|c| c.code.as_str()).collect();
-        let Some(plan) = alerts::plan_for(patient.care_plans.values(), &reading.code, &components)
-        else {
-            return Ok(None);
-        };
-        let plan = plan.clone();
-        let before = patient.alerts.get(&reading.code).cloned();
-        let mut track = before
-            .clone()
-            .unwrap_or_else(|| Track::new(reading.patient.clone(), reading.code.clone()));
-        let alert = match track.observe(reading, source.offset, &plan, now) {
+        let plans: Vec<CarePlan> =
+            plans_by_owner(patient.care_plans.values(), &reading.code, &components)
+                .into_iter()
+                .cloned()
+                .collect();
+        let mut moved = Vec::with_capacity(plans.len());
+        for plan in &plans {
+            if let Some(m) = self
+                .observe_under(plan, state, outputs, reading, source, now, out)
+                .await?
+            {
+                moved.push(m);
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Moves the reading's track under one owner's `plan` on, and raises its alert.
+    #[allow(clippy::too_many_arguments)]
+    async fn observe_under(
+        &mut self,
+        plan: &CarePlan,
+        state: &mut StateSync,
+        outputs: &mut Outputs,
+        reading: &Measurement,
+        source: &SourcePosition,
+        now: Millis,
+        out: &mut BatchOutputs,
+    ) -> Result<Option<TrackMoved>> {
+        let partition = source.partition;
+        let owner = &plan.updated_by;
+        let id = track_id(&reading.code, owner);
+        let before = state
+            .partition(partition)
+            .and_then(|s| s.patient(reading.patient.key()))
+            .and_then(|p| p.alerts.get(&id))
+            .cloned();
+        let mut track = before.clone().unwrap_or_else(|| {
+            Track::new(reading.patient.clone(), reading.code.clone(), owner.clone())
+        });
+        let alert = match track.observe(reading, source.offset, plan, now) {
             Observed::Replayed | Observed::Unclassified => return Ok(None),
             Observed::Applied(alert) => alert,
         };
-        let key = state_key(&reading.patient, &reading.code);
+        let key = state_key(&reading.patient, &id);
         state
             .partition_mut(partition)
             .apply_track(&key, Some(track.clone()));
-        out.tracks.insert((partition, key), track);
+        out.tracks.insert((partition, key), Some(track));
         let mut raised = None;
         if let Some(alert) = alert {
             let mut recipients = vec![];
@@ -378,6 +414,7 @@ impl Disclosure {
             });
         }
         Ok(Some(TrackMoved {
+            owner: owner.clone(),
             before,
             alert: raised,
         }))

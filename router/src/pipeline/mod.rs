@@ -17,6 +17,7 @@
 //! - `dead_letters`: parking what cannot be routed;
 //! - `commit`: acknowledgements, alert tracks, then the offsets or the transaction;
 //! - `silence`: which alert tracks the no-data timer finds silent;
+//! - `migrate`: alert tracks from before plans per organisation, taken over or dropped;
 //! - `ids`: deterministic delivery ids.
 //!
 //! The parts know each other in one direction only (`disclose` uses `state_sync` and
@@ -31,6 +32,7 @@ mod disclose;
 mod error;
 mod ids;
 mod input;
+mod migrate;
 mod rebalance;
 mod silence;
 mod state_sync;
@@ -519,9 +521,13 @@ impl Router {
         self.state
             .sync(&partitions, self.outputs.producer())
             .await?;
+        let mut out = BatchOutputs::new();
+        for &partition in &partitions {
+            migrate::legacy_tracks(&mut self.state, partition, &mut out);
+        }
         let now = self.now();
         let raised = self.silence.due(&self.state, &partitions, &caught_up, now);
-        if raised.is_empty() {
+        if raised.is_empty() && out.tracks.is_empty() {
             if self.config.transactional_id.is_some() {
                 // Holds at most dead letters of the state sync; librdkafka ends a transaction
                 // with nothing in it locally.
@@ -530,7 +536,6 @@ impl Router {
             }
             return Ok(());
         }
-        let mut out = BatchOutputs::new();
         for silent in raised {
             let silence::Silent {
                 partition,
@@ -548,7 +553,7 @@ impl Router {
             self.state
                 .partition_mut(partition)
                 .apply_track(&key, Some(track.clone()));
-            out.tracks.insert((partition, key), track);
+            out.tracks.insert((partition, key), Some(track));
             self.disclosure
                 .raise(
                     &alert,

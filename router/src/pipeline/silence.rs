@@ -5,7 +5,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use dho_routing_core::alerts::{self, Track};
+use dho_routing_core::alerts::Track;
+use dho_routing_core::tracks::plan_of_owner;
 use dho_schemas::model::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -22,7 +23,7 @@ const SILENCE_MARGIN_MS: Millis = 60_000;
 /// A track silent past its deadline, with the `NO_DATA` alert it raised.
 pub(super) struct Silent {
     pub(super) partition: i32,
-    /// The track's `patient|code` key.
+    /// The track's `patient|<track id>` key.
     pub(super) key: String,
     /// The track after the silence.
     pub(super) track: Track,
@@ -52,7 +53,9 @@ impl Silence {
     }
 
     /// The tracks of `partitions` silent at `now`, each moved on by its `NO_DATA` alert (not
-    /// yet applied to `owned`). `caught_up`: the partitions whose readings are all routed.
+    /// yet applied to `owned`): each track under its own owner's plan. `caught_up`: the
+    /// partitions whose readings are all routed. Tracks from before plans per organisation
+    /// must be migrated first (they are skipped).
     pub(super) fn due(
         &self,
         owned: &StateSync,
@@ -78,10 +81,14 @@ impl Silence {
                     .map_or(Millis::MIN, |t| t.saturating_sub(SILENCE_MARGIN_MS))
             };
             for (patient_key, patient) in state.iter() {
-                for (code, track) in &patient.alerts {
+                for (track_id, track) in &patient.alerts {
+                    let Some(owner) = &track.state.owner else {
+                        continue;
+                    };
                     let codes: Vec<&str> = track.target_codes.iter().map(String::as_str).collect();
-                    let Some(plan) = alerts::plan_for(patient.care_plans.values(), code, &codes)
-                    else {
+                    let code = &track.state.code;
+                    let plans = patient.care_plans.values();
+                    let Some(plan) = plan_of_owner(plans, owner, code, &codes) else {
                         continue;
                     };
                     match track.silence_deadline(plan) {
@@ -90,7 +97,7 @@ impl Silence {
                     }
                     let mut track = track.clone();
                     if let Some(alert) = track.check_silence(plan, now) {
-                        let key = format!("{patient_key}|{code}");
+                        let key = format!("{patient_key}|{track_id}");
                         raised.push(Silent {
                             partition,
                             key,

@@ -342,7 +342,7 @@ fn summary(alerts: &[Alert]) -> Vec<(AlertKind, Zone, VkpSeverity)> {
 }
 
 fn new_state() -> AlertState {
-    AlertState::new(fixtures::patient(1), codes::SPO2)
+    AlertState::new(fixtures::patient(1), codes::SPO2, fixtures::lung_clinic())
 }
 
 /// green → yellow → yellow → red → green → silence past the interval.
@@ -398,6 +398,7 @@ fn the_issue_sequence() {
         alert_id(
             &fixtures::patient(1),
             codes::SPO2,
+            &fixtures::lung_clinic(),
             AlertKind::ZoneEntered,
             &event(1)
         )
@@ -627,7 +628,7 @@ fn blood_pressure_state_is_per_panel_code() {
     use AlertKind::*;
     let p = fixtures::patient(1);
     let plan = plan_with(bp_targets());
-    let mut state = AlertState::new(p.clone(), codes::BLOOD_PRESSURE);
+    let mut state = AlertState::new(p.clone(), codes::BLOOD_PRESSURE, fixtures::lung_clinic());
     let mut alerts = vec![];
     for (i, (sys, dia)) in [
         (120.0, 80.0),
@@ -666,7 +667,7 @@ fn received_at(value: f64, hour: i64) -> Measurement {
 #[test]
 fn track_replay_at_or_below_the_applied_offset_changes_nothing() {
     let plan = fixtures::care_plan(&fixtures::patient(1));
-    let mut track = Track::new(fixtures::patient(1), codes::SPO2);
+    let mut track = Track::new(fixtures::patient(1), codes::SPO2, fixtures::lung_clinic());
     let now = T0 + HOUR;
     let Observed::Applied(Some(alert)) = track.observe(&received_at(90.0, 0), 7, &plan, now) else {
         panic!("a yellow reading raises an alert");
@@ -695,7 +696,7 @@ fn track_replay_at_or_below_the_applied_offset_changes_nothing() {
 #[test]
 fn track_ignores_unclassified_readings_and_survives_serde() {
     let plan = fixtures::care_plan(&fixtures::patient(1));
-    let mut track = Track::new(fixtures::patient(1), codes::SPO2);
+    let mut track = Track::new(fixtures::patient(1), codes::SPO2, fixtures::lung_clinic());
     let mut other_unit = received_at(50.0, 0);
     other_unit.value.as_mut().unwrap().unit = "1".into();
     assert_eq!(
@@ -716,7 +717,11 @@ fn track_silence_uses_the_shortest_interval_and_the_received_time() {
     plan.targets[1].expected_interval_hours = Some(12);
     let mut bp = fixtures::blood_pressure(&fixtures::patient(1), 120.0, 80.0, T0);
     bp.received_time = T0 + HOUR;
-    let mut track = Track::new(fixtures::patient(1), codes::BLOOD_PRESSURE);
+    let mut track = Track::new(
+        fixtures::patient(1),
+        codes::BLOOD_PRESSURE,
+        fixtures::lung_clinic(),
+    );
     assert!(matches!(
         track.observe(&bp, 1, &plan, T0 + 2 * HOUR),
         Observed::Applied(None)
@@ -739,7 +744,7 @@ fn track_silence_uses_the_shortest_interval_and_the_received_time() {
 #[test]
 fn track_received_time_in_the_future_counts_from_now() {
     let plan = fixtures::care_plan(&fixtures::patient(1));
-    let mut track = Track::new(fixtures::patient(1), codes::SPO2);
+    let mut track = Track::new(fixtures::patient(1), codes::SPO2, fixtures::lung_clinic());
     track.observe(&received_at(95.0, 10), 1, &plan, T0);
     assert_eq!(track.last_reading_at, T0);
 }
@@ -781,12 +786,12 @@ fn a_corrected_reading_raises_an_alert_with_an_id_of_its_own() {
     let mut corrected = fixtures::spo2(&patient, 90.0, T0);
     corrected.event_id = wrong.event_id.clone();
     corrected.status = Some("corrected".into());
-    let mut first = Track::new(patient.clone(), codes::SPO2);
+    let mut first = Track::new(patient.clone(), codes::SPO2, fixtures::lung_clinic());
     let Observed::Applied(Some(raised)) = first.observe(&wrong, 1, &plan, T0) else {
         panic!("the wrong reading raises an alert");
     };
     // The correction is classified from where the track stood before the wrong reading.
-    let mut again = Track::new(patient.clone(), codes::SPO2);
+    let mut again = Track::new(patient.clone(), codes::SPO2, fixtures::lung_clinic());
     let Observed::Applied(Some(of_correction)) = again.observe(&corrected, 2, &plan, T0) else {
         panic!("the corrected reading raises its own alert");
     };

@@ -334,6 +334,7 @@ fn direct_bytes_equal_apache_avro_bytes() {
         code: measurements[1].code.clone(),
         plan_id: "p".into(),
         plan_version: 3,
+        plan_owner: Some(fixtures::lung_clinic()),
         triggering_event_id: Some("e".into()),
         reading: Some(measurements[1].clone()),
         raised_at: at,

@@ -7,7 +7,8 @@
 use dho_routing_core::alerts::Track;
 use dho_routing_core::decision::decide;
 use dho_routing_core::delivered::{
-    DeliveryRecord, Judged, Recipient, change_level, judge, record_key, track_after_retraction,
+    DeliveryRecord, Judged, Recipient, TrackBefore, change_level, judge, record_key,
+    tracks_after_retraction,
 };
 use dho_schemas::codec::{DeliveryView, DisclosureView, ReferenceView};
 use dho_schemas::model::*;
@@ -19,8 +20,9 @@ use super::super::commit::BatchOutputs;
 use super::super::decode::Event;
 use super::super::error::{Result, hand_over};
 use super::super::ids::delivery_id_into;
+use super::super::migrate;
 use super::super::state_sync::StateSync;
-use super::{Disclosed, Disclosure, Outgoing};
+use super::{Disclosed, Disclosure, Outgoing, TrackMoved};
 use crate::events::NotNewReason;
 use crate::outputs::{Outbox, Outputs};
 
@@ -129,18 +131,18 @@ impl Disclosure {
                 first
             }
             None => {
-                let (track_before, alerts) = moved.map_or((None, vec![]), |m| {
-                    (m.before, m.alert.into_iter().collect())
-                });
-                DeliveryRecord {
+                let mut record = DeliveryRecord {
                     offset: source.offset,
                     code: reading.code.clone(),
                     recipients,
-                    alerts,
-                    track_before,
+                    alerts: vec![],
+                    track_before: None,
+                    tracks_before: vec![],
                     status: reading.status().to_string(),
                     changes: vec![],
-                }
+                };
+                note_moved(&mut record, moved);
+                record
             }
         };
         keep(state, out, source.partition, reading, record);
@@ -244,20 +246,21 @@ impl Disclosure {
             }
         }
         record.alerts.clear();
-        let current = state
+        // Tracks from before plans per organisation get their owner first.
+        migrate::legacy_tracks(state, partition, out);
+        let restored = state
             .partition(partition)
             .and_then(|s| s.patient(patient_key))
-            .and_then(|p| p.alerts.get(&record.code));
-        if let Some(track) = track_after_retraction(current, &record, &reading.event_id) {
-            put_track(state, out, partition, &reading.patient, &record.code, track);
+            .map(|p| tracks_after_retraction(&p.alerts, &record, &reading.event_id))
+            .unwrap_or_default();
+        for track in restored {
+            put_track(state, out, partition, &reading.patient, track);
         }
-        if reading.status() != RETRACTED
-            && let Some(moved) = self
+        if reading.status() != RETRACTED {
+            let moved = self
                 .observe_reading(state, outputs, reading, source, change.now, out)
-                .await?
-        {
-            record.track_before = moved.before;
-            record.alerts.extend(moved.alert);
+                .await?;
+            note_moved(&mut record, moved);
         }
         record.status = reading.status().to_string();
         record.changes.push(source.offset);
@@ -366,18 +369,35 @@ fn keep(
     out.delivered.insert((partition, key), record);
 }
 
+/// Notes in a delivery record what the reading did to each owner's alert track: the track
+/// before it (replacing what an earlier version of the reading noted for that owner) and
+/// the alert it raised.
+fn note_moved(record: &mut DeliveryRecord, moved: Vec<TrackMoved>) {
+    for m in moved {
+        record
+            .tracks_before
+            .retain(|b| !b.owner.same_entity(&m.owner));
+        record.tracks_before.push(TrackBefore {
+            owner: m.owner,
+            track: m.before,
+        });
+        record.alerts.extend(m.alert);
+        // Superseded by the owners' own: a record from before plans per organisation.
+        record.track_before = None;
+    }
+}
+
 /// Puts an alert track back: in memory now, on the alert-state topic with the batch.
 fn put_track(
     state: &mut StateSync,
     out: &mut BatchOutputs,
     partition: i32,
     patient: &PatientIdentifier,
-    code: &str,
     track: Track,
 ) {
-    let key = state_key(patient, code);
+    let key = state_key(patient, &track.id());
     state
         .partition_mut(partition)
         .apply_track(&key, Some(track.clone()));
-    out.tracks.insert((partition, key), track);
+    out.tracks.insert((partition, key), Some(track));
 }
