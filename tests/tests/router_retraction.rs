@@ -39,12 +39,14 @@ fn summary(d: &Delivery) -> String {
         DeliveryKind::Disclosure => "new",
         DeliveryKind::Retraction(_) => "retraction",
         DeliveryKind::Correction(_) => "correction",
+        DeliveryKind::SharingEnded(_) => "sharing ended",
     };
     let payload = match d.payload() {
         Some(Payload::Measurement(m)) => format!("reading {} {}", value(m), m.status()),
         Some(Payload::Reference(r)) => format!("reference {:?}", r.category),
         Some(Payload::Alert(a)) => format!("alert {:?}", a.kind),
         Some(Payload::SelfReport(_)) => "self-report".into(),
+        Some(Payload::SharingEnded(e)) => format!("{:?}", e.categories),
         None => "none".into(),
     };
     format!("{kind}: {payload}")
@@ -337,6 +339,7 @@ async fn through_the_gateway_and_the_sdk_a_retracted_observation_is_a_retraction
                 format!("retraction {}", r.to_fhir().unwrap()["status"])
             }
             DeliveryKind::Correction(_) => "correction".into(),
+            DeliveryKind::SharingEnded(_) => "sharing ended".into(),
         })
         .collect();
     assert_eq!(

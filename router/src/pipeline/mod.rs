@@ -17,6 +17,7 @@
 //! - `dead_letters`: parking what cannot be routed;
 //! - `commit`: acknowledgements, alert tracks, then the offsets or the transaction;
 //! - `silence`: which alert tracks the no-data timer finds silent;
+//! - `sharing`: the "sharing ended" notices a consent change calls for;
 //! - `ids`: deterministic delivery ids.
 //!
 //! The parts know each other in one direction only (`disclose` uses `state_sync` and
@@ -32,6 +33,7 @@ mod error;
 mod ids;
 mod input;
 mod rebalance;
+mod sharing;
 mod silence;
 mod state_sync;
 
@@ -347,6 +349,8 @@ impl Router {
         // batch's start, a few milliseconds before its records are routed (a change
         // acknowledged after the state sync above applies from the next batch anyway).
         let now = self.now();
+        // Consent changes the sync applied: notices to those whose deliveries they ended.
+        self.judge_sharing(now, &mut out).await?;
         // Per (is a measurement, partition): the first and the next offset, and the newest
         // timestamp. A few entries, searched in order: cheaper per record than a map keyed
         // by topic name.
@@ -520,8 +524,13 @@ impl Router {
             .sync(&partitions, self.outputs.producer())
             .await?;
         let now = self.now();
+        let mut out = BatchOutputs::new();
+        // Consent changes are judged here too: a patient whose readings stopped still has
+        // subscribers to tell.
+        self.judge_sharing(now, &mut out).await?;
         let raised = self.silence.due(&self.state, &partitions, &caught_up, now);
-        if raised.is_empty() {
+        // Every notice comes with its patient's new snapshot.
+        if raised.is_empty() && out.sharing.is_empty() {
             if self.config.transactional_id.is_some() {
                 // Holds at most dead letters of the state sync; librdkafka ends a transaction
                 // with nothing in it locally.
@@ -530,7 +539,6 @@ impl Router {
             }
             return Ok(());
         }
-        let mut out = BatchOutputs::new();
         for silent in raised {
             let silence::Silent {
                 partition,
