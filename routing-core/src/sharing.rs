@@ -112,20 +112,9 @@ fn ended(before: &PatientState, after: &PatientState, now: Millis) -> Vec<Ended>
             }
         }
     }
-    // A category lost for one code may still flow for another: only what flows for none.
-    for ended in lost.values_mut() {
-        ended.categories.retain(|&category| {
-            !codes.iter().any(|&code| {
-                decide(Some(after), EventView { category, code }, now)
-                    .grants
-                    .iter()
-                    .any(|g| g.subscription.subscriber_id == ended.subscription.subscriber_id)
-            })
-        });
-    }
-    lost.into_values()
-        .filter(|e| !e.categories.is_empty())
-        .collect()
+    // Consents rule per organisation and category, not per code: a category withheld
+    // after for one code is withheld for all of them.
+    lost.into_values().collect()
 }
 
 #[cfg(test)]

@@ -31,13 +31,11 @@ fn subscribers() -> [(&'static str, OrganisationIdentifier); 3] {
     ]
 }
 
-/// A permit for everyone, every category.
+/// One consent permitting all three organisations every category (a permit must name
+/// its organisation).
 fn blanket(patient: &PatientIdentifier, status: ConsentStatus) -> Consent {
-    let mut c = fixtures::consent(patient, "c-blanket", &[]);
-    c.provisions = vec![ConsentProvision {
-        actor: None,
-        ..ConsentProvision::organisation(ProvisionKind::Permit, fixtures::gp(), ALL.to_vec())
-    }];
+    let orgs = subscribers().map(|(_, org)| org);
+    let mut c = fixtures::consent(patient, "c-blanket", &orgs);
     c.status = status;
     c.recorded_by = fixtures::gp();
     c.recorded_at = RECORDED_AT;
