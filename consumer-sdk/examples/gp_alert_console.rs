@@ -101,6 +101,15 @@ async fn main() -> anyhow::Result<()> {
                         alert.alert_id,
                     );
                 }
+                // Not a quiet patient: the patient's consent no longer lets this GP see these.
+                if let Some(Payload::SharingEnded(ended)) = received.delivery.payload() {
+                    println!(
+                        "SHARING ENDED categories={:?} patient={} recorded_by={}",
+                        ended.categories,
+                        received.delivery.patient.log_tag(),
+                        ended.recorded_by.as_ref().map_or("-", |o| o.value.as_str()),
+                    );
+                }
                 Ok::<(), std::convert::Infallible>(())
             },
             async {

@@ -144,7 +144,7 @@ fn end_to_end(delivery: &Delivery, now: Millis) -> Option<(&'static str, f64)> {
         Payload::Measurement(m) => ("measurement", m.received_time),
         Payload::SelfReport(r) => ("self_report", r.received_time),
         Payload::Alert(a) => ("alert", a.reading.as_ref()?.received_time),
-        Payload::Reference(_) => return None,
+        Payload::Reference(_) | Payload::SharingEnded(_) => return None,
     };
     Some((category, (now - received).max(0) as f64 / 1000.0))
 }

@@ -6,8 +6,9 @@
 //! A `QuestionnaireResponse` has no device and no score (VKP sends the score as its own
 //! Observation), so those two parts of a self-report are not in it; a self-report with a
 //! score and no answers comes out as that score Observation (LOINC 74465-6).
-//! A MINIMAL delivery carries only a reference without values, and an alert has no FHIR
-//! mapping yet: both are typed [`NotConvertible`] answers, never a made-up resource.
+//! A MINIMAL delivery carries only a reference without values, an alert has no FHIR
+//! mapping yet, and a "sharing ended" notice carries no clinical content: each is a typed
+//! [`NotConvertible`] answer, never a made-up resource.
 
 use dho_schemas::fhir::{
     observation_from_measurement, questionnaire_response_from_self_report,
@@ -32,6 +33,12 @@ pub enum NotConvertible {
     /// An alert: there is no FHIR mapping for alerts yet.
     #[error("alert {alert_id} has no FHIR mapping yet")]
     AlertNotYetConvertible { alert_id: String },
+    /// The notice that a consent change ended this subscriber's deliveries of the patient
+    /// ([`DeliveryKind::SharingEnded`](dho_schemas::model::DeliveryKind::SharingEnded)): no
+    /// clinical content, so no FHIR resource. Stop expecting this patient's data of those
+    /// categories; it is not a quiet patient.
+    #[error("delivery {delivery_id} is a sharing-ended notice, without clinical content")]
+    SharingEnded { delivery_id: String },
     /// The envelope carries no payload or several (a broken producer).
     #[error("delivery {delivery_id} carries no single payload")]
     NoPayload { delivery_id: String },
@@ -61,6 +68,9 @@ impl ToFhir for Delivery {
             }),
             Some(Payload::Alert(a)) => Err(NotConvertible::AlertNotYetConvertible {
                 alert_id: a.alert_id.clone(),
+            }),
+            Some(Payload::SharingEnded(_)) => Err(NotConvertible::SharingEnded {
+                delivery_id: self.delivery_id.clone(),
             }),
             None => Err(NotConvertible::NoPayload {
                 delivery_id: self.delivery_id.clone(),
@@ -193,6 +203,31 @@ mod tests {
             .unwrap();
             assert_eq!(back, changed);
         }
+    }
+
+    #[test]
+    fn a_sharing_ended_notice_is_a_kind_of_its_own_without_fhir() {
+        let m = fixtures::spo2(&fixtures::patient(9), 95.0, AT);
+        let mut delivery = fixtures::delivery_of(&m);
+        delivery.measurement = None;
+        let ended = SharingEnded {
+            recorded_by: Some(fixtures::home_care()),
+            recorded_at: AT,
+            categories: vec![DataCategory::Measurement, DataCategory::Alert],
+        };
+        delivery.sharing_ended = Some(ended.clone());
+        let received = Received::for_test(delivery.clone());
+        assert_eq!(received.kind(), DeliveryKind::SharingEnded(&ended));
+        assert_eq!(
+            received.delivery.payload(),
+            Some(Payload::SharingEnded(&ended))
+        );
+        assert_eq!(
+            received.to_fhir(),
+            Err(NotConvertible::SharingEnded {
+                delivery_id: delivery.delivery_id.clone()
+            })
+        );
     }
 
     #[test]

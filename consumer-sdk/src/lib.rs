@@ -37,6 +37,16 @@
 //! the `Observation` with `status` `entered-in-error`, `amended` or `corrected`; a
 //! subscriber no longer entitled to new values gets a correction as a reference only.
 //!
+//! # Sharing ended
+//!
+//! When a consent change (a deny, a withdrawn permit) ends this subscriber's deliveries of
+//! a patient, the hub says so: one delivery of kind [`DeliveryKind::SharingEnded`], without
+//! clinical content, with who recorded the change and when ([`SharingEnded`]), and the
+//! categories no longer delivered. So an ended flow is never mistaken for a quiet patient.
+//! Its `consent_id` is the consent that changed; [`ToFhir`] answers
+//! [`NotConvertible::SharingEnded`]. A subscription the organisation ended itself gets no
+//! such notice.
+//!
 //! `next()` and `commit()` are the same steps for applications that drive the loop
 //! themselves. Errors say what to do next: [`Error::action`] is retry, fix the
 //! configuration, or stop.
@@ -124,7 +134,7 @@ pub mod subscriptions;
 
 pub use config::{Dedup, FailurePolicy, StartFrom, SubscriberConfig, default_state_dir};
 pub use dedup::{DedupStore, MemoryStore, RecentIds, SqliteStore};
-pub use dho_schemas::model::{DeliveryKind, Replaces};
+pub use dho_schemas::model::{DeliveryKind, Replaces, SharingEnded};
 pub use error::{Action, Error, Result};
 pub use fhir::{NotConvertible, ToFhir};
 /// The SQLite binding [`SqliteStore`] uses, so applications share its version.

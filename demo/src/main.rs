@@ -282,6 +282,11 @@ fn print_delivery(subscriber: &str, delivery: &Delivery) {
             r.category,
             r.code.as_deref().unwrap_or("-")
         ),
+        Some(Payload::SharingEnded(e)) => format!(
+            "SHARING ENDED for {:?} (recorded by {})",
+            e.categories,
+            e.recorded_by.as_ref().map_or("-", |o| o.value.as_str())
+        ),
         None => "malformed delivery".into(),
     };
     println!(

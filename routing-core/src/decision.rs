@@ -80,6 +80,17 @@ impl PatientState {
         self.routes = Routes::new(&self.consents, &self.subscriptions);
     }
 
+    /// This patient's subscriptions under other `consents` (nothing else: no care plans,
+    /// tracks or holds), to judge what those consents would allow now.
+    pub fn with_consents(&self, consents: &BTreeMap<String, Consent>) -> PatientState {
+        PatientState {
+            routes: Routes::new(consents, &self.subscriptions),
+            consents: consents.clone(),
+            subscriptions: self.subscriptions.clone(),
+            ..PatientState::default()
+        }
+    }
+
     /// Sets (`Some`) or removes (`None`) the subscription with record id `id`.
     pub fn set_subscription(&mut self, id: String, subscription: Option<Subscription>) {
         match subscription {

@@ -10,6 +10,7 @@ use dho_schemas::{CarePlan, Consent, Subscription};
 use crate::alerts::Track;
 use crate::decision::PatientState;
 use crate::delivered::{DeliveryRecord, event_id_of_key};
+use crate::sharing::{SharingSnapshot, is_snapshot_key};
 use crate::tracks::{self, Legacy};
 
 /// The state of the patients of one partition.
@@ -27,6 +28,9 @@ pub struct PartitionState {
     /// Patients with an alert track persisted before plans per organisation (no owner),
     /// waiting for [`PartitionState::migrate_legacy_tracks`].
     legacy_tracks: BTreeSet<String>,
+    /// The consents each patient's sharing was last judged by, by patient key (kept apart
+    /// like `delivered`: see [`crate::sharing`]).
+    sharing: HashMap<String, SharingSnapshot>,
 }
 
 /// One track from before plans per organisation, migrated (see [`tracks::migrate`]): the
@@ -194,11 +198,39 @@ impl PartitionState {
         }
     }
 
+    /// The sharing snapshot of the patient `patient_key`.
+    pub fn sharing(&self, patient_key: &str) -> Option<&SharingSnapshot> {
+        self.sharing.get(patient_key)
+    }
+
+    /// Applies a sharing snapshot under its `patient|sharing:consents` key (`None` =
+    /// tombstone), unless the one held reflects a later consent record (a late write of a
+    /// previous owner of the partition).
+    pub fn apply_sharing(&mut self, key: &str, value: Option<SharingSnapshot>) {
+        let patient = patient_key(key);
+        match value {
+            Some(snapshot) => {
+                let newer_held = self
+                    .sharing
+                    .get(patient)
+                    .is_some_and(|held| held.consents_offset > snapshot.consents_offset);
+                if !newer_held {
+                    self.sharing.insert(patient.to_string(), snapshot);
+                }
+            }
+            None => {
+                self.sharing.remove(patient);
+            }
+        }
+    }
+
     /// Removes the router's own record under `key` (a tombstone on its alert-state topic):
-    /// a delivery record or an alert track.
+    /// a delivery record, a sharing snapshot or an alert track.
     pub fn remove_own(&mut self, key: &str) {
         if event_id_of_key(key).is_some() {
             self.apply_delivered(key, None)
+        } else if is_snapshot_key(key) {
+            self.apply_sharing(key, None)
         } else {
             self.apply_track(key, None)
         }

@@ -251,6 +251,7 @@ pub struct DeliveryView<'a> {
     pub reference: Option<ReferenceView<'a>>,
     pub replaces: Option<&'a Replaces>,
     pub professional_denies: &'a [&'a str],
+    pub sharing_ended: Option<&'a SharingEnded>,
 }
 
 /// An [`EventReference`] over borrowed parts.
@@ -288,8 +289,10 @@ impl RecordView for DeliveryView<'_> {
     type Record = Delivery;
 
     fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
-        // Self-reports and alerts are rare on this path: apache-avro writes them.
-        if self.self_report.is_some() || self.alert.is_some() || !*DIRECT_LAYOUT_MATCHES {
+        // Self-reports, alerts and sharing-ended notices are rare on this path: apache-avro
+        // writes them.
+        let rare = self.self_report.is_some() || self.alert.is_some();
+        if rare || self.sharing_ended.is_some() || !*DIRECT_LAYOUT_MATCHES {
             return encode_ser(SchemaKind::Delivery, self, out);
         }
         direct::delivery(self, out);
@@ -325,7 +328,7 @@ fn encode_ser<V: Serialize>(kind: SchemaKind, value: &V, out: &mut Vec<u8>) -> R
 /// and `the_direct_writer_knows_the_current_schemas` fails until it is brought up to date.
 const DIRECT_LAYOUT: [(SchemaKind, u64); 3] = [
     (SchemaKind::Measurement, 11427369249552935175),
-    (SchemaKind::Delivery, 11653659649089095178),
+    (SchemaKind::Delivery, 14031569292926465913),
     (SchemaKind::DisclosureRecord, 12806639653847731752),
 ];
 

@@ -244,6 +244,7 @@ pub fn delivery_of(m: &Measurement) -> Delivery {
         reference: None,
         replaces: None,
         professional_denies: vec![],
+        sharing_ended: None,
     }
 }
 

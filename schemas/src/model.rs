@@ -482,6 +482,21 @@ pub struct Delivery {
     pub replaces: Option<Replaces>,
     /// HPR numbers of professionals the patient's consent keeps this from (see `Delivery.avsc`).
     pub professional_denies: Vec<String>,
+    /// Set on a notice that a consent change ended this subscriber's deliveries (no
+    /// clinical content; see `Delivery.avsc`).
+    pub sharing_ended: Option<SharingEnded>,
+}
+
+/// A notice without clinical content: sharing of the patient's data with this subscriber
+/// ended, recorded by `recorded_by` at `recorded_at`. So an ended flow is never mistaken for
+/// a quiet patient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharingEnded {
+    /// Who recorded the consent change; `None` when the consent record was deleted.
+    pub recorded_by: Option<OrganisationIdentifier>,
+    pub recorded_at: Millis,
+    /// The categories no longer delivered.
+    pub categories: Vec<DataCategory>,
 }
 
 /// The earlier delivery a retraction or correction replaces.
@@ -495,8 +510,8 @@ pub struct Replaces {
     pub status: String,
 }
 
-/// What a delivery is to its subscriber: a first disclosure, or a retraction or
-/// correction of an earlier one (see [`Delivery::kind`]).
+/// What a delivery is to its subscriber: a first disclosure, a retraction or correction
+/// of an earlier one, or the notice that sharing ended (see [`Delivery::kind`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryKind<'a> {
     /// Something new: a reading, a self-report, an alert.
@@ -506,6 +521,9 @@ pub enum DeliveryKind<'a> {
     /// The earlier delivery's values are superseded (`amended` or `corrected`) by this
     /// one's (or, for a MINIMAL delivery, by values to be fetched from the data controller).
     Correction(&'a Replaces),
+    /// A consent change ended this subscriber's deliveries of the patient: nothing more of
+    /// these categories comes until the patient shares them again.
+    SharingEnded(&'a SharingEnded),
 }
 
 /// The statuses a platform retracts or corrects an earlier reading with.
@@ -520,11 +538,16 @@ pub enum Payload<'a> {
     SelfReport(&'a SelfReport),
     Alert(&'a Alert),
     Reference(&'a EventReference),
+    /// No clinical content: the notice that sharing ended.
+    SharingEnded(&'a SharingEnded),
 }
 
 impl Delivery {
     /// A first disclosure, a retraction or a correction.
     pub fn kind(&self) -> DeliveryKind<'_> {
+        if let Some(ended) = &self.sharing_ended {
+            return DeliveryKind::SharingEnded(ended);
+        }
         match &self.replaces {
             None => DeliveryKind::Disclosure,
             Some(r) if r.status == RETRACTED => DeliveryKind::Retraction(r),
@@ -539,6 +562,7 @@ impl Delivery {
             self.self_report.as_ref().map(Payload::SelfReport),
             self.alert.as_ref().map(Payload::Alert),
             self.reference.as_ref().map(Payload::Reference),
+            self.sharing_ended.as_ref().map(Payload::SharingEnded),
         ];
         let mut present = set.into_iter().flatten();
         match (present.next(), present.next()) {

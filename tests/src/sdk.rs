@@ -86,6 +86,7 @@ fn envelope(
         reference: None,
         replaces: None,
         professional_denies: vec![],
+        sharing_ended: None,
     };
     fill(&mut delivery);
     delivery

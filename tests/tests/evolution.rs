@@ -267,3 +267,45 @@ async fn evolution_retraction_and_nesting_fields_are_compatible_with_the_version
         delivery
     );
 }
+
+/// Issue 19's addition: `Delivery.sharing_ended` (the notice that sharing ended), registered
+/// over the version before it; a delivery of that version reads with it null.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evolution_the_sharing_ended_notice_is_compatible_with_the_delivery_before() {
+    use dho_schemas::model::Delivery;
+    let stack = Stack::start().await;
+    let url = stack.settings.schema_registry_url.clone();
+    let sr = SrSettings::new(url.to_string());
+    let deliver = stack.settings.topics().deliver("gp");
+    let old_text = before(SchemaKind::Delivery.schema_text(), &["sharing_ended"]);
+    assert_ne!(old_text, SchemaKind::Delivery.schema_text());
+    let supplied = SuppliedSchema::new(
+        Some("no.dho.v1.Delivery".into()),
+        SchemaType::Avro,
+        old_text.clone(),
+    );
+    post_schema(&sr, topics::value_subject(&deliver), supplied)
+        .await
+        .expect("the Delivery before");
+    AvroSerde::new(&url)
+        .register::<Delivery>(&deliver)
+        .await
+        .expect("Delivery with sharing_ended, at FULL_TRANSITIVE over the one before");
+
+    let old = Schema::parse_str(&old_text).unwrap();
+    let delivery = fixtures::delivery_of(&fixtures::spo2(&fixtures::patient(13), 95.0, 1));
+    let mut value = apache_avro::to_value(&delivery).unwrap();
+    let Value::Record(fields) = &mut value else {
+        panic!("a Delivery is an Avro record")
+    };
+    fields.retain(|(name, _)| name != "sharing_ended");
+    let body = GenericDatumWriter::builder(&old)
+        .build()
+        .unwrap()
+        .write_value_to_vec(value.resolve(&old).unwrap())
+        .unwrap();
+    assert_eq!(
+        codec::decode_with_writer::<Delivery>(&old, &body).unwrap(),
+        delivery
+    );
+}

@@ -21,6 +21,15 @@ async fn consent_to_gp_and_home(publisher: &Publisher, patient: &PatientIdentifi
 }
 
 /// The patient withdraws the GP's consent (status inactive), acknowledged by the broker.
+/// How many of `deliveries` are "sharing ended" notices, and how many carry a reading.
+fn notices_and_readings(deliveries: &[Delivery]) -> (usize, usize) {
+    let notices = deliveries
+        .iter()
+        .filter(|d| d.sharing_ended.is_some())
+        .count();
+    (notices, deliveries.len() - notices)
+}
+
 async fn withdraw_gp_consent(publisher: &Publisher, patient: &PatientIdentifier) {
     let mut revoked = fixtures::consent(patient, "c-gp", &[fixtures::gp()]);
     revoked.status = ConsentStatus::Inactive;
@@ -104,9 +113,11 @@ async fn a_revoked_consent_stops_later_deliveries() {
         second.event_id
     );
     wait_receipt_routed(&stack.settings, GROUP, &receipt).await;
-    // ... the GP only the first.
+    // ... the GP only the first, and the notice that sharing ended.
     let gp: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("gp")).await;
-    assert_eq!(gp.len(), 1, "no delivery to the GP after the revocation");
+    let (gp_notices, gp_readings) = notices_and_readings(&gp);
+    assert_eq!(gp_readings, 1, "no delivery to the GP after the revocation");
+    assert_eq!(gp_notices, 1, "the GP is told that sharing ended");
 
     // Deleting the remaining consent (a tombstone) stops home care too.
     publisher.delete_consent(&patient, "c-home").await.unwrap();
@@ -114,9 +125,22 @@ async fn a_revoked_consent_stops_later_deliveries() {
     let receipt = publisher.publish_measurement(&third).await.unwrap();
     wait_receipt_routed(&stack.settings, GROUP, &receipt).await;
     let home: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("home")).await;
-    assert_eq!(home.len(), 2, "no delivery after the consent was deleted");
+    assert_eq!(
+        notices_and_readings(&home),
+        (1, 2),
+        "no reading after the consent was deleted; told that sharing ended"
+    );
+    let deleted = home.iter().find_map(|d| d.sharing_ended.as_ref()).unwrap();
+    assert_eq!(
+        deleted.recorded_by, None,
+        "a deleted consent names no recorder"
+    );
     let audit: Vec<DisclosureRecord> = read_decoded(&stack.settings, &topics.audit()).await;
-    assert_eq!(audit.len(), 3, "audit equals deliveries");
+    assert_eq!(
+        audit.len(),
+        gp.len() + home.len(),
+        "audit equals deliveries"
+    );
     router.stop().await;
 }
 
@@ -183,11 +207,14 @@ async fn a_revocation_acknowledged_while_a_batch_waits_applies_to_the_whole_batc
     let home: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("home")).await;
     assert_eq!(home.len(), 2, "home care keeps its consent");
     let gp: Vec<Delivery> = read_decoded(&stack.settings, &topics.deliver("gp")).await;
+    // The GP was entitled before the revocation, so it is told that sharing ended.
+    let (gp_notices, gp_readings) = notices_and_readings(&gp);
+    assert_eq!(gp_notices, 1, "the GP is told that sharing ended");
     assert!(
-        gp.is_empty(),
+        gp_readings == 0,
         "the second reading was written after the revocation was acknowledged and routed \
          in one batch with the first, yet the GP got {} readings",
-        gp.len()
+        gp_readings
     );
     router.stop().await;
 }

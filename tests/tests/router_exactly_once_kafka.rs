@@ -232,8 +232,11 @@ async fn killed_while_draining_a_restart_resumes_from_committed_offsets_and_comm
     let tracks = views(&stack.settings, &stack.settings.topics().alert_state());
     let mut last_track: BTreeMap<&str, i64> = BTreeMap::new();
     for (key, bytes) in tracks.committed.values() {
-        if dho_routing_core::delivered::event_id_of_key(key).is_some() {
-            // A delivery record, beside the tracks on the router's own topic.
+        if dho_routing_core::delivered::event_id_of_key(key).is_some()
+            || dho_routing_core::sharing::is_snapshot_key(key)
+        {
+            // A delivery record or a sharing snapshot, beside the tracks on the router's
+            // own topic.
             continue;
         }
         let track: serde_json::Value = serde_json::from_slice(bytes).unwrap();

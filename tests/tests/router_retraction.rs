@@ -39,12 +39,14 @@ fn summary(d: &Delivery) -> String {
         DeliveryKind::Disclosure => "new",
         DeliveryKind::Retraction(_) => "retraction",
         DeliveryKind::Correction(_) => "correction",
+        DeliveryKind::SharingEnded(_) => "sharing ended",
     };
     let payload = match d.payload() {
         Some(Payload::Measurement(m)) => format!("reading {} {}", value(m), m.status()),
         Some(Payload::Reference(r)) => format!("reference {:?}", r.category),
         Some(Payload::Alert(a)) => format!("alert {:?}", a.kind),
         Some(Payload::SelfReport(_)) => "self-report".into(),
+        Some(Payload::SharingEnded(e)) => format!("{:?}", e.categories),
         None => "none".into(),
     };
     format!("{kind}: {payload}")
@@ -154,6 +156,8 @@ async fn a_retraction_reaches_exactly_the_subscribers_who_got_the_original() {
         [
             "new: reading 84 final",
             "new: alert ZoneEntered",
+            // Told when its consent was withdrawn (router_sharing_ended.rs).
+            "sharing ended: [Measurement, SelfReport, Alert]",
             "retraction: reading 84 entered-in-error",
             "retraction: alert ZoneEntered",
         ],
@@ -168,6 +172,12 @@ async fn a_retraction_reaches_exactly_the_subscribers_who_got_the_original() {
     // Each retraction names the delivery to the same subscriber it replaces, and rests on
     // the consent and subscription that delivery rested on.
     for ds in [&gp, &home] {
+        // Home care's notice that sharing ended is not part of the reading's story.
+        let ds: Vec<Delivery> = ds
+            .iter()
+            .filter(|d| d.sharing_ended.is_none())
+            .cloned()
+            .collect();
         let (originals, retractions) = (&ds[..2], &ds[2..4]);
         for (original, retraction) in originals.iter().zip(retractions) {
             let DeliveryKind::Retraction(replaces) = retraction.kind() else {
@@ -250,11 +260,12 @@ async fn a_correction_replaces_the_values_for_the_entitled_and_names_them_to_the
         [
             "new: reading 84 final",
             "new: alert ZoneEntered",
+            "sharing ended: [Measurement, SelfReport, Alert]",
             "correction: reference Measurement",
             "retraction: alert ZoneEntered",
         ]
     );
-    assert!(home[2].measurement.is_none());
+    assert!(home[3].measurement.is_none());
 }
 
 /// A VKP batch of one Observation, as a platform posts it.
@@ -337,6 +348,7 @@ async fn through_the_gateway_and_the_sdk_a_retracted_observation_is_a_retraction
                 format!("retraction {}", r.to_fhir().unwrap()["status"])
             }
             DeliveryKind::Correction(_) => "correction".into(),
+            DeliveryKind::SharingEnded(_) => "sharing ended".into(),
         })
         .collect();
     assert_eq!(

@@ -13,7 +13,7 @@ use dho_schemas::fhir::bundle::{self, EntryOutcome};
 use dho_schemas::model::*;
 use serde_json::{Value, json};
 
-use super::readings::data_controller;
+use super::readings::{data_controller, patient_of};
 use super::refusal::{FHIR_JSON, Refusal, publish_failure, refuse};
 use super::roles::{Platform, at};
 use super::steps::Who;
@@ -79,7 +79,7 @@ pub(super) async fn fhir_bundle(
             assign_event_id(event, &platform);
             *forbidden = !data_controller(event).same_entity(&platform);
             if *forbidden {
-                let who = Who::new(&caller.name, &platform).about(event.patient());
+                let who = Who::new(&caller.name, &platform).about(patient_of(event));
                 let message = "an entry named another organisation as data controller";
                 gw.audit_refusal(&who, EP, "cross_platform", message);
             }

@@ -10,7 +10,7 @@ use dho_schemas::fhir::Ingested;
 use dho_schemas::model::*;
 use serde_json::{Value, json};
 
-use super::readings::data_controller;
+use super::readings::{data_controller, patient_of};
 use super::refusal::{Refusal, created, publish_failure, refuse, refuse_invalid};
 use super::roles::{Platform, at};
 use super::steps::{Who, parse};
@@ -89,7 +89,7 @@ async fn native(
         return refuse(
             ep,
             gw.forbid(
-                &Who::new(&name, &platform).about(event.patient()),
+                &Who::new(&name, &platform).about(patient_of(&event)),
                 ep,
                 "cross_platform",
                 "a platform publishes only as itself: data_controller and source.platform must be its organisation",

@@ -74,3 +74,11 @@ pub(super) fn data_controller(event: &Ingested) -> &OrganisationIdentifier {
         Ingested::SelfReport(r) => &r.data_controller,
     }
 }
+
+/// Whose reading or self-report it is.
+pub(super) fn patient_of(event: &Ingested) -> &PatientIdentifier {
+    match event {
+        Ingested::Measurement(m) => &m.patient,
+        Ingested::SelfReport(r) => &r.patient,
+    }
+}

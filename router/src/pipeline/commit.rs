@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use dho_routing_core::alerts::Track;
 use dho_routing_core::delivered::DeliveryRecord;
+use dho_routing_core::sharing::SharingSnapshot;
 use dho_telemetry::{InternalEvent, KafkaStats, StatsContext};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata};
@@ -60,6 +61,10 @@ pub(super) struct BatchOutputs {
     /// What was delivered of the batch's named readings, by (partition,
     /// `patient|delivered:<event id>` key): written with the tracks, on the same terms.
     pub(super) delivered: BTreeMap<(i32, String), DeliveryRecord>,
+    /// The consents each patient's sharing was judged by in the batch, by (partition,
+    /// `patient|sharing:consents` key): written with the tracks, after the "sharing ended"
+    /// notices they account for are acknowledged.
+    pub(super) sharing: BTreeMap<(i32, String), SharingSnapshot>,
 }
 
 impl BatchOutputs {
@@ -68,6 +73,7 @@ impl BatchOutputs {
             outbox: Outbox::new(Acks::new()),
             tracks: BTreeMap::new(),
             delivered: BTreeMap::new(),
+            sharing: BTreeMap::new(),
         }
     }
 }
@@ -266,21 +272,27 @@ impl Commits {
             mut outbox,
             tracks,
             delivered,
+            sharing,
         } = out;
+        let own = OwnRecords {
+            tracks: &tracks,
+            delivered: &delivered,
+            sharing: &sharing,
+        };
         hand_over(outputs, &mut outbox).await?;
         let acks = outbox.acks();
         if self.transactional {
-            let track_writes = write_tracks(&tracks, &delivered, outputs, state).await?;
+            let track_writes = write_tracks(own, outputs, state).await?;
             let (delivered, written) = futures::join!(await_acks(acks), await_acks(&track_writes));
             let written = delivered.and(written).map_err(|e| fatal_or(outputs, e))?;
             state.note_own_writes(written);
             return Ok(());
         }
         await_acks(acks).await?;
-        if tracks.is_empty() && delivered.is_empty() {
+        if tracks.is_empty() && delivered.is_empty() && sharing.is_empty() {
             return Ok(());
         }
-        let track_writes = write_tracks(&tracks, &delivered, outputs, state).await?;
+        let track_writes = write_tracks(own, outputs, state).await?;
         let written = await_acks(&track_writes).await?;
         state.note_own_writes(written);
         Ok(())
@@ -299,6 +311,10 @@ impl Commits {
             in_flight
                 .out
                 .delivered
+                .retain(|(partition, _), _| !revoked.contains(partition));
+            in_flight
+                .out
+                .sharing
                 .retain(|(partition, _), _| !revoked.contains(partition));
             let mut kept = TopicPartitionList::new();
             for e in in_flight.offsets.elements() {
@@ -372,20 +388,33 @@ fn fatal_or(outputs: &Outputs, e: Error) -> Error {
     }
 }
 
-/// Produces the batch's alert tracks and delivery records, acknowledged (with their
-/// positions) in the group returned.
+/// A batch's records for the alert-state topic, by (partition, key).
+#[derive(Clone, Copy)]
+struct OwnRecords<'a> {
+    tracks: &'a BTreeMap<(i32, String), Option<Track>>,
+    delivered: &'a BTreeMap<(i32, String), DeliveryRecord>,
+    sharing: &'a BTreeMap<(i32, String), SharingSnapshot>,
+}
+
+/// Produces the batch's alert tracks, delivery records and sharing snapshots, acknowledged
+/// (with their positions) in the group returned.
 async fn write_tracks(
-    tracks: &BTreeMap<(i32, String), Option<Track>>,
-    delivered: &BTreeMap<(i32, String), DeliveryRecord>,
+    own: OwnRecords<'_>,
     outputs: &Outputs,
     state: &StateSync,
 ) -> Result<Arc<Acks>> {
     let track_writes = Acks::with_positions();
-    let records = tracks
+    let records = own
+        .tracks
         .iter()
         .map(|(at, track)| (at, track.as_ref().map(|t| t as &(dyn ErasedRecord + Sync))))
         .chain(
-            delivered
+            own.delivered
+                .iter()
+                .map(|(at, record)| (at, Some(record as &(dyn ErasedRecord + Sync)))),
+        )
+        .chain(
+            own.sharing
                 .iter()
                 .map(|(at, record)| (at, Some(record as &(dyn ErasedRecord + Sync)))),
         );
@@ -403,7 +432,8 @@ async fn write_tracks(
     Ok(track_writes)
 }
 
-/// A record of the alert-state topic (a track or a delivery record), as JSON.
+/// A record of the alert-state topic (a track, a delivery record or a sharing snapshot), as
+/// JSON.
 trait ErasedRecord {
     fn to_json(&self) -> serde_json::Result<Vec<u8>>;
 }

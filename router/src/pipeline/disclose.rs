@@ -1,9 +1,13 @@
 //! Disclosure: the decision for an event or an alert, then one delivery and its disclosure
 //! record per grant (consent first, default deny: see `dho_routing_core::decision`); and the
-//! alerts a reading raises against the patient's care plan, which go the same way; and
-//! (`retract`) the retraction or correction of a delivered reading, to those who received it.
+//! alerts a reading raises against the patient's care plan, which go the same way;
+//! (`retract`) the retraction or correction of a delivered reading, to those who received it;
+//! and (`sharing_ended`) the notice to a subscriber whose deliveries a consent change ended.
 
 mod retract;
+mod sharing_ended;
+
+pub(super) use sharing_ended::Notice;
 
 use std::collections::HashMap;
 
@@ -261,6 +265,7 @@ impl Disclosure {
                 reference: None,
                 replaces: None,
                 professional_denies,
+                sharing_ended: None,
             };
             let minimal_alert;
             match (subscription.content_level, outgoing) {

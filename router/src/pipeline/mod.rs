@@ -18,6 +18,7 @@
 //! - `commit`: acknowledgements, alert tracks, then the offsets or the transaction;
 //! - `silence`: which alert tracks the no-data timer finds silent;
 //! - `migrate`: alert tracks from before plans per organisation, taken over or dropped;
+//! - `sharing`: the "sharing ended" notices a consent change calls for;
 //! - `ids`: deterministic delivery ids.
 //!
 //! The parts know each other in one direction only (`disclose` uses `state_sync` and
@@ -34,6 +35,7 @@ mod ids;
 mod input;
 mod migrate;
 mod rebalance;
+mod sharing;
 mod silence;
 mod state_sync;
 
@@ -349,6 +351,8 @@ impl Router {
         // batch's start, a few milliseconds before its records are routed (a change
         // acknowledged after the state sync above applies from the next batch anyway).
         let now = self.now();
+        // Consent changes the sync applied: notices to those whose deliveries they ended.
+        self.judge_sharing(now, &mut out).await?;
         // Per (is a measurement, partition): the first and the next offset, and the newest
         // timestamp. A few entries, searched in order: cheaper per record than a map keyed
         // by topic name.
@@ -526,8 +530,12 @@ impl Router {
             migrate::legacy_tracks(&mut self.state, partition, &mut out);
         }
         let now = self.now();
+        // Consent changes are judged here too: a patient whose readings stopped still has
+        // subscribers to tell.
+        self.judge_sharing(now, &mut out).await?;
         let raised = self.silence.due(&self.state, &partitions, &caught_up, now);
-        if raised.is_empty() && out.tracks.is_empty() {
+        // Every notice comes with its patient's new snapshot; a migration, with its tracks.
+        if raised.is_empty() && out.tracks.is_empty() && out.sharing.is_empty() {
             if self.config.transactional_id.is_some() {
                 // Holds at most dead letters of the state sync; librdkafka ends a transaction
                 // with nothing in it locally.

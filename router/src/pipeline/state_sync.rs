@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use dho_kafka::outage::Outage;
 use dho_routing_core::alerts::Track;
 use dho_routing_core::delivered::event_id_of_key;
+use dho_routing_core::sharing::is_snapshot_key;
 use dho_routing_core::state::PartitionState;
 use dho_schemas::TopicNames;
 use dho_schemas::model::*;
@@ -27,8 +28,10 @@ use super::error::{Error, Result};
 use crate::config::RouterConfig;
 use crate::events::{StateMeasured, StatePartitionsLoaded, StateRecordRead};
 use crate::outputs::OutputProducer;
+pub(super) use consent_changes::ConsentSeen;
 use misplaced::{Misplaced, Pending, hold_marker, misplaced_note};
 
+mod consent_changes;
 mod misplaced;
 mod topic;
 use dho_telemetry::InternalEvent;
@@ -72,6 +75,9 @@ pub(super) struct StateSync {
     misplaced: HashMap<i32, Misplaced>,
     /// Partitions whose state was loaded from the start, in this run.
     partitions_loaded: u64,
+    /// Patients whose consents changed and whose sharing is not judged yet, by (partition,
+    /// patient key): the latest consent record seen of each (see `pipeline::sharing`).
+    consent_changes: HashMap<(i32, String), ConsentSeen>,
 }
 
 impl std::fmt::Debug for StateSync {
@@ -146,6 +152,7 @@ impl StateSync {
             decoder,
             dead_letters,
             misplaced: HashMap::new(),
+            consent_changes: HashMap::new(),
         })
     }
 
@@ -389,6 +396,9 @@ impl StateSync {
             // Revoked while the record was in flight.
             return Ok(());
         }
+        if topic == StateTopic::Consents {
+            self.saw_consent(partition, &key, message);
+        }
         if topic == StateTopic::AlertState
             && let Some(note) = misplaced_note(&key)
         {
@@ -459,6 +469,8 @@ impl StateSync {
                 .map(|p| self.partition_mut(partition).apply_care_plan(&key, Some(p))),
             StateTopic::AlertState if event_id_of_key(&key).is_some() => own_record(bytes)
                 .map(|r| self.partition_mut(partition).apply_delivered(&key, Some(r))),
+            StateTopic::AlertState if is_snapshot_key(&key) => own_record(bytes)
+                .map(|s| self.partition_mut(partition).apply_sharing(&key, Some(s))),
             StateTopic::AlertState => {
                 own_record(bytes).map(|t| self.apply_track_record(partition, &key, t))
             }
@@ -539,6 +551,7 @@ impl StateSync {
         for &partition in revoked {
             if self.owned.remove(&partition).is_some() {
                 self.misplaced.remove(&partition);
+                self.consent_changes.retain(|(p, _), _| *p != partition);
                 for topic in StateTopic::ALL {
                     self.positions.remove(&(topic, partition));
                     list.add_partition(self.topic_name(topic), partition);

@@ -215,8 +215,8 @@ fn grants(consents: &BTreeMap<String, Consent>, at: Millis) -> Vec<Option<Vec<St
             },
             at,
         );
-        for i in 0..who.len() {
-            let sub = format!("{:?}:{}", who[i].system, who[i].value);
+        for org in &who {
+            let sub = format!("{:?}:{}", org.system, org.value);
             out.push(
                 d.grants
                     .iter()

@@ -343,7 +343,7 @@ fn reference(out: &mut Vec<u8>, r: ReferenceView<'_>) {
 /// A delivery carrying a measurement or a reference (the caller routes the rest to
 /// apache-avro).
 pub(super) fn delivery(d: &DeliveryView<'_>, out: &mut Vec<u8>) {
-    debug_assert!(d.self_report.is_none() && d.alert.is_none());
+    debug_assert!(d.self_report.is_none() && d.alert.is_none() && d.sharing_ended.is_none());
     out.reserve(128 + d.measurement.map_or(0, |_| 256));
     string(out, d.delivery_id);
     string(out, d.subscriber_id);
@@ -370,6 +370,7 @@ pub(super) fn delivery(d: &DeliveryView<'_>, out: &mut Vec<u8>) {
         }
     }
     out.push(0);
+    out.push(0); // sharing_ended
 }
 
 pub(super) fn disclosure(r: &DisclosureView<'_>, out: &mut Vec<u8>) {

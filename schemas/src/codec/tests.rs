@@ -176,6 +176,7 @@ fn delivery_view<'a>(
         reference,
         replaces: d.replaces.as_ref(),
         professional_denies: denies,
+        sharing_ended: d.sharing_ended.as_ref(),
     };
     (view, reference)
 }
@@ -309,9 +310,19 @@ fn direct_bytes_equal_apache_avro_bytes() {
         }
         d.replaces = None;
     }
-    // Self-reports and alerts keep apache-avro's path.
+    // Self-reports, alerts and sharing-ended notices keep apache-avro's path.
     let mut d = fixtures::delivery_of(&measurements[0]);
     d.measurement = None;
+    for recorded_by in [Some(fixtures::gp()), None] {
+        d.sharing_ended = Some(SharingEnded {
+            recorded_by,
+            recorded_at: at,
+            categories: vec![DataCategory::Measurement, DataCategory::Alert],
+        });
+        same_bytes_as_owned(&d);
+        assert!(matches!(d.kind(), DeliveryKind::SharingEnded(_)));
+    }
+    d.sharing_ended = None;
     d.self_report = Some(fixtures::self_report(&fixtures::patient(1), at));
     same_bytes_as_owned(&d);
     d.self_report = None;

@@ -222,14 +222,6 @@ impl Ingested {
         }
     }
 
-    /// Whose reading it is.
-    pub fn patient(&self) -> &PatientIdentifier {
-        match self {
-            Ingested::Measurement(m) => &m.patient,
-            Ingested::SelfReport(r) => &r.patient,
-        }
-    }
-
     /// The FHIR resource type it arrived as (for `Bundle.entry.response.location`).
     pub fn resource_type(&self) -> &'static str {
         match self {

@@ -305,6 +305,7 @@ impl Disclosure {
             // The replaced delivery carried them: the care system keeps its replacement
             // from the same professionals (ARCHITECTURE, who enforces what).
             professional_denies: &[],
+            sharing_ended: None,
         };
         let category = match content {
             Content::Measurement(m) => {
