@@ -55,9 +55,10 @@ const AUDIT_RETENTION_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
 
 /// Every topic the hub itself owns (per-subscriber delivery topics are created on demand).
 ///
-/// The audit topics (disclosures; consent, subscription and care-plan changes; redrives) are
-/// history, not state: every record is kept for the retention, never compacted (compaction
-/// would keep one change per key and lose who changed what before).
+/// The audit topics (disclosures; consent, subscription, care-plan and enrolment changes;
+/// redrives; refused requests; operators' reviews) are history, not state: every record is
+/// kept for the retention, never compacted (compaction would keep one change per key and
+/// lose who changed what before).
 pub fn hub_topics(settings: &KafkaSettings) -> Vec<TopicSpec> {
     let t = settings.topics();
     let n = settings.partitions;
@@ -304,7 +305,10 @@ mod tests {
                 "x.audit.consents",
                 "x.audit.careplans",
                 "x.audit.subscriptions",
-                "x.audit.redrives"
+                "x.audit.redrives",
+                "x.audit.enrolments",
+                "x.audit.refusals",
+                "x.audit.operator"
             ],
             "{names:?}"
         );
