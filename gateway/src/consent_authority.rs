@@ -223,3 +223,7 @@ mod tests {
         assert_eq!(judge_change(&gp, true, state(&[grant]), &deny, NOW), Ok(()));
     }
 }
+
+#[cfg(test)]
+#[path = "consent_authority/review_tests.rs"]
+mod review_tests;
