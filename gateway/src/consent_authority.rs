@@ -129,8 +129,9 @@ fn judge_change(
     {
         return Err(NOT_OWNER);
     }
+    let own_before = before.get(&key).cloned();
     let mut after = before.clone();
-    after.insert(key, consent.clone());
+    after.insert(key.clone(), consent.clone());
     let effect = judge(&before, &after, now);
     if !effect.only_narrows() {
         return Err(WIDENS);
@@ -138,7 +139,65 @@ fn judge_change(
     if !effect.narrows_only(org) {
         return Err(NARROWS_OTHERS);
     }
+    latent(&key, own_before, consent, org, now)
+}
+
+/// What the record can ever do, whatever the patient's other directives become: a record
+/// judged only against today's directives may be masked now (by a deny, a redundant permit,
+/// nobody having access yet) and take effect when the patient changes theirs. So, alone it
+/// grants nothing; against a context that permits everyone everything it loosens nothing
+/// of the record it replaces and narrows nobody but `org`.
+fn latent(
+    key: &str,
+    own_before: Option<Consent>,
+    consent: &Consent,
+    org: &OrganisationIdentifier,
+    now: Millis,
+) -> Result<(), Refused> {
+    let alone = BTreeMap::from([(key.to_string(), consent.clone())]);
+    if !judge(&BTreeMap::new(), &alone, now).only_narrows() {
+        return Err(WIDENS);
+    }
+    let everyone = everything_for_everyone(consent);
+    // A key no record has: the blanket permit sorts before every real one.
+    let context = BTreeMap::from([(String::new(), everyone)]);
+    let with = |record: Option<Consent>| {
+        let mut state = context.clone();
+        if let Some(r) = record {
+            state.insert(key.to_string(), r);
+        }
+        state
+    };
+    let (old, new) = (with(own_before), with(Some(consent.clone())));
+    if !judge(&old, &new, now).only_narrows() {
+        return Err(WIDENS);
+    }
+    if !judge(&context, &new, now).narrows_only(org) {
+        return Err(NARROWS_OTHERS);
+    }
     Ok(())
+}
+
+/// A permit of every category to everyone, always: the widest the patient could grant.
+fn everything_for_everyone(like: &Consent) -> Consent {
+    Consent {
+        consent_id: String::new(),
+        status: ConsentStatus::Active,
+        provisions: vec![ConsentProvision {
+            kind: ProvisionKind::Permit,
+            actor: None,
+            categories: vec![
+                DataCategory::Measurement,
+                DataCategory::SelfReport,
+                DataCategory::Alert,
+            ],
+            period_start: None,
+            period_end: None,
+            professional: None,
+            parent: None,
+        }],
+        ..like.clone()
+    }
 }
 
 #[cfg(test)]
