@@ -284,5 +284,5 @@ mod tests {
 }
 
 #[cfg(test)]
-#[path = "consent_authority/review_tests.rs"]
-mod review_tests;
+#[path = "consent_authority/masked_tests.rs"]
+mod masked_tests;

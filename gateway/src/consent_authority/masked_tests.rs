@@ -1,10 +1,9 @@
-//! Hostile review of "Who may change consent" (ARCHITECTURE.md guarantee 9). Each test is an
-//! attack a stolen, non-enrolled credential can make today: the rule judges a change only
-//! against the patient's directives *as they are now*, so a record whose effect is masked
-//! now (by a deny, by a redundant permit, by nobody having access yet) is let through and
-//! takes effect later, when the patient's own directives change. These tests state the
-//! secure outcome and fail until the rule judges what a record can ever do, not only what it
-//! changes today.
+//! Records whose effect is masked today (ARCHITECTURE.md guarantee 9, found by a hostile
+//! review): judged only against the patient's directives as they are now, a record masked
+//! by a deny, by a redundant permit or by nobody having access yet would change nothing
+//! today and take effect later, when the patient's own directives change. Each test is such
+//! an attack by a stolen, non-enrolled credential; the rule refuses it because it also
+//! judges what the record can ever do (`latent`).
 
 use super::*;
 use dho_routing_core::authority::judge;
@@ -51,7 +50,10 @@ fn a_permit_masked_by_the_patients_deny_is_refused() {
     let p = fixtures::patient(1);
     let gp = fixtures::gp();
     let before = state(&[patient_objects(&p)]);
-    let grant = by(fixtures::consent(&p, "gp.g", std::slice::from_ref(&gp)), &gp);
+    let grant = by(
+        fixtures::consent(&p, "gp.g", std::slice::from_ref(&gp)),
+        &gp,
+    );
     let verdict = judge_change(&gp, false, before.clone(), &grant, NOW);
     // What it does later: the patient (portal, any change allowed) withdraws the objection.
     let mut later_before = before.clone();
@@ -78,7 +80,10 @@ fn a_redundant_permit_is_refused() {
     let (gp, clinic) = (fixtures::gp(), fixtures::lung_clinic());
     let portal_permit = fixtures::consent(&p, "portal.c1", &[gp.clone(), clinic.clone()]);
     let before = state(&[portal_permit.clone()]);
-    let copy = by(fixtures::consent(&p, "gp.copy", std::slice::from_ref(&gp)), &gp);
+    let copy = by(
+        fixtures::consent(&p, "gp.copy", std::slice::from_ref(&gp)),
+        &gp,
+    );
     assert_eq!(
         judge_change(&gp, false, before, &copy, NOW),
         Err(WIDENS),
@@ -145,7 +150,10 @@ fn inactivating_ones_own_masked_deny_is_refused() {
     let p = fixtures::patient(1);
     let gp = fixtures::gp();
     let permit = fixtures::consent(&p, "portal.c1", std::slice::from_ref(&gp));
-    let mut own_deny = by(fixtures::consent(&p, "gp.d", std::slice::from_ref(&gp)), &gp);
+    let mut own_deny = by(
+        fixtures::consent(&p, "gp.d", std::slice::from_ref(&gp)),
+        &gp,
+    );
     own_deny.provisions[0].kind = ProvisionKind::Deny;
     let before = state(&[permit, own_deny.clone(), patient_objects(&p)]);
     let mut inactive = own_deny;
