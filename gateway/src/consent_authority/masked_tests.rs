@@ -79,7 +79,7 @@ fn a_redundant_permit_is_refused() {
     let p = fixtures::patient(1);
     let (gp, clinic) = (fixtures::gp(), fixtures::lung_clinic());
     let portal_permit = fixtures::consent(&p, "portal.c1", &[gp.clone(), clinic.clone()]);
-    let before = state(&[portal_permit.clone()]);
+    let before = state(std::slice::from_ref(&portal_permit));
     let copy = by(
         fixtures::consent(&p, "gp.copy", std::slice::from_ref(&gp)),
         &gp,
