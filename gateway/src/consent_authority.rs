@@ -101,15 +101,22 @@ impl Gateway {
         let responsible = enrolments
             .values()
             .any(|e| e.organisation.same_entity(recorder.org));
+        // Judged from a little before now: a router whose clock is behind the gateway's
+        // still decides by the time just before the gateway's `now`, and a change there
+        // (one's own deny moved to start a moment ago) must count too.
+        let from = now - CLOCK_SKEW_MS;
         Ok(judge_change(
             recorder.org,
             responsible,
             before,
             consent,
-            now,
+            from,
         ))
     }
 }
+
+/// How far behind the gateway a router's clock may be (NTP keeps them far closer).
+const CLOCK_SKEW_MS: Millis = 5 * 60_000;
 
 /// The rule, over what was read: `before` is the patient's directives by state key.
 fn judge_change(

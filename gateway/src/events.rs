@@ -224,13 +224,20 @@ impl InternalEvent for ConsentChangeJudged<'_> {
 /// The audit record of a refused request was not taken by the broker.
 #[derive(Debug)]
 pub struct RefusalNotAudited<'a> {
-    pub error: &'a dho_publisher::Error,
+    /// The refused credential's configured name.
+    pub credential: &'a str,
+    /// Why: the broker did not take it, or too many refusals were being audited at once.
+    pub error: String,
 }
 
 impl InternalEvent for RefusalNotAudited<'_> {
     fn emit(self) {
         metrics::counter!(names::REFUSALS_NOT_AUDITED).increment(1);
-        tracing::error!(error = %self.error, "the audit record of a refused request was not written");
+        tracing::error!(
+            credential = self.credential,
+            error = %self.error,
+            "the audit record of a refused request was not written"
+        );
     }
 }
 

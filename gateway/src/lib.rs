@@ -86,6 +86,9 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Most refusal audit records in flight at once.
+const MAX_REFUSAL_AUDITS: usize = 1024;
+
 /// A configured gateway, ready to serve.
 #[derive(Clone, Debug)]
 pub struct Gateway {
@@ -108,6 +111,8 @@ struct Inner {
     consent_locks: consent_authority::ConsentLocks,
     /// Consent changes per credential and minute.
     consent_rate: rate_limit::RateLimit,
+    /// Refusal audit records being written at once (see `routes/steps.rs`).
+    refusal_audits: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -170,6 +175,7 @@ impl Gateway {
                 tls,
                 consent_locks: Default::default(),
                 consent_rate: Default::default(),
+                refusal_audits: Arc::new(Semaphore::new(MAX_REFUSAL_AUDITS)),
             }),
         })
     }

@@ -114,11 +114,26 @@ impl Gateway {
             detail: message.into(),
             refused_at: now_millis(),
         };
+        // Bounded: a flood of refused requests must not queue without limit (nor crowd
+        // readings out of the producer's queue); past the bound a refusal is counted only.
+        let Ok(permit) = self.inner.refusal_audits.clone().try_acquire_owned() else {
+            RefusalNotAudited {
+                credential: who.name,
+                error: "too many refusals being audited at once".into(),
+            }
+            .emit();
+            return;
+        };
         let publisher = self.inner.publisher.clone();
         tokio::spawn(async move {
             if let Err(error) = publisher.audit_refusal(&record).await {
-                RefusalNotAudited { error: &error }.emit();
+                RefusalNotAudited {
+                    credential: &record.principal,
+                    error: error.to_string(),
+                }
+                .emit();
             }
+            drop(permit);
         });
     }
 
