@@ -212,14 +212,14 @@ mod tests {
     use super::*;
     use dho_schemas::fixtures;
 
-    const NOW: Millis = 1_800_000_000_000;
+    pub(super) const NOW: Millis = 1_800_000_000_000;
 
-    fn recorded_by(mut c: Consent, org: &OrganisationIdentifier) -> Consent {
+    pub(super) fn recorded_by(mut c: Consent, org: &OrganisationIdentifier) -> Consent {
         c.recorded_by = org.clone();
         c
     }
 
-    fn state(consents: &[Consent]) -> BTreeMap<String, Consent> {
+    pub(super) fn state(consents: &[Consent]) -> BTreeMap<String, Consent> {
         consents
             .iter()
             .map(|c| (state_key(&c.patient, &c.consent_id), c.clone()))

@@ -5,28 +5,16 @@
 //! an attack by a stolen, non-enrolled credential; the rule refuses it because it also
 //! judges what the record can ever do (`latent`).
 
+use super::tests::{NOW, recorded_by as by, state};
 use super::*;
 use dho_routing_core::authority::judge;
 use dho_schemas::fixtures;
 
-const NOW: Millis = 1_800_000_000_000;
 const ALL: [DataCategory; 3] = [
     DataCategory::Measurement,
     DataCategory::SelfReport,
     DataCategory::Alert,
 ];
-
-fn by(mut c: Consent, org: &OrganisationIdentifier) -> Consent {
-    c.recorded_by = org.clone();
-    c
-}
-
-fn state(consents: &[Consent]) -> BTreeMap<String, Consent> {
-    consents
-        .iter()
-        .map(|c| (state_key(&c.patient, &c.consent_id), c.clone()))
-        .collect()
-}
 
 /// The patient's own objection, as the portal records it: deny everyone everything.
 fn patient_objects(p: &PatientIdentifier) -> Consent {
